@@ -1,0 +1,133 @@
+//! The bounded job queue and thread pool that take slow work off the event loops.
+//!
+//! A full queue is an answer, not a wait: [`JobPool::try_submit`] fails at once so the
+//! service can reply 503 `busy` with `Retry-After` instead of stalling its loop.
+
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::event_loop::{Ctx, Reply};
+use crate::http::Response;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The queue was full; the caller should answer 503 `busy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+impl fmt::Display for Busy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job queue full")
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// A fixed set of worker threads fed by one bounded queue.
+#[derive(Debug)]
+pub struct JobPool {
+    tx: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl JobPool {
+    /// Starts `workers` threads named `name-N` sharing a queue of `queue_max` jobs.
+    pub fn new(name: &str, workers: usize, queue_max: usize) -> std::io::Result<JobPool> {
+        assert!(workers > 0, "a job pool needs at least one worker");
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue_max);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..workers)
+            .map(|i| {
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || work(&rx))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(JobPool { tx: Some(tx), workers })
+    }
+
+    /// Queues a job, or fails at once with [`Busy`] when the queue is full.
+    pub fn try_submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Busy> {
+        let tx = self.tx.as_ref().expect("the sender lives until drop");
+        tx.try_send(Box::new(job)).map_err(|err| match err {
+            TrySendError::Full(_) | TrySendError::Disconnected(_) => Busy,
+        })
+    }
+}
+
+/// Defers the current request to `pool`: `work` runs on a worker and its response goes
+/// back through the event loop. A full queue answers 503 `busy` with `Retry-After`.
+pub fn defer_to_pool(pool: &JobPool, ctx: &mut Ctx<'_>, work: impl FnOnce() -> Response + Send + 'static) -> Reply {
+    let busy = Response::error(503, "busy", "job queue full; retry shortly").with_header("Retry-After", "1");
+    let responder = ctx.defer().if_unanswered(busy);
+    let submitted = pool.try_submit(move || {
+        let responder = responder.if_unanswered(Response::error(500, "internal", "the job failed"));
+        responder.send(work());
+    });
+    if submitted.is_err() {
+        tracing::warn!("job queue full; answered 503 busy");
+    }
+    Reply::Later
+}
+
+fn work(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while taking a job, never while running it.
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            // A panicking job answers 500 through its responder's drop; the worker
+            // survives so the pool keeps its size.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for JobPool {
+    fn drop(&mut self) {
+        // Closing the queue lets every worker finish its current job and exit.
+        self.tx.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn runs_jobs_and_refuses_when_full() {
+        let pool = JobPool::new("t", 1, 1).unwrap();
+        let (started_tx, started_rx) = channel::<()>();
+        let (gate_tx, gate_rx) = channel::<()>();
+        let (done_tx, done_rx) = channel::<u32>();
+        // The first job holds the only worker until the gate opens.
+        let d = done_tx.clone();
+        pool.try_submit(move || {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            d.send(1).unwrap();
+        })
+        .unwrap();
+        started_rx.recv().unwrap();
+        // One job runs; the queue of one takes a second job and refuses a third.
+        let d = done_tx.clone();
+        pool.try_submit(move || d.send(2).unwrap()).unwrap();
+        let d = done_tx.clone();
+        assert_eq!(pool.try_submit(move || d.send(3).unwrap()), Err(Busy));
+        gate_tx.send(()).unwrap();
+        assert_eq!(done_rx.recv().unwrap(), 1);
+        assert_eq!(done_rx.recv().unwrap(), 2);
+    }
+}

@@ -1,0 +1,148 @@
+//! `catwar-server`: runs the CatWar topology (`up`), kills one of its services (`kill`),
+//! and serves one service in this process (`serve`, what `up` runs for each child).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use catwar_server::config::Knobs;
+use catwar_server::service;
+use catwar_server::supervisor::{self, UpOptions};
+use catwar_server::topology::Plan;
+
+/// Exit code for a bad command line, as in sysexits.h.
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "catwar-server", version, about = "The CatWar reference server: every service of the scenario, one process each")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the whole topology, supervised, and write DIR/topology.json once it listens.
+    Up {
+        /// Data folder: resources, state, user DB, topology.json.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// First port of the port table (storage); 0 picks free ports.
+        #[arg(long, value_name = "N", default_value_t = 7100)]
+        base_port: u16,
+        /// TOML file with any of the knobs below, spelled like the flags.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        knobs: Knobs,
+    },
+    /// SIGKILL the process of one service of a running topology.
+    Kill {
+        /// Service name as in topology.json, for example `balancer`.
+        service: String,
+        /// The data folder given to `up`.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Run one service of a plan in this process (started by `up`).
+    #[command(hide = true)]
+    Serve {
+        /// Service name.
+        service: String,
+        /// The plan written by `up`.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Cmd::Up { data, base_port, config, knobs } => up(data, base_port, config, knobs),
+        Cmd::Kill { service, data } => kill(&service, &data),
+        Cmd::Serve { service, plan } => serve(&service, &plan),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("catwar-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Log timestamps followed by the service name, so the interleaved logs of all children
+/// on the supervisor's terminal say who wrote each line.
+struct ServiceTime(&'static str);
+
+impl tracing_subscriber::fmt::time::FormatTime for ServiceTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        tracing_subscriber::fmt::time::SystemTime.format_time(w)?;
+        write!(w, " {:>17}", self.0)
+    }
+}
+
+fn init_logging(service: &str) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let name: &'static str = Box::leak(service.to_string().into_boxed_str());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .with_timer(ServiceTime(name))
+        .try_init();
+}
+
+/// Sets the returned flag on SIGTERM or SIGINT.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> anyhow::Result<()> {
+    init_logging("up");
+    let file_knobs = match &config {
+        Some(path) => Knobs::from_file(path)?,
+        None => Knobs::default(),
+    };
+    let settings = knobs.or(file_knobs).resolve()?;
+    let exe = std::env::current_exe().context("finding this executable to start the services")?;
+    let stop = stop_on_signals()?;
+    tracing::info!(data = %data.display(), base_port, argon2 = ?settings.argon2, "starting the CatWar topology");
+    let options = UpOptions { data_dir: data, base_port, settings, exe };
+    supervisor::up(&options, &stop)?;
+    Ok(())
+}
+
+fn kill(service: &str, data: &std::path::Path) -> anyhow::Result<()> {
+    let pid = supervisor::kill(data, service)?;
+    println!("killed {service} (pid {pid}) with SIGKILL");
+    Ok(())
+}
+
+fn serve(name: &str, plan_path: &std::path::Path) -> anyhow::Result<()> {
+    init_logging(name);
+    let plan = Plan::read(plan_path)?;
+    let addr = plan.addr_of(name)?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("service {name}: binding {addr}"))?;
+    let stop = stop_on_signals()?;
+    let running = service::start(&plan, name, listener).with_context(|| format!("service {name}"))?;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.shutdown().with_context(|| format!("service {name}: stopping"))
+}

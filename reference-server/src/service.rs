@@ -1,0 +1,154 @@
+//! Running services: the handle shared by every service started in-process, and `serve`,
+//! which starts one named service of a plan in this process (what `up` runs per child).
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::balancer::{self, BalancerConfig};
+use crate::balancer_observer::Role;
+use crate::event_loop::{Limits, ServerHandle};
+use crate::file_node;
+use crate::resources::{Catalog, ResourceError};
+use crate::storage::{self, StorageConfig};
+use crate::topology::{Plan, ServiceKind, TopologyError};
+
+/// Granularity of background threads' sleeps, so a stop is noticed quickly.
+const STOP_POLL_MS: u64 = 20;
+
+/// A service running in this process: its server plus any background threads.
+#[derive(Debug)]
+pub struct Running {
+    server: ServerHandle,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Wraps a started server; `stop` is the flag its background threads watch.
+    pub fn new(server: ServerHandle, stop: Arc<AtomicBool>) -> Running {
+        Running { server, stop, threads: Vec::new() }
+    }
+
+    /// Starts a named background thread that belongs to this service.
+    pub fn add_thread(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let thread = std::thread::Builder::new().name(name.to_string()).spawn(body)?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    /// The service's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    /// Stops the server and the background threads and waits for them.
+    pub fn shutdown(self) -> io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        self.server.shutdown()
+    }
+}
+
+/// Sleeps for `total` unless `stop` is set first; returns false when stopped.
+pub fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) -> bool {
+    let end = Instant::now() + total;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(STOP_POLL_MS)));
+    }
+}
+
+/// Why a service could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The name is not a service of the topology.
+    UnknownService(String),
+    /// The resource catalog did not load.
+    Resources(ResourceError),
+    /// The plan lacks an address this service needs.
+    Topology(TopologyError),
+    /// Binding threads or sockets failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::UnknownService(name) => write!(f, "unknown service {name:?}"),
+            StartError::Resources(e) => write!(f, "resources: {e}"),
+            StartError::Topology(e) => write!(f, "plan: {e}"),
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ResourceError> for StartError {
+    fn from(e: ResourceError) -> Self {
+        StartError::Resources(e)
+    }
+}
+
+impl From<TopologyError> for StartError {
+    fn from(e: TopologyError) -> Self {
+        StartError::Topology(e)
+    }
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
+/// Starts the service `name` of `plan` on `listener` in this process.
+pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, StartError> {
+    let kind = ServiceKind::parse(name).ok_or_else(|| StartError::UnknownService(name.into()))?;
+    let settings = &plan.settings;
+    let limits = Limits::default();
+    let resources = plan.data_dir.join("resources");
+    let running = match kind {
+        ServiceKind::FileNode(_) => {
+            let catalog = Arc::new(Catalog::load(&resources)?);
+            let server = file_node::start(listener, catalog, limits)?;
+            Running::new(server, Arc::new(AtomicBool::new(false)))
+        }
+        ServiceKind::Balancer | ServiceKind::BalancerObserver => {
+            let (role, peer) = match kind {
+                ServiceKind::Balancer => (Role::Primary, plan.addr_of("balancer-observer")?),
+                _ => (Role::Observer, plan.addr_of("balancer")?),
+            };
+            let config = BalancerConfig {
+                role,
+                peer,
+                nodes: plan.file_nodes(),
+                heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
+                heartbeat_deadline: Duration::from_millis(settings.heartbeat_deadline_ms),
+                health_interval: Duration::from_millis(settings.health_interval_ms),
+                epoch_file: Some(plan.data_dir.join("state").join(format!("{name}.epoch"))),
+            };
+            balancer::start(listener, config, limits)?
+        }
+        ServiceKind::Storage => {
+            let config = StorageConfig::new(
+                Arc::new(Catalog::load(&resources)?),
+                vec![plan.addr_of("balancer")?, plan.addr_of("balancer-observer")?],
+            );
+            storage::start(listener, config, limits)?
+        }
+    };
+    Ok(running)
+}

@@ -1,0 +1,183 @@
+//! Storage: answers "is my resource version current?" and, when it is not, sends the
+//! manifest and file-node endpoints picked by whichever balancer is active.
+//!
+//! Route: `GET /v1/update?version=V`. An up-to-date check is answered on the event loop;
+//! a stale one needs a pick from a balancer over the network, so it runs on the job pool
+//! and its answer returns through the loop's waker.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client;
+use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::http::{self, Request, Response};
+use crate::jobs::{defer_to_pool, JobPool};
+use crate::resources::{valid_version, Catalog, FileEntry};
+use crate::service::Running;
+
+/// File-node endpoints sent with each update, so a client can spread its downloads and
+/// fall back to a second node when one fails mid-transfer.
+pub const PICK_N_DEFAULT: usize = 2;
+/// A balancer that takes longer than this to pick is treated as down for this request.
+const PICK_TIMEOUT_MS: u64 = 200;
+/// Threads that talk to balancers. Picks are short loopback calls; four keep a slow
+/// balancer from queueing every update behind it.
+const PICK_WORKERS: usize = 4;
+/// Stale-version checks waiting for a worker; beyond it storage answers 503 `busy`.
+const PICK_QUEUE_MAX: usize = 4096;
+
+/// Everything storage needs.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The resource catalog (current version and manifest).
+    pub catalog: Arc<Catalog>,
+    /// Balancer processes, primary first; whichever answers with the highest epoch wins.
+    pub balancers: Vec<SocketAddr>,
+    /// Endpoints per update answer.
+    pub pick_n: usize,
+}
+
+impl StorageConfig {
+    /// A config with the default pick size.
+    pub fn new(catalog: Arc<Catalog>, balancers: Vec<SocketAddr>) -> StorageConfig {
+        StorageConfig { catalog, balancers, pick_n: PICK_N_DEFAULT }
+    }
+}
+
+/// Follows the active balancer: the one that last answered, unless another answers with
+/// a higher epoch. An answer below the highest epoch seen comes from a balancer that has
+/// not yet learned it was replaced, and is not used.
+#[derive(Debug)]
+struct Picker {
+    balancers: Vec<SocketAddr>,
+    pick_n: usize,
+    state: Mutex<PickerState>,
+}
+
+#[derive(Debug, Default)]
+struct PickerState {
+    preferred: usize,
+    epoch_max: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pick {
+    epoch: u64,
+    endpoints: Vec<String>,
+}
+
+impl Picker {
+    fn pick(&self) -> Option<Pick> {
+        let (preferred, epoch_max) = {
+            let state = self.state.lock().expect("picker lock");
+            (state.preferred, state.epoch_max)
+        };
+        let count = self.balancers.len();
+        let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
+        let path = format!("/v1/pick?n={}", self.pick_n);
+        for i in (0..count).map(|k| (preferred + k) % count) {
+            let Ok(response) = client::get(self.balancers[i], &path, timeout) else { continue };
+            if response.status != 200 {
+                continue;
+            }
+            let Ok(pick) = response.json::<Pick>() else { continue };
+            if pick.epoch < epoch_max || pick.endpoints.is_empty() {
+                continue;
+            }
+            let mut state = self.state.lock().expect("picker lock");
+            if pick.epoch >= state.epoch_max {
+                state.epoch_max = pick.epoch;
+                state.preferred = i;
+                return Some(pick);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Serialize)]
+struct Current<'a> {
+    update: bool,
+    version: &'a str,
+}
+
+#[derive(Serialize)]
+struct Update<'a> {
+    update: bool,
+    version: &'a str,
+    files: &'a [FileEntry],
+    endpoints: Vec<String>,
+    epoch: u64,
+}
+
+/// Storage's request handler.
+#[derive(Debug)]
+pub struct Storage {
+    current: Arc<str>,
+    manifest: Arc<[FileEntry]>,
+    picker: Arc<Picker>,
+    pool: JobPool,
+}
+
+impl Storage {
+    /// A handler with its own pick workers.
+    pub fn new(config: StorageConfig) -> io::Result<Storage> {
+        Ok(Storage {
+            current: config.catalog.current.as_str().into(),
+            manifest: config.catalog.current_manifest().into(),
+            picker: Arc::new(Picker {
+                balancers: config.balancers,
+                pick_n: config.pick_n,
+                state: Mutex::new(PickerState::default()),
+            }),
+            pool: JobPool::new("storage-pick", PICK_WORKERS, PICK_QUEUE_MAX)?,
+        })
+    }
+
+    fn update(&mut self, req: &Request, ctx: &mut Ctx<'_>) -> Reply {
+        let version = match req.query_param("version") {
+            None => return Reply::Now(Response::error(400, "bad_request", "query version: missing")),
+            Some(v) if !valid_version(&v) => {
+                return Reply::Now(Response::error(
+                    400,
+                    "bad_request",
+                    "query version: must be 1-64 letters, digits, '.', '-' or '_'",
+                ))
+            }
+            Some(v) => v,
+        };
+        if version == *self.current {
+            return Reply::Now(Response::json(200, &Current { update: false, version: &version }));
+        }
+        let (picker, current, manifest) = (Arc::clone(&self.picker), Arc::clone(&self.current), Arc::clone(&self.manifest));
+        defer_to_pool(&self.pool, ctx, move || match picker.pick() {
+            Some(pick) => Response::json(
+                200,
+                &Update { update: true, version: &current, files: &manifest, endpoints: pick.endpoints, epoch: pick.epoch },
+            ),
+            None => Response::error(503, "unavailable", "no balancer answered; retry shortly").with_header("Retry-After", "1"),
+        })
+    }
+}
+
+impl Handler for Storage {
+    fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v1/update") => self.update(&req, ctx),
+            ("GET", "/healthz") => Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"}))),
+            (_, "/v1/update" | "/healthz") => Reply::Now(http::method_not_allowed(&req)),
+            _ => Reply::Now(http::not_found(&req)),
+        }
+    }
+}
+
+/// Starts storage on `listener`.
+pub fn start(listener: TcpListener, config: StorageConfig, limits: Limits) -> io::Result<Running> {
+    let server = Server::new(listener, Storage::new(config)?, limits)?;
+    Ok(Running::new(server.spawn("storage")?, Arc::new(AtomicBool::new(false))))
+}

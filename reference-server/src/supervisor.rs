@@ -1,0 +1,275 @@
+//! `catwar-server up` and `catwar-server kill`: one OS process per service, supervised.
+//!
+//! `up` plans every address, starts the children in dependency order (each is this same
+//! binary running `serve NAME`), waits until each listens, then writes
+//! `DIR/topology.json`. A child that dies is restarted after the restart delay and the
+//! topology file is rewritten with its new pid. On SIGTERM or Ctrl-C every child gets
+//! SIGTERM, then SIGKILL after a grace period; children also get SIGKILL from the kernel
+//! if the supervisor itself dies (`PR_SET_PDEATHSIG`), so no process is left behind.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::resources::{self, ResourceError};
+use crate::topology::{Plan, Topology, TopologyEntry, TopologyError};
+
+/// How long a child may take to start listening before `up` gives up on it.
+const LISTEN_WAIT_MS: u64 = 15_000;
+/// How often the supervisor checks its children and the stop flag.
+const SUPERVISE_POLL_MS: u64 = 20;
+/// How long children get to stop after SIGTERM before they are killed.
+const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// What went wrong while supervising.
+#[derive(Debug)]
+pub enum SuperviseError {
+    /// Creating the data folder or a file in it failed.
+    Io(PathBuf, io::Error),
+    /// The resource set could not be created or read.
+    Resources(ResourceError),
+    /// The plan or topology file could not be written or read.
+    Topology(TopologyError),
+    /// A child could not be started.
+    Spawn(String, io::Error),
+    /// A child exited or did not listen in time during start.
+    Start(String, String),
+    /// `kill` found a pid that is no longer the named service.
+    Stale(String, u32),
+}
+
+impl fmt::Display for SuperviseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SuperviseError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            SuperviseError::Resources(e) => write!(f, "resources: {e}"),
+            SuperviseError::Topology(e) => write!(f, "{e}"),
+            SuperviseError::Spawn(name, e) => write!(f, "service {name}: could not start: {e}"),
+            SuperviseError::Start(name, why) => write!(f, "service {name}: {why}"),
+            SuperviseError::Stale(name, pid) => {
+                write!(f, "service {name}: pid {pid} in topology.json is no longer that service (is `up` running?)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SuperviseError {}
+
+impl From<TopologyError> for SuperviseError {
+    fn from(e: TopologyError) -> Self {
+        SuperviseError::Topology(e)
+    }
+}
+
+/// What `up` needs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// First port of the SPEC §3 table, or 0 for free ports.
+    pub base_port: u16,
+    /// Resolved settings.
+    pub settings: Settings,
+    /// The binary that runs `serve NAME --plan FILE` (normally this one).
+    pub exe: PathBuf,
+}
+
+#[derive(Debug)]
+struct Supervised {
+    name: String,
+    addr: SocketAddr,
+    child: Option<Child>,
+    restart_at: Option<Instant>,
+}
+
+/// Runs the topology until `stop` is set.
+pub fn up(options: &UpOptions, stop: &AtomicBool) -> Result<(), SuperviseError> {
+    let data = &options.data_dir;
+    for dir in [data.clone(), data.join("run"), data.join("state")] {
+        fs::create_dir_all(&dir).map_err(|e| SuperviseError::Io(dir.clone(), e))?;
+    }
+    resources::ensure_default(&data.join("resources")).map_err(SuperviseError::Resources)?;
+    // A topology file left by a killed `up` names dead pids; nobody may read it now.
+    let _ = fs::remove_file(Topology::path(data));
+    let plan = Plan::new(fs::canonicalize(data).map_err(|e| SuperviseError::Io(data.clone(), e))?, options.settings.clone(), options.base_port)?;
+    let plan_path = data.join("run").join("plan.json");
+    plan.write(&plan_path)?;
+    let mut children: Vec<Supervised> = plan
+        .services
+        .iter()
+        .map(|s| Supervised { name: s.name.clone(), addr: s.addr, child: None, restart_at: None })
+        .collect();
+    let started = start_all(&mut children, &options.exe, &plan_path, stop);
+    let result = started.and_then(|()| {
+        write_topology(data, &children)?;
+        tracing::info!(services = children.len(), topology = %Topology::path(data).display(), "topology up");
+        supervise(&mut children, options, &plan_path, stop)
+    });
+    stop_all(&mut children);
+    let _ = fs::remove_file(Topology::path(data));
+    result
+}
+
+fn start_all(children: &mut [Supervised], exe: &Path, plan: &Path, stop: &AtomicBool) -> Result<(), SuperviseError> {
+    for s in children.iter_mut() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        start_one(s, exe, plan)?;
+    }
+    Ok(())
+}
+
+fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), SuperviseError> {
+    let mut command = Command::new(exe);
+    command.arg("serve").arg(&s.name).arg("--plan").arg(plan).stdin(Stdio::null());
+    // SAFETY: both calls are async-signal-safe and touch only the new child process.
+    unsafe {
+        command.pre_exec(|| {
+            // Its own process group: a terminal's Ctrl-C reaches only the supervisor,
+            // which then stops the children in order.
+            if libc::setpgid(0, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| SuperviseError::Spawn(s.name.clone(), e))?;
+    let pid = child.id();
+    s.child = Some(child);
+    s.restart_at = None;
+    wait_listening(s).inspect_err(|_| kill_child(s))?;
+    tracing::info!(service = %s.name, addr = %s.addr, pid, "service listening");
+    Ok(())
+}
+
+fn wait_listening(s: &mut Supervised) -> Result<(), SuperviseError> {
+    let deadline = Instant::now() + Duration::from_millis(LISTEN_WAIT_MS);
+    loop {
+        if TcpStream::connect_timeout(&s.addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        let child = s.child.as_mut().expect("started");
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SuperviseError::Start(s.name.clone(), format!("exited during start ({})", describe(status))));
+        }
+        if Instant::now() >= deadline {
+            return Err(SuperviseError::Start(s.name.clone(), format!("not listening on {} after {LISTEN_WAIT_MS} ms", s.addr)));
+        }
+        std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
+    }
+}
+
+fn supervise(children: &mut [Supervised], options: &UpOptions, plan: &Path, stop: &AtomicBool) -> Result<(), SuperviseError> {
+    let delay = Duration::from_millis(options.settings.restart_delay_ms);
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        for s in children.iter_mut() {
+            let Some(child) = s.child.as_mut() else { continue };
+            if let Ok(Some(status)) = child.try_wait() {
+                let pid = child.id();
+                s.child = None;
+                if delay.is_zero() {
+                    tracing::warn!(service = %s.name, pid, status = %describe(status), "service died; restarts are off");
+                } else {
+                    tracing::warn!(service = %s.name, pid, status = %describe(status), delay_ms = delay.as_millis() as u64, "service died; restarting");
+                    s.restart_at = Some(now + delay);
+                }
+            }
+        }
+        let mut changed = false;
+        for s in children.iter_mut() {
+            if s.restart_at.is_some_and(|at| at <= now) {
+                match start_one(s, &options.exe, plan) {
+                    Ok(()) => changed = true,
+                    // A failed restart is retried after the same delay instead of ending
+                    // the whole topology.
+                    Err(err) => {
+                        tracing::error!(%err, "restart failed");
+                        s.restart_at = Some(Instant::now() + delay);
+                    }
+                }
+            }
+        }
+        if changed {
+            write_topology(&options.data_dir, children)?;
+        }
+        std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
+    }
+    tracing::info!("stopping the topology");
+    Ok(())
+}
+
+fn write_topology(data: &Path, children: &[Supervised]) -> Result<(), SuperviseError> {
+    let services = children
+        .iter()
+        .filter_map(|s| s.child.as_ref().map(|c| TopologyEntry { name: s.name.clone(), addr: s.addr, pid: c.id() }))
+        .collect();
+    Ok(Topology { services }.write(data)?)
+}
+
+/// SIGTERM to every child in reverse start order, then SIGKILL after the grace period.
+fn stop_all(children: &mut [Supervised]) {
+    for s in children.iter().rev() {
+        if let Some(child) = &s.child {
+            // SAFETY: plain kill(2) on a pid we spawned and have not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    for s in children.iter_mut().rev() {
+        while let Some(child) = s.child.as_mut() {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => s.child = None,
+                Ok(None) if Instant::now() >= deadline => {
+                    tracing::warn!(service = %s.name, "did not stop in time; killing");
+                    kill_child(s);
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS)),
+            }
+        }
+    }
+}
+
+fn kill_child(s: &mut Supervised) {
+    if let Some(mut child) = s.child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// `catwar-server kill SERVICE --data DIR`: SIGKILL the process serving `name`.
+/// Returns its pid.
+pub fn kill(data_dir: &Path, name: &str) -> Result<u32, SuperviseError> {
+    let topology = Topology::read(data_dir)?;
+    let pid = topology.service(name)?.pid;
+    // The pid could have been reused since the file was written; only kill it if it is
+    // still this service.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_service = args.windows(2).any(|w| w[0] == b"serve" && w[1] == name.as_bytes());
+    if !is_service {
+        return Err(SuperviseError::Stale(name.into(), pid));
+    }
+    // SAFETY: plain kill(2); the pid was checked to be the named service just above.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } != 0 {
+        return Err(SuperviseError::Io(format!("/proc/{pid}").into(), io::Error::last_os_error()));
+    }
+    Ok(pid)
+}

@@ -1,0 +1,257 @@
+//! The shape of a running topology: which services exist, where they listen, and the two
+//! files that describe it — `DIR/run/plan.json` (what `up` tells each child) and
+//! `DIR/topology.json` (what users and the simulator read, SPEC §3).
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+
+/// Every kind of service `up` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// `storage`.
+    Storage,
+    /// `balancer`.
+    Balancer,
+    /// `balancer-observer`.
+    BalancerObserver,
+    /// `file-node-N`.
+    FileNode(usize),
+}
+
+impl ServiceKind {
+    /// Parses a service name as used in `topology.json`.
+    pub fn parse(name: &str) -> Option<ServiceKind> {
+        match name {
+            "storage" => Some(ServiceKind::Storage),
+            "balancer" => Some(ServiceKind::Balancer),
+            "balancer-observer" => Some(ServiceKind::BalancerObserver),
+            _ => name.strip_prefix("file-node-")?.parse().ok().map(ServiceKind::FileNode),
+        }
+    }
+
+    /// The port offset from `--base-port`, per the table of SPEC §3.
+    fn port_offset(self) -> u16 {
+        match self {
+            ServiceKind::Storage => 0,
+            ServiceKind::Balancer => 10,
+            ServiceKind::BalancerObserver => 11,
+            ServiceKind::FileNode(i) => 20 + i as u16,
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceKind::Storage => write!(f, "storage"),
+            ServiceKind::Balancer => write!(f, "balancer"),
+            ServiceKind::BalancerObserver => write!(f, "balancer-observer"),
+            ServiceKind::FileNode(i) => write!(f, "file-node-{i}"),
+        }
+    }
+}
+
+/// One planned service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlannedService {
+    /// Its name, for example `file-node-0`.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// What `up` hands every child: the data folder, the settings and every address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// Resolved settings.
+    pub settings: Settings,
+    /// Services in start order: a service starts after those it talks to.
+    pub services: Vec<PlannedService>,
+}
+
+/// Errors about plans and topology files.
+#[derive(Debug)]
+pub enum TopologyError {
+    /// Reading or writing a file failed.
+    Io(PathBuf, io::Error),
+    /// A file did not parse.
+    Parse(PathBuf, String),
+    /// A service name is not part of the topology.
+    UnknownService(String, Vec<String>),
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopologyError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            TopologyError::Parse(path, e) => write!(f, "{}: {e}", path.display()),
+            TopologyError::UnknownService(name, known) => {
+                write!(f, "service {name:?} is not in the topology (known: {})", known.join(", "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+impl Plan {
+    /// Plans every service: fixed ports from `base_port`, or free ports when it is 0.
+    pub fn new(data_dir: PathBuf, settings: Settings, base_port: u16) -> Result<Plan, TopologyError> {
+        let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes).map(ServiceKind::FileNode).collect();
+        kinds.extend([ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::Storage]);
+        let addrs = if base_port == 0 {
+            free_loopback_ports(kinds.len()).map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
+        } else {
+            kinds
+                .iter()
+                .map(|k| SocketAddr::from(([127, 0, 0, 1], base_port.saturating_add(k.port_offset()))))
+                .collect()
+        };
+        let services = kinds
+            .iter()
+            .zip(addrs)
+            .map(|(kind, addr)| PlannedService { name: kind.to_string(), addr })
+            .collect();
+        Ok(Plan { data_dir, settings, services })
+    }
+
+    /// The address of a named service.
+    pub fn addr_of(&self, name: &str) -> Result<SocketAddr, TopologyError> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.addr)
+            .ok_or_else(|| TopologyError::UnknownService(name.into(), self.names()))
+    }
+
+    /// Every file node's address, in index order.
+    pub fn file_nodes(&self) -> Vec<SocketAddr> {
+        self.services
+            .iter()
+            .filter(|s| matches!(ServiceKind::parse(&s.name), Some(ServiceKind::FileNode(_))))
+            .map(|s| s.addr)
+            .collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.services.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Reads a plan written by `up`.
+    pub fn read(path: &Path) -> Result<Plan, TopologyError> {
+        read_json(path)
+    }
+
+    /// Writes the plan atomically.
+    pub fn write(&self, path: &Path) -> Result<(), TopologyError> {
+        write_json_atomically(path, self)
+    }
+}
+
+/// Binds `count` loopback listeners on port 0 at once (so the ports differ), then frees
+/// them for the children. Another process could take a port in between; `up` then fails
+/// loudly when the child cannot bind, which is rare enough on loopback.
+fn free_loopback_ports(count: usize) -> io::Result<Vec<SocketAddr>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| l.local_addr()).collect()
+}
+
+/// One running service in `topology.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopologyEntry {
+    /// Service name.
+    pub name: String,
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// The OS process id serving it now.
+    pub pid: u32,
+}
+
+/// `DIR/topology.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Topology {
+    /// Every running service.
+    pub services: Vec<TopologyEntry>,
+}
+
+impl Topology {
+    /// The path of the topology file in a data folder.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("topology.json")
+    }
+
+    /// Reads `DIR/topology.json`.
+    pub fn read(data_dir: &Path) -> Result<Topology, TopologyError> {
+        read_json(&Topology::path(data_dir))
+    }
+
+    /// Writes `DIR/topology.json` atomically, so readers never see half a file.
+    pub fn write(&self, data_dir: &Path) -> Result<(), TopologyError> {
+        write_json_atomically(&Topology::path(data_dir), self)
+    }
+
+    /// The entry of a named service.
+    pub fn service(&self, name: &str) -> Result<&TopologyEntry, TopologyError> {
+        self.services.iter().find(|s| s.name == name).ok_or_else(|| {
+            TopologyError::UnknownService(name.into(), self.services.iter().map(|s| s.name.clone()).collect())
+        })
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TopologyError> {
+    let text = fs::read_to_string(path).map_err(|e| TopologyError::Io(path.into(), e))?;
+    serde_json::from_str(&text).map_err(|e| TopologyError::Parse(path.into(), e.to_string()))
+}
+
+fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), TopologyError> {
+    let text = serde_json::to_string_pretty(value).expect("plain values serialize");
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, text).map_err(|e| TopologyError::Io(tmp.clone(), e))?;
+    fs::rename(&tmp, path).map_err(|e| TopologyError::Io(path.into(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_ports_follow_the_spec_table() {
+        let settings = Settings::default();
+        let plan = Plan::new("/tmp/x".into(), settings, 7100).unwrap();
+        let port = |n: &str| plan.addr_of(n).unwrap().port();
+        assert_eq!(port("storage"), 7100);
+        assert_eq!(port("balancer"), 7110);
+        assert_eq!(port("balancer-observer"), 7111);
+        assert_eq!(port("file-node-2"), 7122);
+        assert_eq!(plan.file_nodes().len(), 3);
+        assert!(plan.addr_of("lobby").is_err());
+    }
+
+    #[test]
+    fn port_zero_gives_distinct_free_ports() {
+        let plan = Plan::new("/tmp/x".into(), Settings::default(), 0).unwrap();
+        let mut ports: Vec<u16> = plan.services.iter().map(|s| s.addr.port()).collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), plan.services.len());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in [ServiceKind::Storage, ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::FileNode(7)] {
+            assert_eq!(ServiceKind::parse(&kind.to_string()), Some(kind));
+        }
+        assert_eq!(ServiceKind::parse("file-node-x"), None);
+    }
+}

@@ -1,0 +1,509 @@
+//! Scenario files: what a run simulates, typed and validated before anything starts.
+//!
+//! A scenario is a TOML file with these sections (defaults in brackets):
+//!
+//! - `[scenario]`: `name` (required; letters, digits, `.`, `_`, `-`), `seed` [1],
+//!   `duration_s` [30].
+//! - `[population]`: `clients` [100], `stale_version` ["1.0.0"], the resource version
+//!   that stale clients report.
+//! - `[load]`: `model` ["closed"], `think_time_ms` [1000], jittered by ±50 % per pause.
+//! - `[script]`: `stale_version` [0.1], the probability that a session starts on the
+//!   stale version and so downloads every file.
+//! - `[[faults]]` [none]: `at_s`, `action` (`"kill"`), `service` (a topology name such as
+//!   `balancer` or `file-node-0`).
+//! - `[thresholds]` [none]: `"metric" = "condition"`, see [`crate::threshold`].
+//!
+//! Unknown fields are errors, and every semantic error names its field.
+
+use crate::threshold::{Metric, Threshold};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Bounds on `population.clients`; one process runs at most a million virtual clients,
+/// which is already far beyond the file descriptors of a default machine.
+const CLIENTS_MAX: u64 = 1_000_000;
+/// A run lasts at most a day; longer runs are soak tests that want their own tooling.
+const DURATION_S_MAX: u64 = 86_400;
+/// Think time is at most an hour; longer pauses leave a client idle for the whole run.
+const THINK_TIME_MS_MAX: u64 = 3_600_000;
+/// Names and versions end up in paths and tables, so they stay short.
+const NAME_BYTES_MAX: usize = 64;
+/// A scenario schedules at most this many faults; more would be a chaos test, not a script.
+const FAULTS_MAX: usize = 1_000;
+
+/// Why a scenario was rejected. Every variant ends in exit code 64.
+#[derive(Debug)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    Read {
+        /// The scenario file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown or mistyped field);
+    /// the message quotes the offending line and names the field.
+    Syntax(String),
+    /// A field has a value outside its allowed range or form.
+    Invalid {
+        /// The field, such as `population.clients` or `faults[0].at_s`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ScenarioError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScenarioError::Read { path, source } => {
+                write!(f, "cannot read scenario {}: {source}", path.display())
+            }
+            ScenarioError::Syntax(message) => write!(f, "scenario: {message}"),
+            ScenarioError::Invalid { field, message } => write!(f, "{field}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ScenarioError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The TOML text it was parsed from, kept for the report.
+    pub text: String,
+    /// `[scenario]`
+    pub scenario: Meta,
+    /// `[population]`
+    pub population: Population,
+    /// `[load]`
+    pub load: Load,
+    /// `[script]`
+    pub script: Script,
+    /// `[[faults]]`, sorted by time.
+    pub faults: Vec<Fault>,
+    /// `[thresholds]`, sorted by metric name.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// `[scenario]`: identity and length of the run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// Shown in the report and the summary; required.
+    pub name: String,
+    /// Drives every random choice of every client. Default 1.
+    #[serde(default = "Meta::default_seed")]
+    pub seed: u64,
+    /// Length of the run in seconds. Default 30.
+    #[serde(default = "Meta::default_duration_s")]
+    pub duration_s: u64,
+}
+
+impl Meta {
+    fn default_seed() -> u64 {
+        1
+    }
+    fn default_duration_s() -> u64 {
+        30
+    }
+}
+
+/// `[population]`: the virtual clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Population {
+    /// Number of virtual clients. Default 100.
+    #[serde(default = "Population::default_clients")]
+    pub clients: u64,
+    /// The resource version a stale client reports. Default "1.0.0".
+    #[serde(default = "Population::default_stale_version")]
+    pub stale_version: String,
+}
+
+impl Population {
+    fn default_clients() -> u64 {
+        100
+    }
+    fn default_stale_version() -> String {
+        "1.0.0".to_string()
+    }
+}
+
+impl Default for Population {
+    fn default() -> Population {
+        Population {
+            clients: Population::default_clients(),
+            stale_version: Population::default_stale_version(),
+        }
+    }
+}
+
+/// How load is offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadModel {
+    /// A fixed number of clients, each looping sessions back to back.
+    Closed,
+    /// Sessions arriving at a rate; named so that it is rejected with a clear message.
+    Open,
+}
+
+/// `[load]`: the load model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Only `closed` is supported. Default `closed`.
+    #[serde(default = "Load::default_model")]
+    pub model: LoadModel,
+    /// Pause after each session, jittered by ±50 %. Default 1000.
+    #[serde(default = "Load::default_think_time_ms")]
+    pub think_time_ms: u64,
+}
+
+impl Load {
+    fn default_model() -> LoadModel {
+        LoadModel::Closed
+    }
+    fn default_think_time_ms() -> u64 {
+        1000
+    }
+}
+
+impl Default for Load {
+    fn default() -> Load {
+        Load { model: Load::default_model(), think_time_ms: Load::default_think_time_ms() }
+    }
+}
+
+/// `[script]`: the probabilities of the script's branches.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    /// Probability that a session starts on the stale version. Default 0.1.
+    #[serde(default = "Script::default_stale_version")]
+    pub stale_version: f64,
+}
+
+impl Script {
+    fn default_stale_version() -> f64 {
+        0.1
+    }
+}
+
+impl Default for Script {
+    fn default() -> Script {
+        Script { stale_version: Script::default_stale_version() }
+    }
+}
+
+/// What a fault does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultAction {
+    /// SIGKILL the service's process, whose pid is read from topology.json right before.
+    Kill,
+}
+
+impl FaultAction {
+    /// The name used in scenarios and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultAction::Kill => "kill",
+        }
+    }
+}
+
+/// `[[faults]]`: one scheduled fault.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Seconds after the start of the run.
+    pub at_s: f64,
+    /// What to do.
+    pub action: FaultAction,
+    /// The topology name of the target, such as `balancer` or `file-node-1`.
+    pub service: String,
+}
+
+impl Fault {
+    /// Whether this fault kills the active balancer, which starts a failover.
+    pub fn kills_balancer(&self) -> bool {
+        self.action == FaultAction::Kill && self.service == "balancer"
+    }
+
+    /// Whether this fault kills a file node, after which storage may briefly still
+    /// hand out the dead node.
+    pub fn kills_file_node(&self) -> bool {
+        self.action == FaultAction::Kill && self.service.starts_with("file-node-")
+    }
+}
+
+/// The file as written, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    scenario: Meta,
+    #[serde(default)]
+    population: Population,
+    #[serde(default)]
+    load: Load,
+    #[serde(default)]
+    script: Script,
+    #[serde(default)]
+    faults: Vec<Fault>,
+    #[serde(default)]
+    thresholds: BTreeMap<String, String>,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+        Scenario::parse(&text)
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ScenarioError::Syntax(e.to_string()))?;
+        validate_meta(&raw.scenario)?;
+        validate_population(&raw.population)?;
+        validate_load(&raw.load)?;
+        validate_script(&raw.script)?;
+        validate_faults(&raw.faults, raw.scenario.duration_s)?;
+        let thresholds = parse_thresholds(&raw.thresholds, &raw.faults)?;
+        let mut faults = raw.faults;
+        faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        Ok(Scenario {
+            text: text.to_string(),
+            scenario: raw.scenario,
+            population: raw.population,
+            load: raw.load,
+            script: raw.script,
+            faults,
+            thresholds,
+        })
+    }
+}
+
+fn validate_meta(meta: &Meta) -> Result<(), ScenarioError> {
+    if !is_safe_name(&meta.name) {
+        return Err(ScenarioError::invalid(
+            "scenario.name",
+            format!("must be 1 to {NAME_BYTES_MAX} letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    if !(1..=DURATION_S_MAX).contains(&meta.duration_s) {
+        return Err(ScenarioError::invalid(
+            "scenario.duration_s",
+            format!("must be between 1 and {DURATION_S_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_population(population: &Population) -> Result<(), ScenarioError> {
+    if !(1..=CLIENTS_MAX).contains(&population.clients) {
+        return Err(ScenarioError::invalid(
+            "population.clients",
+            format!("must be between 1 and {CLIENTS_MAX}"),
+        ));
+    }
+    let version = &population.stale_version;
+    if !is_safe_name(version) || version.starts_with('.') {
+        return Err(ScenarioError::invalid(
+            "population.stale_version",
+            format!("must be a version such as \"1.0.0\" (letters, digits, '.', '_', '-'; at most {NAME_BYTES_MAX})"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_load(load: &Load) -> Result<(), ScenarioError> {
+    if load.model == LoadModel::Open {
+        return Err(ScenarioError::invalid(
+            "load.model",
+            "the open model is not available in this version of catwar-sim; use \"closed\"",
+        ));
+    }
+    if load.think_time_ms > THINK_TIME_MS_MAX {
+        return Err(ScenarioError::invalid(
+            "load.think_time_ms",
+            format!("must be between 0 and {THINK_TIME_MS_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_script(script: &Script) -> Result<(), ScenarioError> {
+    if !(0.0..=1.0).contains(&script.stale_version) {
+        return Err(ScenarioError::invalid(
+            "script.stale_version",
+            "must be a probability between 0 and 1",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_faults(faults: &[Fault], duration_s: u64) -> Result<(), ScenarioError> {
+    if faults.len() > FAULTS_MAX {
+        return Err(ScenarioError::invalid("faults", format!("at most {FAULTS_MAX} faults")));
+    }
+    for (index, fault) in faults.iter().enumerate() {
+        if !(0.0..duration_s as f64).contains(&fault.at_s) {
+            return Err(ScenarioError::invalid(
+                format!("faults[{index}].at_s"),
+                format!("must be within the run: 0 <= at_s < scenario.duration_s ({duration_s})"),
+            ));
+        }
+        if !is_service_name(&fault.service) {
+            return Err(ScenarioError::invalid(
+                format!("faults[{index}].service"),
+                "must be one of storage, balancer, balancer-observer, file-node-N, profile, \
+                 lobby, play-N, router",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_thresholds(
+    entries: &BTreeMap<String, String>,
+    faults: &[Fault],
+) -> Result<Vec<Threshold>, ScenarioError> {
+    let mut thresholds = Vec::with_capacity(entries.len());
+    for (name, condition) in entries {
+        let field = format!("thresholds.\"{name}\"");
+        let threshold = Threshold::parse(name, condition)
+            .map_err(|e| ScenarioError::invalid(field.clone(), e.0))?;
+        // Without a balancer kill there is no failover to time, and the threshold could
+        // never be met; saying so now beats a failed run later.
+        if threshold.metric == Metric::FailoverGap && !faults.iter().any(Fault::kills_balancer) {
+            return Err(ScenarioError::invalid(
+                field,
+                "needs a [[faults]] entry with action = \"kill\" and service = \"balancer\"",
+            ));
+        }
+        thresholds.push(threshold);
+    }
+    Ok(thresholds)
+}
+
+fn is_safe_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= NAME_BYTES_MAX
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn is_service_name(name: &str) -> bool {
+    const FIXED: [&str; 6] = ["storage", "balancer", "balancer-observer", "profile", "lobby", "router"];
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    FIXED.contains(&name) || numbered("file-node-") || numbered("play-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOKE: &str = include_str!("../../scenarios/smoke.toml");
+
+    fn invalid_field(text: &str) -> String {
+        match Scenario::parse(text) {
+            Err(ScenarioError::Invalid { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn smoke_scenario_parses() {
+        let scenario = Scenario::parse(SMOKE).unwrap();
+        assert_eq!(scenario.scenario.name, "smoke");
+        assert_eq!(scenario.scenario.seed, 42);
+        assert_eq!(scenario.population.clients, 200);
+        assert_eq!(scenario.script.stale_version, 0.3);
+        assert_eq!(scenario.faults.len(), 1);
+        assert!(scenario.faults[0].kills_balancer());
+        assert_eq!(scenario.thresholds.len(), 5);
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let scenario = Scenario::parse("[scenario]\nname = \"tiny\"\n").unwrap();
+        assert_eq!(scenario.scenario.seed, 1);
+        assert_eq!(scenario.scenario.duration_s, 30);
+        assert_eq!(scenario.population.clients, 100);
+        assert_eq!(scenario.population.stale_version, "1.0.0");
+        assert_eq!(scenario.load.model, LoadModel::Closed);
+        assert_eq!(scenario.load.think_time_ms, 1000);
+        assert!(scenario.faults.is_empty() && scenario.thresholds.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = "[scenario]\nname = \"x\"\n[population]\nclientz = 5\n";
+        match Scenario::parse(text) {
+            Err(ScenarioError::Syntax(message)) => assert!(message.contains("clientz"), "{message}"),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let base = "[scenario]\nname = \"x\"\nduration_s = 10\n";
+        assert_eq!(invalid_field(&format!("{base}[population]\nclients = 0\n")), "population.clients");
+        assert_eq!(invalid_field(&format!("{base}[load]\nmodel = \"open\"\n")), "load.model");
+        assert_eq!(invalid_field(&format!("{base}[script]\nstale_version = 1.5\n")), "script.stale_version");
+        assert_eq!(invalid_field("[scenario]\nname = \"a b\"\n"), "scenario.name");
+        assert_eq!(invalid_field("[scenario]\nname = \"x\"\nduration_s = 0\n"), "scenario.duration_s");
+        assert_eq!(
+            invalid_field(&format!("{base}[population]\nstale_version = \"../etc\"\n")),
+            "population.stale_version"
+        );
+        let fault = |at: &str, service: &str| {
+            format!("{base}[[faults]]\nat_s = {at}\naction = \"kill\"\nservice = \"{service}\"\n")
+        };
+        assert_eq!(invalid_field(&fault("10.0", "balancer")), "faults[0].at_s");
+        assert_eq!(invalid_field(&fault("1.0", "balancer-2")), "faults[0].service");
+        assert!(Scenario::parse(&fault("1.0", "file-node-2")).is_ok());
+    }
+
+    #[test]
+    fn unknown_threshold_metric_is_an_error() {
+        let text = "[scenario]\nname = \"x\"\n[thresholds]\n\"update.check.p42\" = \"< 1ms\"\n";
+        assert_eq!(invalid_field(text), "thresholds.\"update.check.p42\"");
+    }
+
+    #[test]
+    fn failover_threshold_needs_a_balancer_kill() {
+        let text = "[scenario]\nname = \"x\"\n[thresholds]\n\"failover.gap\" = \"< 1s\"\n";
+        assert_eq!(invalid_field(text), "thresholds.\"failover.gap\"");
+    }
+
+    #[test]
+    fn mistyped_value_is_a_syntax_error_naming_the_field() {
+        let text = "[scenario]\nname = \"x\"\nseed = \"forty-two\"\n";
+        match Scenario::parse(text) {
+            Err(ScenarioError::Syntax(message)) => assert!(message.contains("seed"), "{message}"),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+}

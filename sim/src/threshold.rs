@@ -1,0 +1,364 @@
+//! Pass/fail conditions on the figures of a run, as written in a scenario's `[thresholds]`.
+//!
+//! A threshold is a metric name and a condition: `"update.check.p99" = "< 100ms"`. Metric
+//! names are `<step>.<p50|p90|p99|p99.9|max|count>`, `errors.rate`, `failover.gap` (the
+//! largest gap of the run) and `invariants.violations`. Each metric has one kind of unit:
+//! latencies take `us`, `ms` or `s`, `errors.rate` takes `%`, counts take plain numbers.
+//! A mismatched unit or an unknown metric is an error, never a silent pass.
+
+use crate::report::Report;
+use crate::step::Step;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A figure of a run that a threshold can test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Metric {
+    /// A statistic of one step.
+    Step {
+        /// The step measured.
+        step: Step,
+        /// Which statistic of the step.
+        stat: Stat,
+    },
+    /// Failed requests over all requests, all steps together.
+    ErrorsRate,
+    /// The largest failover gap of the run; unmeasured if any balancer kill has no gap.
+    FailoverGap,
+    /// The sum of violations over every invariant.
+    InvariantsViolations,
+}
+
+/// A statistic of a step: a latency percentile, the maximum, or the request count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Median latency of successful requests.
+    P50,
+    /// 90th percentile latency of successful requests.
+    P90,
+    /// 99th percentile latency of successful requests.
+    P99,
+    /// 99.9th percentile latency of successful requests.
+    P999,
+    /// Largest latency of a successful request.
+    Max,
+    /// Requests made, failed ones included.
+    Count,
+}
+
+impl Stat {
+    const ALL: [(Stat, &'static str); 6] = [
+        (Stat::P50, "p50"),
+        (Stat::P90, "p90"),
+        (Stat::P99, "p99"),
+        (Stat::P999, "p99.9"),
+        (Stat::Max, "max"),
+        (Stat::Count, "count"),
+    ];
+}
+
+/// What a metric counts, which decides the units its conditions may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Microseconds; conditions use `us`, `ms` or `s`.
+    Latency,
+    /// A fraction; conditions use `%`.
+    Ratio,
+    /// A plain number.
+    Count,
+}
+
+impl Metric {
+    /// Parses a metric name such as `update.check.p99` or `errors.rate`.
+    pub fn parse(name: &str) -> Option<Metric> {
+        match name {
+            "errors.rate" => return Some(Metric::ErrorsRate),
+            "failover.gap" => return Some(Metric::FailoverGap),
+            "invariants.violations" => return Some(Metric::InvariantsViolations),
+            _ => {}
+        }
+        Step::ALL.into_iter().find_map(|step| {
+            let stat_name = name.strip_prefix(step.name())?.strip_prefix('.')?;
+            let (stat, _) = Stat::ALL.into_iter().find(|(_, text)| *text == stat_name)?;
+            Some(Metric::Step { step, stat })
+        })
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Metric::Step { stat: Stat::Count, .. } | Metric::InvariantsViolations => Kind::Count,
+            Metric::Step { .. } | Metric::FailoverGap => Kind::Latency,
+            Metric::ErrorsRate => Kind::Ratio,
+        }
+    }
+
+    /// The value of this metric in a report, in base units (microseconds, fraction, count),
+    /// or `None` when the run did not produce it (no successful sample, no measured gap).
+    pub fn actual(self, report: &Report) -> Option<f64> {
+        match self {
+            Metric::Step { step, stat } => {
+                let figures = report.steps.get(step.name())?;
+                let value = match stat {
+                    Stat::P50 => figures.p50_us,
+                    Stat::P90 => figures.p90_us,
+                    Stat::P99 => figures.p99_us,
+                    Stat::P999 => figures.p999_us,
+                    Stat::Max => figures.max_us,
+                    Stat::Count => Some(figures.count),
+                };
+                value.map(|v| v as f64)
+            }
+            Metric::ErrorsRate => {
+                let requests: u64 = report.steps.values().map(|s| s.count).sum();
+                let errors: u64 = report.steps.values().map(|s| s.errors).sum();
+                (requests > 0).then(|| errors as f64 / requests as f64)
+            }
+            Metric::FailoverGap => {
+                let failover = &report.failover;
+                let measured = !failover.kills.is_empty() && failover.unmeasured == 0;
+                if measured {
+                    failover.max_ms.map(|ms| ms * 1000.0)
+                } else {
+                    None
+                }
+            }
+            Metric::InvariantsViolations => {
+                Some(report.invariants.iter().map(|i| i.violations).sum::<u64>() as f64)
+            }
+        }
+    }
+}
+
+/// The comparison of a condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+}
+
+impl Op {
+    /// Longer operators first, so that `<=` is not read as `<` followed by `=`.
+    const ALL: [(Op, &'static str); 5] =
+        [(Op::Le, "<="), (Op::Ge, ">="), (Op::Eq, "=="), (Op::Lt, "<"), (Op::Gt, ">")];
+
+    fn holds(self, actual: f64, limit: f64) -> bool {
+        match self {
+            Op::Lt => actual < limit,
+            Op::Le => actual <= limit,
+            Op::Gt => actual > limit,
+            Op::Ge => actual >= limit,
+            Op::Eq => actual == limit,
+        }
+    }
+}
+
+/// The unit a condition was written in; reports show the actual value in the same unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
+    /// Percent.
+    Percent,
+    /// A plain number.
+    Plain,
+}
+
+impl Unit {
+    /// Longer suffixes first, so that `ms` and `us` are not read as `s`.
+    const SUFFIXES: [(Unit, &'static str); 4] =
+        [(Unit::Ms, "ms"), (Unit::Us, "us"), (Unit::S, "s"), (Unit::Percent, "%")];
+
+    /// How many base units (microseconds, fraction, count) one of this unit is.
+    fn base_per_unit(self) -> f64 {
+        match self {
+            Unit::Us | Unit::Plain => 1.0,
+            Unit::Ms => 1_000.0,
+            Unit::S => 1_000_000.0,
+            Unit::Percent => 0.01,
+        }
+    }
+
+    fn fits(self, kind: Kind) -> bool {
+        match kind {
+            Kind::Latency => matches!(self, Unit::Us | Unit::Ms | Unit::S),
+            Kind::Ratio => self == Unit::Percent,
+            Kind::Count => self == Unit::Plain,
+        }
+    }
+}
+
+/// Why a threshold could not be parsed; the scenario adds the field name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThresholdError(pub String);
+
+impl fmt::Display for ThresholdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ThresholdError {}
+
+/// A parsed threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Threshold {
+    /// The metric name as written, such as `update.check.p99`.
+    pub name: String,
+    /// The metric tested.
+    pub metric: Metric,
+    /// The condition as written, such as `< 100ms`.
+    pub condition: String,
+    op: Op,
+    /// The limit in base units (microseconds, fraction, count).
+    limit: f64,
+    unit: Unit,
+}
+
+impl Threshold {
+    /// Parses one `[thresholds]` entry.
+    pub fn parse(name: &str, condition: &str) -> Result<Threshold, ThresholdError> {
+        let metric = Metric::parse(name).ok_or_else(|| {
+            ThresholdError(format!(
+                "unknown metric; use <step>.<p50|p90|p99|p99.9|max|count> with a step of {}, \
+                 or errors.rate, failover.gap, invariants.violations",
+                Step::ALL.map(Step::name).join(", ")
+            ))
+        })?;
+        let text = condition.trim();
+        let (op, rest) = Op::ALL
+            .into_iter()
+            .find_map(|(op, symbol)| text.strip_prefix(symbol).map(|rest| (op, rest.trim())))
+            .ok_or_else(|| {
+                ThresholdError(format!("condition {condition:?} must start with <, <=, >, >= or =="))
+            })?;
+        let (number, unit) = Unit::SUFFIXES
+            .into_iter()
+            .find_map(|(unit, suffix)| rest.strip_suffix(suffix).map(|n| (n.trim(), unit)))
+            .unwrap_or((rest, Unit::Plain));
+        let value: f64 = number
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                ThresholdError(format!("condition {condition:?}: {number:?} is not a number >= 0"))
+            })?;
+        let kind = metric.kind();
+        if !unit.fits(kind) {
+            let expected = match kind {
+                Kind::Latency => "a latency unit (us, ms or s)",
+                Kind::Ratio => "a percentage (%)",
+                Kind::Count => "a plain number without unit",
+            };
+            return Err(ThresholdError(format!("condition {condition:?} needs {expected}")));
+        }
+        Ok(Threshold {
+            name: name.to_string(),
+            metric,
+            condition: text.to_string(),
+            op,
+            limit: value * unit.base_per_unit(),
+            unit,
+        })
+    }
+
+    /// Tests the threshold against an actual value in base units; a missing value fails.
+    pub fn evaluate(&self, actual: Option<f64>) -> ThresholdResult {
+        ThresholdResult {
+            metric: self.name.clone(),
+            condition: self.condition.clone(),
+            actual: actual.map(|value| value / self.unit.base_per_unit()),
+            pass: actual.is_some_and(|value| self.op.holds(value, self.limit)),
+        }
+    }
+}
+
+/// The outcome of one threshold, as written to the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// The metric name, such as `update.check.p99`.
+    pub metric: String,
+    /// The condition as written, such as `< 100ms`.
+    pub condition: String,
+    /// The actual value in the condition's unit; `null` when the run did not produce it.
+    pub actual: Option<f64>,
+    /// Whether the condition held.
+    pub pass: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, condition: &str) -> Threshold {
+        Threshold::parse(name, condition).unwrap()
+    }
+
+    #[test]
+    fn parses_every_metric_form() {
+        let p999 = parse("update.check.p99.9", "<= 2s");
+        assert_eq!(p999.metric, Metric::Step { step: Step::UpdateCheck, stat: Stat::P999 });
+        assert_eq!(p999.limit, 2_000_000.0);
+        assert_eq!(
+            parse("file.download.count", ">= 10").metric,
+            Metric::Step { step: Step::FileDownload, stat: Stat::Count }
+        );
+        assert_eq!(parse("errors.rate", "< 0.1%").limit, 0.001);
+        assert_eq!(parse("failover.gap", "<1s").metric, Metric::FailoverGap);
+        assert_eq!(parse("invariants.violations", "== 0").op, Op::Eq);
+        assert_eq!(parse("update.check.p99", "< 250us").limit, 250.0);
+    }
+
+    #[test]
+    fn unknown_metric_is_an_error() {
+        for name in ["update.check.p98", "update.chek.p99", "errors", "lobby.me.p99", ""] {
+            let error = Threshold::parse(name, "< 1ms").unwrap_err();
+            assert!(error.0.contains("unknown metric"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn wrong_unit_or_bad_condition_is_an_error() {
+        assert!(Threshold::parse("update.check.p99", "< 100").is_err());
+        assert!(Threshold::parse("errors.rate", "< 0.05").is_err());
+        assert!(Threshold::parse("invariants.violations", "== 0ms").is_err());
+        assert!(Threshold::parse("update.check.p99", "100ms").is_err());
+        assert!(Threshold::parse("update.check.p99", "< -1ms").is_err());
+        assert!(Threshold::parse("update.check.p99", "< fastms").is_err());
+    }
+
+    #[test]
+    fn evaluation_compares_in_base_units_and_reports_in_the_condition_unit() {
+        let p99 = parse("update.check.p99", "< 100ms");
+        let fast = p99.evaluate(Some(42_500.0));
+        assert!(fast.pass);
+        assert_eq!(fast.actual, Some(42.5));
+        assert!(!p99.evaluate(Some(100_000.0)).pass);
+        let rate = parse("errors.rate", "<= 5%");
+        assert!(rate.evaluate(Some(0.05)).pass);
+        assert_eq!(rate.evaluate(Some(0.05)).actual, Some(5.0));
+        assert!(!rate.evaluate(Some(0.051)).pass);
+        let exact = parse("invariants.violations", "== 0");
+        assert!(exact.evaluate(Some(0.0)).pass);
+        assert!(!exact.evaluate(Some(1.0)).pass);
+        assert!(parse("file.download.count", "> 0").evaluate(Some(1.0)).pass);
+    }
+
+    #[test]
+    fn missing_value_fails() {
+        let result = parse("failover.gap", "< 1s").evaluate(None);
+        assert!(!result.pass);
+        assert_eq!(result.actual, None);
+    }
+}
