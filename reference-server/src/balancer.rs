@@ -197,7 +197,10 @@ pub fn start(listener: TcpListener, config: BalancerConfig, limits: Limits) -> i
 }
 
 fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
-    let timeout = config.heartbeat_interval.max(Duration::from_millis(20));
+    // A peer gets half the deadline to answer: long enough that a busy machine does not
+    // fake a death, short enough that a hung peer is noticed before the deadline. A
+    // dead peer refuses the connection at once either way.
+    let timeout = (config.heartbeat_deadline / 2).max(config.heartbeat_interval);
     loop {
         let seen = match client::get(config.peer, "/v1/status", timeout).and_then(|r| r.json::<Status>()) {
             Ok(status) if status.role == "active" => PeerSeen::Active(status.epoch),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use catwar_server::config::Knobs;
+use catwar_server::config::{ConfigError, Knobs};
 use catwar_server::service;
 use catwar_server::supervisor::{self, UpOptions};
 use catwar_server::topology::Plan;
@@ -77,7 +77,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("catwar-server: {err:#}");
-            ExitCode::FAILURE
+            // A bad knob is a bad command line, whether given by flag or config file.
+            if err.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,0 +1,194 @@
+//! Balancer failover, in-process: the observer takes over with a higher epoch, a returning
+//! balancer stays standby, storage follows the highest epoch, and no answer names a dead
+//! file node.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use catwar_server::balancer::{self, BalancerConfig};
+use catwar_server::balancer_observer::Role;
+use catwar_server::event_loop::{bind_loopback, Limits, ServerHandle};
+use catwar_server::file_node;
+use catwar_server::resources::{ensure_default, Catalog, DEFAULT_PREVIOUS_VERSION};
+use catwar_server::service::Running;
+use catwar_server::storage::{self, StorageConfig};
+
+use crate::util::{get, wait_for};
+
+const HEARTBEAT_MS: u64 = 50;
+/// Generous, because tests run in parallel on two cores and a starved observer that
+/// misses heartbeats would (correctly) promote itself.
+const DEADLINE_MS: u64 = 500;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    catalog: Arc<Catalog>,
+    nodes: Vec<Option<ServerHandle>>,
+    node_addrs: Vec<SocketAddr>,
+    balancer_addrs: [SocketAddr; 2],
+    balancers: [Option<Running>; 2],
+}
+
+fn config(role: Role, peer: SocketAddr, nodes: &[SocketAddr], dir: &std::path::Path) -> BalancerConfig {
+    BalancerConfig {
+        role,
+        peer,
+        nodes: nodes.to_vec(),
+        heartbeat_interval: Duration::from_millis(HEARTBEAT_MS),
+        heartbeat_deadline: Duration::from_millis(DEADLINE_MS),
+        health_interval: Duration::from_millis(HEARTBEAT_MS),
+        epoch_file: Some(dir.join(format!("{role:?}.epoch"))),
+    }
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_default(dir.path()).unwrap();
+        let catalog = Arc::new(Catalog::load(dir.path()).unwrap());
+        let nodes: Vec<ServerHandle> = (0..3)
+            .map(|_| file_node::start(bind_loopback().unwrap(), Arc::clone(&catalog), Limits::default()).unwrap())
+            .collect();
+        let node_addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr()).collect();
+        let listeners = [bind_loopback().unwrap(), bind_loopback().unwrap()];
+        let balancer_addrs = [listeners[0].local_addr().unwrap(), listeners[1].local_addr().unwrap()];
+        let [primary, observer] = listeners;
+        let p = balancer::start(primary, config(Role::Primary, balancer_addrs[1], &node_addrs, dir.path()), Limits::default()).unwrap();
+        let o = balancer::start(observer, config(Role::Observer, balancer_addrs[0], &node_addrs, dir.path()), Limits::default()).unwrap();
+        Cluster {
+            _dir: dir,
+            catalog,
+            nodes: nodes.into_iter().map(Some).collect(),
+            node_addrs,
+            balancer_addrs,
+            balancers: [Some(p), Some(o)],
+        }
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        get(self.balancer_addrs[i], "/v1/status").json()
+    }
+
+    fn wait_active(&self, i: usize) -> u64 {
+        wait_for("an active balancer", || {
+            let s = self.status(i);
+            (s["role"] == "active").then(|| s["epoch"].as_u64().unwrap())
+        })
+    }
+
+    fn kill_balancer(&mut self, i: usize) {
+        self.balancers[i].take().unwrap().shutdown().unwrap();
+    }
+
+    fn restart_balancer(&mut self, i: usize) {
+        let listener = TcpListener::bind(self.balancer_addrs[i]).unwrap();
+        let role = if i == 0 { Role::Primary } else { Role::Observer };
+        let cfg = config(role, self.balancer_addrs[1 - i], &self.node_addrs, self._dir.path());
+        self.balancers[i] = Some(balancer::start(listener, cfg, Limits::default()).unwrap());
+    }
+}
+
+#[test]
+fn observer_takes_over_with_a_higher_epoch_and_the_old_balancer_stays_standby() {
+    let mut cluster = Cluster::start();
+    let epoch = cluster.wait_active(0);
+    assert_eq!(cluster.status(1)["role"], "standby");
+    let standby = get(cluster.balancer_addrs[1], "/v1/pick?n=2");
+    assert_eq!(standby.status, 503);
+    assert_eq!(standby.json()["error"], "standby");
+
+    cluster.kill_balancer(0);
+    let new_epoch = cluster.wait_active(1);
+    assert!(new_epoch > epoch, "{new_epoch} > {epoch}");
+    let pick = get(cluster.balancer_addrs[1], "/v1/pick?n=2").json();
+    assert_eq!(pick["epoch"], new_epoch);
+
+    // The balancer comes back on its old address and must not take the role back.
+    cluster.restart_balancer(0);
+    wait_for("the restarted balancer to learn the epoch", || (cluster.status(0)["epoch"] == new_epoch).then_some(()));
+    for _ in 0..10 {
+        assert_eq!(cluster.status(0)["role"], "standby");
+        assert_eq!(cluster.status(1)["role"], "active");
+        std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
+    }
+
+    // When the observer dies in turn, the balancer takes over with the next epoch.
+    cluster.kill_balancer(1);
+    assert!(cluster.wait_active(0) > new_epoch);
+}
+
+#[test]
+fn storage_follows_the_highest_epoch_across_a_failover() {
+    let mut cluster = Cluster::start();
+    cluster.wait_active(0);
+    let storage = storage::start(
+        bind_loopback().unwrap(),
+        StorageConfig::new(Arc::clone(&cluster.catalog), cluster.balancer_addrs.to_vec()),
+        Limits::default(),
+    )
+    .unwrap();
+    let check = format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}");
+    let before = get(storage.addr(), &check).json();
+    assert_eq!(before["update"], true);
+    let epoch_before = before["epoch"].as_u64().unwrap();
+    cluster.kill_balancer(0);
+    let after = wait_for("an update answer from the new epoch", || {
+        let raw = get(storage.addr(), &check);
+        match raw.status {
+            200 => Some(raw.json()),
+            503 => {
+                assert_eq!(raw.json()["error"], "unavailable");
+                assert!(raw.header("retry-after").is_some());
+                None
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    });
+    assert!(after["epoch"].as_u64().unwrap() > epoch_before);
+    storage.shutdown().unwrap();
+}
+
+#[test]
+fn no_answer_names_a_dead_file_node() {
+    let mut cluster = Cluster::start();
+    cluster.wait_active(0);
+    let storage = storage::start(
+        bind_loopback().unwrap(),
+        StorageConfig::new(Arc::clone(&cluster.catalog), cluster.balancer_addrs.to_vec()),
+        Limits::default(),
+    )
+    .unwrap();
+    let dead = cluster.node_addrs[1];
+    cluster.nodes[1].take().unwrap().shutdown().unwrap();
+    // Once the balancer has seen the node fail, neither a pick nor an update names it.
+    wait_for("the balancer to mark the node unhealthy", || {
+        let nodes = cluster.status(0)["nodes"].clone();
+        nodes.as_array().unwrap().iter().any(|n| n["addr"] == dead.to_string() && n["healthy"] == false).then_some(())
+    });
+    let check = format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}");
+    for _ in 0..50 {
+        let pick = get(cluster.balancer_addrs[0], "/v1/pick?n=3").json();
+        let endpoints = pick["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), 2);
+        assert!(!endpoints.iter().any(|e| e == &dead.to_string()));
+        let update = get(storage.addr(), &check).json();
+        assert!(!update["endpoints"].as_array().unwrap().iter().any(|e| e == &dead.to_string()));
+    }
+    // The standby checks nodes too, so after a takeover the dead node stays excluded.
+    cluster.kill_balancer(0);
+    cluster.wait_active(1);
+    let pick = get(cluster.balancer_addrs[1], "/v1/pick?n=3").json();
+    assert!(!pick["endpoints"].as_array().unwrap().iter().any(|e| e == &dead.to_string()));
+    storage.shutdown().unwrap();
+}
+
+#[test]
+fn bad_pick_sizes_are_400() {
+    let cluster = Cluster::start();
+    cluster.wait_active(0);
+    for n in ["0", "17", "x", "-1"] {
+        let raw = get(cluster.balancer_addrs[0], &format!("/v1/pick?n={n}"));
+        assert_eq!(raw.status, 400, "n={n}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the reference server, one module per area.
+
+mod util;
+
+mod failover;
+mod file_node;
+mod http_limits;
+mod topology;

@@ -1,0 +1,167 @@
+//! Helpers shared by the integration tests: raw HTTP exchanges, polling with a generous
+//! deadline, and a guard that runs `catwar-server up` and stops it on drop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use catwar_server::topology::Topology;
+
+/// How long any condition may take before a test fails. Generous on purpose: the tests
+/// wait for events, they never assert how fast those happen.
+pub const WAIT_S_MAX: u64 = 30;
+
+/// A parsed response read off a raw connection.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Opens a connection with a read timeout so a test never hangs.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(WAIT_S_MAX))).unwrap();
+    stream
+}
+
+/// Reads one response from `stream`, leaving any bytes after it in `pending`.
+pub fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Raw> {
+    let mut chunk = [0u8; 65536];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head_len)) = resp.parse(pending) {
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let status = resp.code.unwrap();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap_or(0);
+            while pending.len() < head_len + len {
+                let n = stream.read(&mut chunk).expect("read body");
+                assert!(n > 0, "closed mid-body");
+                pending.extend_from_slice(&chunk[..n]);
+            }
+            let body = pending[head_len..head_len + len].to_vec();
+            pending.drain(..head_len + len);
+            return Some(Raw { status, headers, body });
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Raw, TcpStream) {
+    let mut stream = connect(addr);
+    stream.write_all(bytes).unwrap();
+    let raw = read_response(&mut stream, &mut Vec::new()).expect("a response");
+    (raw, stream)
+}
+
+/// `GET path` on a new connection.
+pub fn get(addr: SocketAddr, path: &str) -> Raw {
+    exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).0
+}
+
+/// True once the server has closed `stream` (EOF), waiting at most [`WAIT_S_MAX`].
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    matches!(stream.read(&mut buf), Ok(0)) || matches!(stream.read(&mut buf), Ok(0))
+}
+
+/// Polls `cond` until it holds; panics with `what` after [`WAIT_S_MAX`].
+pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    loop {
+        if let Some(value) = cond() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `catwar-server up` in a temporary folder, stopped with SIGTERM on drop.
+pub struct Up {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Up {
+    pub fn start(extra: &[&str]) -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_catwar-server"))
+            .args(["up", "--data"])
+            .arg(dir.path())
+            .args(["--base-port", "0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn up");
+        let up = Up { child, dir };
+        wait_for("topology.json", || Topology::read(up.dir.path()).ok());
+        up
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::read(self.data()).expect("topology.json")
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.topology().service(name).unwrap().addr
+    }
+
+    /// SIGTERM, then wait for `up` to exit.
+    pub fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// The server binary, for tests that run `kill`.
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_catwar-server"))
+}
+
+/// True while a process with this pid exists (zombies count as gone: `up` reaps them).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
