@@ -180,14 +180,20 @@ impl FailoverSummary {
 }
 
 /// Merges the windows of several shards, kill by kill.
-pub fn merge_windows<'a>(trackers: impl IntoIterator<Item = &'a FailoverTracker>) -> Vec<KillWindow> {
+pub fn merge_windows<'a>(
+    trackers: impl IntoIterator<Item = &'a FailoverTracker>,
+) -> Vec<KillWindow> {
     let mut merged: Vec<KillWindow> = Vec::new();
     for tracker in trackers {
         if merged.is_empty() {
             merged = tracker.windows.clone();
             continue;
         }
-        assert_eq!(merged.len(), tracker.windows.len(), "every shard sees every kill");
+        assert_eq!(
+            merged.len(),
+            tracker.windows.len(),
+            "every shard sees every kill"
+        );
         for (into, window) in merged.iter_mut().zip(&tracker.windows) {
             into.merge(window);
         }
@@ -202,7 +208,10 @@ mod tests {
     const MS: u64 = 1000;
 
     fn pick(at_ms: u64, epoch: u64) -> Pick {
-        Pick { at_us: at_ms * MS, epoch }
+        Pick {
+            at_us: at_ms * MS,
+            epoch,
+        }
     }
 
     /// Steady picks of epoch 1 until 990 ms, a kill at 1000 ms, an old-epoch answer still
@@ -253,7 +262,10 @@ mod tests {
         tracker.open_window(1000 * MS);
         tracker.pick(pick(990, 4));
         tracker.pick(pick(1500, 5));
-        assert_eq!(FailoverSummary::from_windows(tracker.windows()).gaps_ms, vec![510.0]);
+        assert_eq!(
+            FailoverSummary::from_windows(tracker.windows()).gaps_ms,
+            vec![510.0]
+        );
     }
 
     #[test]
@@ -262,7 +274,10 @@ mod tests {
         tracker.pick(pick(1001, 1));
         tracker.open_window(1000 * MS);
         tracker.pick(pick(1700, 2));
-        assert_eq!(FailoverSummary::from_windows(tracker.windows()).gaps_ms, vec![700.0]);
+        assert_eq!(
+            FailoverSummary::from_windows(tracker.windows()).gaps_ms,
+            vec![700.0]
+        );
     }
 
     #[test]

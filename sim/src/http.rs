@@ -93,7 +93,10 @@ pub struct Response {
 impl Response {
     /// The first value of a header, by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -109,7 +112,11 @@ pub struct HttpClient {
 impl HttpClient {
     /// A client that connects from `local_ip`, or from the system's choice when `None`.
     pub fn new(local_ip: Option<IpAddr>) -> HttpClient {
-        HttpClient { local_ip, idle: Vec::new(), buf: Vec::with_capacity(READ_CHUNK_BYTES) }
+        HttpClient {
+            local_ip,
+            idle: Vec::new(),
+            buf: Vec::with_capacity(READ_CHUNK_BYTES),
+        }
     }
 
     /// Sends `GET target` to `addr` and reads the whole response.
@@ -135,8 +142,14 @@ impl HttpClient {
                     self.keep(addr, stream, keep_alive);
                     return Ok(response);
                 }
-                Err(Exchange { error, response_started: true }) => return Err(error),
-                Err(Exchange { response_started: false, .. }) => {}
+                Err(Exchange {
+                    error,
+                    response_started: true,
+                }) => return Err(error),
+                Err(Exchange {
+                    response_started: false,
+                    ..
+                }) => {}
             }
         }
         let mut stream = self.connect(addr).await?;
@@ -154,7 +167,9 @@ impl HttpClient {
         }
         .map_err(HttpError::Connect)?;
         if let Some(ip) = self.local_ip {
-            socket.bind(SocketAddr::new(ip, 0)).map_err(HttpError::Connect)?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(HttpError::Connect)?;
         }
         let stream = socket.connect(addr).await.map_err(HttpError::Connect)?;
         // Requests are small and written in one go; waiting to coalesce them only adds latency.
@@ -187,7 +202,10 @@ struct Exchange {
 
 impl Exchange {
     fn started(error: HttpError) -> Exchange {
-        Exchange { error, response_started: true }
+        Exchange {
+            error,
+            response_started: true,
+        }
     }
 }
 
@@ -206,13 +224,19 @@ async fn exchange(
     request: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<(Response, bool), Exchange> {
-    stream
-        .write_all(request)
-        .await
-        .map_err(|e| Exchange { error: HttpError::Io(e), response_started: false })?;
+    stream.write_all(request).await.map_err(|e| Exchange {
+        error: HttpError::Io(e),
+        response_started: false,
+    })?;
     let head = read_head(stream, buf).await?;
-    let body = read_body(stream, buf, &head).await.map_err(Exchange::started)?;
-    let response = Response { status: head.status, headers: head.headers, body };
+    let body = read_body(stream, buf, &head)
+        .await
+        .map_err(Exchange::started)?;
+    let response = Response {
+        status: head.status,
+        headers: head.headers,
+        body,
+    };
     Ok((response, head.keep_alive))
 }
 
@@ -230,9 +254,19 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Head, Ex
         let read = stream.read_buf(buf).await;
         let response_started = !buf.is_empty();
         match read {
-            Ok(0) => return Err(Exchange { error: HttpError::Closed, response_started }),
+            Ok(0) => {
+                return Err(Exchange {
+                    error: HttpError::Closed,
+                    response_started,
+                })
+            }
             Ok(_) => {}
-            Err(e) => return Err(Exchange { error: HttpError::Io(e), response_started }),
+            Err(e) => {
+                return Err(Exchange {
+                    error: HttpError::Io(e),
+                    response_started,
+                })
+            }
         }
     }
 }
@@ -246,10 +280,13 @@ async fn read_body(stream: &mut TcpStream, buf: &[u8], head: &Head) -> Result<Ve
     }
     let mut body = vec![0; head.body_len as usize];
     body[..already.len()].copy_from_slice(already);
-    stream.read_exact(&mut body[already.len()..]).await.map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => HttpError::Closed,
-        _ => HttpError::Io(e),
-    })?;
+    stream
+        .read_exact(&mut body[already.len()..])
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => HttpError::Closed,
+            _ => HttpError::Io(e),
+        })?;
     Ok(body)
 }
 
@@ -269,9 +306,16 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
             .map_err(|_| HttpError::BadResponse(format!("header {} is not UTF-8", header.name)))?;
         headers.push((header.name.to_ascii_lowercase(), value.trim().to_string()));
     }
-    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     if find("transfer-encoding").is_some() {
-        return Err(HttpError::BadResponse("transfer-encoding is not supported".to_string()));
+        return Err(HttpError::BadResponse(
+            "transfer-encoding is not supported".to_string(),
+        ));
     }
     let body_len = match find("content-length") {
         Some(text) => text
@@ -289,7 +333,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         Some(0) => connection.as_deref() == Some("keep-alive"),
         _ => connection.as_deref() != Some("close"),
     };
-    Ok(Some(Head { status, headers, head_len, body_len, keep_alive }))
+    Ok(Some(Head {
+        status,
+        headers,
+        head_len,
+        body_len,
+        keep_alive,
+    }))
 }
 
 /// Percent-encodes `text` for a request target, keeping unreserved characters and, when
@@ -297,7 +347,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
 pub fn percent_encode(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        let plain = byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || (keep_slash && byte == b'/');
+        let plain =
+            byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || (keep_slash && byte == b'/');
         if plain {
             out.push(byte as char);
         } else {
@@ -305,4 +356,172 @@ pub fn percent_encode(text: &str, keep_slash: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::net::TcpListener;
+
+    /// A scripted server: answers every request with `answer`, closing the connection
+    /// after each answer when `close` is set. Records the peer of every connection.
+    struct FakeServer {
+        addr: SocketAddr,
+        peers: Arc<Mutex<Vec<SocketAddr>>>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    async fn fake_server(answer: &'static [u8], close: bool) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (peers_seen, requests_seen) = (Arc::clone(&peers), Arc::clone(&requests));
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, peer) = listener.accept().await.unwrap();
+                peers_seen.lock().unwrap().push(peer);
+                let requests = Arc::clone(&requests_seen);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0; 1024];
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            continue;
+                        }
+                        buf.clear();
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        // Two writes, so the client must join a body split across reads.
+                        let (head, rest) = answer.split_at(answer.len() / 2);
+                        stream.write_all(head).await.unwrap();
+                        stream.flush().await.unwrap();
+                        stream.write_all(rest).await.unwrap();
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeServer {
+            addr,
+            peers,
+            requests,
+        }
+    }
+
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nETag: \"x\"\r\n\r\nhello world";
+
+    #[tokio::test]
+    async fn keep_alive_reuses_one_connection() {
+        let server = fake_server(HELLO, false).await;
+        let mut client = HttpClient::new(None);
+        for _ in 0..3 {
+            let response = client.get(server.addr, "/v1/files/1.0.0/a").await.unwrap();
+            assert_eq!(
+                (response.status, response.body.as_slice()),
+                (200, &b"hello world"[..])
+            );
+            assert_eq!(response.header("etag"), Some("\"x\""));
+        }
+        assert_eq!(server.peers.lock().unwrap().len(), 1);
+        assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn connection_closed_by_the_server_is_retried_once_on_a_fresh_one() {
+        let server = fake_server(HELLO, true).await;
+        let mut client = HttpClient::new(None);
+        for _ in 0..3 {
+            assert_eq!(
+                client.get(server.addr, "/").await.unwrap().body,
+                b"hello world"
+            );
+        }
+        assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn connection_close_header_is_honoured() {
+        let answer = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n\
+                       Content-Length: 2\r\n\r\n{}";
+        let server = fake_server(answer, false).await;
+        let mut client = HttpClient::new(None);
+        for _ in 0..2 {
+            let response = client.get(server.addr, "/").await.unwrap();
+            assert_eq!(
+                (response.status, response.header("retry-after")),
+                (503, Some("1"))
+            );
+        }
+        assert_eq!(server.peers.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_bad_responses() {
+        let cases: [&'static [u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ];
+        for answer in cases {
+            let server = fake_server(answer, false).await;
+            let error = HttpClient::new(None)
+                .get(server.addr, "/")
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), "bad_response", "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_head_is_a_bad_response() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        answer.resize(HTTP_HEAD_BYTES_MAX + 100, b'a');
+        let server = fake_server(answer.leak(), false).await;
+        let error = HttpClient::new(None)
+            .get(server.addr, "/")
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "bad_response", "{error}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connect_error() {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let error = HttpClient::new(None).get(addr, "/").await.unwrap_err();
+        assert_eq!(error.code(), "connect");
+        assert!(error.is_refused_or_reset());
+    }
+
+    #[tokio::test]
+    async fn connections_come_from_the_chosen_local_address() {
+        let server = fake_server(HELLO, false).await;
+        let local: IpAddr = "127.0.0.2".parse().unwrap();
+        HttpClient::new(Some(local))
+            .get(server.addr, "/")
+            .await
+            .unwrap();
+        assert_eq!(server.peers.lock().unwrap()[0].ip(), local);
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_characters() {
+        assert_eq!(
+            percent_encode("maps/arena 1.map", true),
+            "maps/arena%201.map"
+        );
+        assert_eq!(percent_encode("a/b?c", false), "a%2Fb%3Fc");
+        assert_eq!(percent_encode("1.0.0-rc_1~", false), "1.0.0-rc_1~");
+    }
 }

@@ -1,1 +1,49 @@
-pub fn x(){}
+//! catwar-sim: a load simulator for the CatWar server architecture.
+//!
+//! Virtual clients follow the CatWar script against a running topology (the embedded
+//! `catwar-server up`, or one named by `--target`), faults are injected on a schedule,
+//! invariants are checked on every answer, and the run ends in a report.
+//!
+//! Modules, in the order a run uses them:
+//!
+//! - [`scenario`]: the TOML scenario, typed and validated (errors name the field).
+//! - [`threshold`]: pass/fail conditions such as `"update.check.p99" = "< 100ms"`.
+//! - [`topology`]: topology.json, and starting/stopping the embedded server.
+//! - [`run`]: one run from scenario to report: clients, faults, ticker, shutdown.
+//! - [`script`]: what one virtual client does, step by step.
+//! - [`http`]: the minimal keep-alive HTTP/1.1 client the script talks through.
+//! - [`step`]: the timed steps and the invariants, by name.
+//! - [`metrics`]: sharded HDR histograms, counts, errors, per-second series.
+//! - [`failover`]: balancer failover gaps from the picks around each kill.
+//! - [`faults`]: the fault schedule (SIGKILL through the topology).
+//! - [`report`]: report.json and the summary table.
+//! - [`compare`]: `catwar-sim compare`, the CI gate on latency regressions.
+
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod compare;
+pub mod failover;
+pub mod faults;
+pub mod http;
+pub mod metrics;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod script;
+pub mod step;
+pub mod threshold;
+pub mod topology;
+
+/// Every threshold and invariant held.
+pub const EXIT_OK: i32 = 0;
+/// A threshold failed (latency regression from a run, or `compare` found a regression).
+pub const EXIT_THRESHOLD_FAILED: i32 = 1;
+/// An invariant was violated; this takes precedence over failed thresholds.
+pub const EXIT_INVARIANT_VIOLATED: i32 = 2;
+/// The scenario or the command line is invalid (`EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+/// The run could not be carried out: the server did not start, storage did not answer,
+/// or the report could not be written (`EX_SOFTWARE`).
+pub const EXIT_RUN_FAILED: i32 = 70;
+/// Ctrl-C or SIGTERM cut the run short (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;

@@ -1,1 +1,152 @@
-fn main(){}
+//! The `catwar-sim` command line: `run` a scenario, or `compare` two reports.
+
+use anyhow::Context as _;
+use catwar_sim::compare::{self, CompareError, ReportView, Verdict, MAX_REGRESSION_PCT_DEFAULT};
+use catwar_sim::run::{RunError, RunOptions};
+use catwar_sim::{
+    EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLD_FAILED, EXIT_USAGE,
+};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Load simulator for the CatWar scenario: virtual clients, faults, invariants, reports.
+#[derive(Debug, Parser)]
+#[command(name = "catwar-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario and write DIR/report.json. Exit 0: all thresholds and invariants
+    /// held; 1: a threshold failed; 2: an invariant was violated; 64: bad scenario.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// A running topology's topology.json; without it the embedded server is started.
+        #[arg(long, value_name = "DIR/topology.json")]
+        target: Option<PathBuf>,
+        /// Where to write report.json (and server.log of the embedded server).
+        #[arg(long, value_name = "DIR", default_value = "catwar-report")]
+        out: PathBuf,
+        /// The catwar-server binary [default: $CATWAR_SERVER_BIN, else next to catwar-sim].
+        #[arg(long, value_name = "PATH")]
+        server_bin: Option<PathBuf>,
+    },
+    /// Compare the p50/p90/p99 of two reports; exit 1 on a regression.
+    Compare {
+        /// The baseline report.json.
+        baseline: PathBuf,
+        /// The report.json of the run under test.
+        current: PathBuf,
+        /// Allowed growth in percent (growth under 1 ms never counts).
+        #[arg(long, value_name = "PCT", default_value_t = MAX_REGRESSION_PCT_DEFAULT, value_parser = parse_pct)]
+        max_regression: f64,
+    },
+}
+
+fn parse_pct(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(pct) if pct.is_finite() && pct >= 0.0 => Ok(pct),
+        _ => Err(format!("{text:?} is not a percentage >= 0")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version are successful answers; every other parse error is a
+            // usage error, 64 as for a bad scenario, not clap's default of 2, which
+            // would read as an invariant violation.
+            let code = if error.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            };
+            let _ = error.print();
+            return exit(code);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Run {
+            scenario,
+            target,
+            out,
+            server_bin,
+        } => run(RunOptions {
+            scenario,
+            target,
+            out_dir: out,
+            server_bin,
+        }),
+        Command::Compare {
+            baseline,
+            current,
+            max_regression,
+        } => compare(&baseline, &current, max_regression),
+    };
+    match outcome {
+        Ok(code) => exit(code),
+        Err(error) => {
+            eprintln!("catwar-sim: {error:#}");
+            exit(exit_code_of(&error))
+        }
+    }
+}
+
+fn run(options: RunOptions) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(catwar_sim::run::run(&options))?;
+    print!("{}", outcome.report.summary());
+    println!("report: {}", outcome.report_path.display());
+    for warning in &outcome.warnings {
+        eprintln!("catwar-sim: warning: {warning}");
+    }
+    let code = outcome.report.exit_code;
+    let verdict = match code {
+        EXIT_OK => "pass",
+        EXIT_THRESHOLD_FAILED => "a threshold failed",
+        EXIT_INVARIANT_VIOLATED => "an invariant was violated",
+        _ => "interrupted, nothing proven",
+    };
+    println!("result: {verdict} (exit {code})");
+    Ok(code)
+}
+
+fn compare(baseline: &Path, current: &Path, max_regression_pct: f64) -> anyhow::Result<i32> {
+    let baseline_view = ReportView::load(baseline)?;
+    let current_view = ReportView::load(current)?;
+    let rows = compare::compare(&baseline_view, &current_view, max_regression_pct);
+    print!("{}", compare::render(&rows));
+    let regressions = rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Regressed)
+        .count();
+    if regressions > 0 {
+        println!("{regressions} regression(s) beyond {max_regression_pct}% and 1 ms");
+        return Ok(EXIT_THRESHOLD_FAILED);
+    }
+    println!("no regression beyond {max_regression_pct}%");
+    Ok(EXIT_OK)
+}
+
+/// The exit code of an error, chosen by what failed.
+fn exit_code_of(error: &anyhow::Error) -> i32 {
+    if let Some(run_error) = error.downcast_ref::<RunError>() {
+        run_error.exit_code()
+    } else if error.downcast_ref::<CompareError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_RUN_FAILED
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}

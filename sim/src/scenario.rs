@@ -1,17 +1,19 @@
 //! Scenario files: what a run simulates, typed and validated before anything starts.
 //!
-//! A scenario is a TOML file with these sections (defaults in brackets):
+//! A scenario is a TOML file with these sections and defaults:
 //!
-//! - `[scenario]`: `name` (required; letters, digits, `.`, `_`, `-`), `seed` [1],
-//!   `duration_s` [30].
-//! - `[population]`: `clients` [100], `stale_version` ["1.0.0"], the resource version
-//!   that stale clients report.
-//! - `[load]`: `model` ["closed"], `think_time_ms` [1000], jittered by ±50 % per pause.
-//! - `[script]`: `stale_version` [0.1], the probability that a session starts on the
-//!   stale version and so downloads every file.
-//! - `[[faults]]` [none]: `at_s`, `action` (`"kill"`), `service` (a topology name such as
-//!   `balancer` or `file-node-0`).
-//! - `[thresholds]` [none]: `"metric" = "condition"`, see [`crate::threshold`].
+//! | field | default | meaning |
+//! |---|---|---|
+//! | `scenario.name` | required | letters, digits, `.`, `_`, `-` |
+//! | `scenario.seed` | 1 | drives every random choice |
+//! | `scenario.duration_s` | 30 | length of the run |
+//! | `population.clients` | 100 | virtual clients |
+//! | `population.stale_version` | `"1.0.0"` | the version stale clients report |
+//! | `load.model` | `"closed"` | only the closed model exists for now |
+//! | `load.think_time_ms` | 1000 | pause after a session, jittered by ±50 % |
+//! | `script.stale_version` | 0.1 | probability that a session starts stale |
+//! | `[[faults]]` | none | `at_s`, `action = "kill"`, `service` (a topology name) |
+//! | `[thresholds]` | none | `"metric" = "condition"`, see [`crate::threshold`] |
 //!
 //! Unknown fields are errors, and every semantic error names its field.
 
@@ -57,7 +59,10 @@ pub enum ScenarioError {
 
 impl ScenarioError {
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> ScenarioError {
-        ScenarioError::Invalid { field: field.into(), message: message.into() }
+        ScenarioError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +72,7 @@ impl fmt::Display for ScenarioError {
             ScenarioError::Read { path, source } => {
                 write!(f, "cannot read scenario {}: {source}", path.display())
             }
-            ScenarioError::Syntax(message) => write!(f, "scenario: {message}"),
+            ScenarioError::Syntax(message) => f.write_str(message),
             ScenarioError::Invalid { field, message } => write!(f, "{field}: {message}"),
         }
     }
@@ -187,7 +192,10 @@ impl Load {
 
 impl Default for Load {
     fn default() -> Load {
-        Load { model: Load::default_model(), think_time_ms: Load::default_think_time_ms() }
+        Load {
+            model: Load::default_model(),
+            think_time_ms: Load::default_think_time_ms(),
+        }
     }
 }
 
@@ -208,7 +216,9 @@ impl Script {
 
 impl Default for Script {
     fn default() -> Script {
-        Script { stale_version: Script::default_stale_version() }
+        Script {
+            stale_version: Script::default_stale_version(),
+        }
     }
 }
 
@@ -274,9 +284,16 @@ struct Raw {
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
-        Scenario::parse(&text)
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(&text).map_err(|error| match error {
+            ScenarioError::Syntax(message) => {
+                ScenarioError::Syntax(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })
     }
 
     /// Parses and validates scenario text.
@@ -363,7 +380,10 @@ fn validate_script(script: &Script) -> Result<(), ScenarioError> {
 
 fn validate_faults(faults: &[Fault], duration_s: u64) -> Result<(), ScenarioError> {
     if faults.len() > FAULTS_MAX {
-        return Err(ScenarioError::invalid("faults", format!("at most {FAULTS_MAX} faults")));
+        return Err(ScenarioError::invalid(
+            "faults",
+            format!("at most {FAULTS_MAX} faults"),
+        ));
     }
     for (index, fault) in faults.iter().enumerate() {
         if !(0.0..duration_s as f64).contains(&fault.at_s) {
@@ -408,11 +428,20 @@ fn parse_thresholds(
 fn is_safe_name(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= NAME_BYTES_MAX
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn is_service_name(name: &str) -> bool {
-    const FIXED: [&str; 6] = ["storage", "balancer", "balancer-observer", "profile", "lobby", "router"];
+    const FIXED: [&str; 6] = [
+        "storage",
+        "balancer",
+        "balancer-observer",
+        "profile",
+        "lobby",
+        "router",
+    ];
     let numbered = |prefix: &str| {
         name.strip_prefix(prefix)
             .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
@@ -461,7 +490,9 @@ mod tests {
     fn unknown_field_is_named() {
         let text = "[scenario]\nname = \"x\"\n[population]\nclientz = 5\n";
         match Scenario::parse(text) {
-            Err(ScenarioError::Syntax(message)) => assert!(message.contains("clientz"), "{message}"),
+            Err(ScenarioError::Syntax(message)) => {
+                assert!(message.contains("clientz"), "{message}")
+            }
             other => panic!("expected a syntax error, got {other:?}"),
         }
     }
@@ -469,11 +500,26 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let base = "[scenario]\nname = \"x\"\nduration_s = 10\n";
-        assert_eq!(invalid_field(&format!("{base}[population]\nclients = 0\n")), "population.clients");
-        assert_eq!(invalid_field(&format!("{base}[load]\nmodel = \"open\"\n")), "load.model");
-        assert_eq!(invalid_field(&format!("{base}[script]\nstale_version = 1.5\n")), "script.stale_version");
-        assert_eq!(invalid_field("[scenario]\nname = \"a b\"\n"), "scenario.name");
-        assert_eq!(invalid_field("[scenario]\nname = \"x\"\nduration_s = 0\n"), "scenario.duration_s");
+        assert_eq!(
+            invalid_field(&format!("{base}[population]\nclients = 0\n")),
+            "population.clients"
+        );
+        assert_eq!(
+            invalid_field(&format!("{base}[load]\nmodel = \"open\"\n")),
+            "load.model"
+        );
+        assert_eq!(
+            invalid_field(&format!("{base}[script]\nstale_version = 1.5\n")),
+            "script.stale_version"
+        );
+        assert_eq!(
+            invalid_field("[scenario]\nname = \"a b\"\n"),
+            "scenario.name"
+        );
+        assert_eq!(
+            invalid_field("[scenario]\nname = \"x\"\nduration_s = 0\n"),
+            "scenario.duration_s"
+        );
         assert_eq!(
             invalid_field(&format!("{base}[population]\nstale_version = \"../etc\"\n")),
             "population.stale_version"
@@ -482,7 +528,10 @@ mod tests {
             format!("{base}[[faults]]\nat_s = {at}\naction = \"kill\"\nservice = \"{service}\"\n")
         };
         assert_eq!(invalid_field(&fault("10.0", "balancer")), "faults[0].at_s");
-        assert_eq!(invalid_field(&fault("1.0", "balancer-2")), "faults[0].service");
+        assert_eq!(
+            invalid_field(&fault("1.0", "balancer-2")),
+            "faults[0].service"
+        );
         assert!(Scenario::parse(&fault("1.0", "file-node-2")).is_ok());
     }
 

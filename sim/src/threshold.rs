@@ -86,7 +86,10 @@ impl Metric {
 
     fn kind(self) -> Kind {
         match self {
-            Metric::Step { stat: Stat::Count, .. } | Metric::InvariantsViolations => Kind::Count,
+            Metric::Step {
+                stat: Stat::Count, ..
+            }
+            | Metric::InvariantsViolations => Kind::Count,
             Metric::Step { .. } | Metric::FailoverGap => Kind::Latency,
             Metric::ErrorsRate => Kind::Ratio,
         }
@@ -146,8 +149,13 @@ pub enum Op {
 
 impl Op {
     /// Longer operators first, so that `<=` is not read as `<` followed by `=`.
-    const ALL: [(Op, &'static str); 5] =
-        [(Op::Le, "<="), (Op::Ge, ">="), (Op::Eq, "=="), (Op::Lt, "<"), (Op::Gt, ">")];
+    const ALL: [(Op, &'static str); 5] = [
+        (Op::Le, "<="),
+        (Op::Ge, ">="),
+        (Op::Eq, "=="),
+        (Op::Lt, "<"),
+        (Op::Gt, ">"),
+    ];
 
     fn holds(self, actual: f64, limit: f64) -> bool {
         match self {
@@ -177,8 +185,12 @@ pub enum Unit {
 
 impl Unit {
     /// Longer suffixes first, so that `ms` and `us` are not read as `s`.
-    const SUFFIXES: [(Unit, &'static str); 4] =
-        [(Unit::Ms, "ms"), (Unit::Us, "us"), (Unit::S, "s"), (Unit::Percent, "%")];
+    const SUFFIXES: [(Unit, &'static str); 4] = [
+        (Unit::Ms, "ms"),
+        (Unit::Us, "us"),
+        (Unit::S, "s"),
+        (Unit::Percent, "%"),
+    ];
 
     /// How many base units (microseconds, fraction, count) one of this unit is.
     fn base_per_unit(self) -> f64 {
@@ -231,8 +243,8 @@ impl Threshold {
     pub fn parse(name: &str, condition: &str) -> Result<Threshold, ThresholdError> {
         let metric = Metric::parse(name).ok_or_else(|| {
             ThresholdError(format!(
-                "unknown metric; use <step>.<p50|p90|p99|p99.9|max|count> with a step of {}, \
-                 or errors.rate, failover.gap, invariants.violations",
+                "unknown metric; known are <step>.<p50|p90|p99|p99.9|max|count> for the steps \
+                 {}, and errors.rate, failover.gap, invariants.violations",
                 Step::ALL.map(Step::name).join(", ")
             ))
         })?;
@@ -241,7 +253,9 @@ impl Threshold {
             .into_iter()
             .find_map(|(op, symbol)| text.strip_prefix(symbol).map(|rest| (op, rest.trim())))
             .ok_or_else(|| {
-                ThresholdError(format!("condition {condition:?} must start with <, <=, >, >= or =="))
+                ThresholdError(format!(
+                    "condition {condition:?} must start with <, <=, >, >= or =="
+                ))
             })?;
         let (number, unit) = Unit::SUFFIXES
             .into_iter()
@@ -252,7 +266,9 @@ impl Threshold {
             .ok()
             .filter(|v: &f64| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| {
-                ThresholdError(format!("condition {condition:?}: {number:?} is not a number >= 0"))
+                ThresholdError(format!(
+                    "condition {condition:?}: {number:?} is not a number >= 0"
+                ))
             })?;
         let kind = metric.kind();
         if !unit.fits(kind) {
@@ -261,7 +277,9 @@ impl Threshold {
                 Kind::Ratio => "a percentage (%)",
                 Kind::Count => "a plain number without unit",
             };
-            return Err(ThresholdError(format!("condition {condition:?} needs {expected}")));
+            return Err(ThresholdError(format!(
+                "condition {condition:?} needs {expected}"
+            )));
         }
         Ok(Threshold {
             name: name.to_string(),
@@ -308,11 +326,20 @@ mod tests {
     #[test]
     fn parses_every_metric_form() {
         let p999 = parse("update.check.p99.9", "<= 2s");
-        assert_eq!(p999.metric, Metric::Step { step: Step::UpdateCheck, stat: Stat::P999 });
+        assert_eq!(
+            p999.metric,
+            Metric::Step {
+                step: Step::UpdateCheck,
+                stat: Stat::P999
+            }
+        );
         assert_eq!(p999.limit, 2_000_000.0);
         assert_eq!(
             parse("file.download.count", ">= 10").metric,
-            Metric::Step { step: Step::FileDownload, stat: Stat::Count }
+            Metric::Step {
+                step: Step::FileDownload,
+                stat: Stat::Count
+            }
         );
         assert_eq!(parse("errors.rate", "< 0.1%").limit, 0.001);
         assert_eq!(parse("failover.gap", "<1s").metric, Metric::FailoverGap);
@@ -322,7 +349,13 @@ mod tests {
 
     #[test]
     fn unknown_metric_is_an_error() {
-        for name in ["update.check.p98", "update.chek.p99", "errors", "lobby.me.p99", ""] {
+        for name in [
+            "update.check.p98",
+            "update.chek.p99",
+            "errors",
+            "lobby.me.p99",
+            "",
+        ] {
             let error = Threshold::parse(name, "< 1ms").unwrap_err();
             assert!(error.0.contains("unknown metric"), "{name}: {error}");
         }

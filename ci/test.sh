@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README): every test, then the smoke simulation gated by
+# its thresholds and by the committed baseline. One release build serves all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --workspace --all-targets --locked
+cargo nextest run --release --workspace --locked --no-fail-fast
+
+out=target/ci/smoke
+rm -rf "$out"
+target/release/catwar-sim run scenarios/smoke.toml --out "$out"
+target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 100

@@ -1,0 +1,134 @@
+//! The fault schedule: killing services at set times through the topology.
+//!
+//! A kill is a real SIGKILL of the pid that topology.json names right before the kill, so
+//! a service restarted by the supervisor is found under its new pid.
+
+use crate::metrics::Metrics;
+use crate::scenario::{Fault, FaultAction};
+use crate::topology::{signal, Topology, TopologyError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// `up` may be rewriting topology.json at the moment we read it; a few quick retries get
+/// past a half-written file without delaying the fault noticeably.
+const TOPOLOGY_READ_ATTEMPTS: u32 = 5;
+/// Pause between those retries.
+const TOPOLOGY_RETRY_MS: u64 = 20;
+
+/// What happened when a fault ran, as written to the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// When the scenario scheduled it, seconds after the start.
+    pub at_s: f64,
+    /// When it ran, ms after the start.
+    pub executed_at_ms: f64,
+    /// `kill`.
+    pub action: String,
+    /// The topology name of the target.
+    pub service: String,
+    /// The pid signalled, if one was found.
+    pub pid: Option<u32>,
+    /// Whether the fault was carried out.
+    pub ok: bool,
+    /// Why it was not, when it was not.
+    pub detail: Option<String>,
+}
+
+/// Runs every fault at its time until the list ends or `stop` changes. `faults` must be
+/// sorted by time, as [`crate::scenario::Scenario`] keeps them.
+pub async fn run_faults(
+    faults: Vec<Fault>,
+    topology_path: PathBuf,
+    metrics: Arc<Metrics>,
+    start: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<FaultRecord> {
+    let mut records = Vec::with_capacity(faults.len());
+    for fault in faults {
+        let at = start + Duration::from_secs_f64(fault.at_s);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = stop.changed() => break,
+        }
+        records.push(execute(&fault, &topology_path, &metrics, start).await);
+    }
+    records
+}
+
+async fn execute(
+    fault: &Fault,
+    topology_path: &Path,
+    metrics: &Metrics,
+    start: Instant,
+) -> FaultRecord {
+    let mut record = FaultRecord {
+        at_s: fault.at_s,
+        executed_at_ms: millis_since(start, Instant::now()),
+        action: fault.action.name().to_string(),
+        service: fault.service.clone(),
+        pid: None,
+        ok: false,
+        detail: None,
+    };
+    let pid = match read_topology(topology_path).await {
+        Ok(topology) => topology.service(&fault.service).and_then(|s| s.pid),
+        Err(e) => {
+            record.detail = Some(e.to_string());
+            return record;
+        }
+    };
+    let Some(pid) = pid else {
+        record.detail = Some(format!(
+            "no pid for {:?} in {}",
+            fault.service,
+            topology_path.display()
+        ));
+        return record;
+    };
+    record.pid = Some(pid);
+    // Pids 0 and 1 (and anything that wraps negative) would signal a group, init or every
+    // process; a topology naming one is broken, not a target.
+    let target = match i32::try_from(pid) {
+        Ok(target) if target > 1 => target,
+        _ => {
+            record.detail = Some(format!("refusing to signal pid {pid}"));
+            return record;
+        }
+    };
+    let now = Instant::now();
+    record.executed_at_ms = millis_since(start, now);
+    match fault.action {
+        FaultAction::Kill => {
+            if fault.kills_balancer() {
+                metrics.mark_kill(now);
+            }
+            match signal(target, libc::SIGKILL) {
+                Ok(()) => record.ok = true,
+                Err(e) => record.detail = Some(format!("kill {target}: {e}")),
+            }
+        }
+    }
+    record
+}
+
+/// Milliseconds from `start` to `at`, to the microsecond.
+fn millis_since(start: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(start).as_micros() as f64 / 1000.0
+}
+
+async fn read_topology(path: &Path) -> Result<Topology, TopologyError> {
+    let mut attempt = 1;
+    loop {
+        match Topology::read(path) {
+            Ok(topology) => return Ok(topology),
+            Err(e) if attempt >= TOPOLOGY_READ_ATTEMPTS => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(TOPOLOGY_RETRY_MS)).await;
+            }
+        }
+    }
+}

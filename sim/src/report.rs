@@ -1,0 +1,529 @@
+//! The run report: `report.json` (schema `catwar-sim/report/v1`) and the summary table.
+//!
+//! Per step the report carries HDR percentiles and the whole histogram, serialized in the
+//! HdrHistogram V2 format and base64-encoded, so that reports of several runs or worker
+//! processes can be merged exactly later. Latencies are in microseconds, of successful
+//! requests only; `count` includes failed requests.
+
+use crate::failover::FailoverSummary;
+use crate::faults::FaultRecord;
+use crate::metrics::{IntervalPoint, Snapshot, StepTotals};
+use crate::step::{Invariant, Step};
+use crate::threshold::{Threshold, ThresholdResult};
+use crate::{EXIT_INTERRUPTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_THRESHOLD_FAILED};
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The schema tag of every report this version writes.
+pub const REPORT_SCHEMA: &str = "catwar-sim/report/v1";
+/// Length of one point of the time series.
+pub const INTERVAL_MS: u64 = 1000;
+
+/// A whole report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`REPORT_SCHEMA`].
+    pub schema: String,
+    /// The scenario that ran.
+    pub scenario: ScenarioInfo,
+    /// When the clients started, in ms since the Unix epoch.
+    pub started_at_unix_ms: u64,
+    /// How long the clients ran, in seconds.
+    pub duration_s: f64,
+    /// Whether the run was cut short by Ctrl-C.
+    pub interrupted: bool,
+    /// Where and with what it ran.
+    pub environment: Environment,
+    /// Figures per step, by step name.
+    pub steps: BTreeMap<String, StepReport>,
+    /// Failed requests by error code, all steps together.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Figures per second.
+    pub timeseries: Timeseries,
+    /// The faults executed.
+    pub faults: Vec<FaultRecord>,
+    /// Balancer failover figures.
+    pub failover: FailoverSummary,
+    /// Every invariant and how often it held.
+    pub invariants: Vec<InvariantReport>,
+    /// Every threshold of the scenario and whether it held.
+    pub thresholds: Vec<ThresholdResult>,
+    /// The exit code of the run.
+    pub exit_code: i32,
+}
+
+/// The scenario of a report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    /// `scenario.name`.
+    pub name: String,
+    /// `scenario.seed`, to replay the run.
+    pub seed: u64,
+    /// The file the scenario was read from.
+    pub path: String,
+    /// The scenario text as run.
+    pub text: String,
+}
+
+/// The machine and build a report comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Environment {
+    /// Operating system.
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Cores available to the simulator.
+    pub cores: usize,
+    /// Version of catwar-sim.
+    pub sim_version: String,
+    /// `git rev-parse HEAD` of the working directory, if it is a repository.
+    pub git_commit: Option<String>,
+    /// `embedded`, or the topology.json given with `--target`.
+    pub target: String,
+}
+
+impl Environment {
+    /// The environment of this process.
+    pub fn current(target: String) -> Environment {
+        Environment {
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sim_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: git_commit(),
+            target,
+        }
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (output.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// The figures of one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Requests made, failed ones included.
+    pub count: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency percentiles of successful requests, µs; `null` without any.
+    pub p50_us: Option<u64>,
+    /// 90th percentile, µs.
+    pub p90_us: Option<u64>,
+    /// 99th percentile, µs.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile, µs.
+    pub p999_us: Option<u64>,
+    /// Largest latency, µs.
+    pub max_us: Option<u64>,
+    /// Mean latency, µs.
+    pub mean_us: Option<f64>,
+    /// Failed requests by error code.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// The latency histogram: HdrHistogram V2, base64.
+    pub hist: String,
+}
+
+impl StepReport {
+    /// The report of one step's totals.
+    pub fn from_totals(totals: &StepTotals) -> StepReport {
+        let latency = &totals.latency;
+        let some = !latency.is_empty();
+        let at = |quantile: f64| some.then(|| latency.value_at_quantile(quantile));
+        StepReport {
+            count: totals.count,
+            errors: totals.errors,
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: some.then(|| latency.max()),
+            mean_us: some.then(|| latency.mean()),
+            errors_by_code: totals.errors_by_code.clone(),
+            hist: encode_histogram(latency),
+        }
+    }
+}
+
+/// Serializes a histogram as base64 of the HdrHistogram V2 format.
+pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2Serializer::new()
+        .serialize(histogram, &mut bytes)
+        .expect("a histogram serializes into memory");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads a histogram written by [`encode_histogram`].
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram is not HdrHistogram V2: {e:?}"))
+}
+
+/// The per-second series.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Timeseries {
+    /// Length of one point, ms.
+    pub interval_ms: u64,
+    /// One point per interval.
+    pub points: Vec<TimePoint>,
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TimePoint {
+    /// Seconds since the start: the point covers [t_s, t_s + 1).
+    pub t_s: u64,
+    /// Figures per step, by step name.
+    pub steps: BTreeMap<String, TimeStep>,
+}
+
+/// One step in one second.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TimeStep {
+    /// Requests, failed ones included.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// 99th percentile of successful requests, µs (2 significant figures).
+    pub p99_us: Option<u64>,
+}
+
+/// How often one invariant was checked and violated.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InvariantReport {
+    /// The invariant's name, such as `downloads.sha256`.
+    pub name: String,
+    /// Times checked.
+    pub checked: u64,
+    /// Times violated.
+    pub violations: u64,
+}
+
+/// The measured parts of a report, from a metrics snapshot.
+#[derive(Debug)]
+pub struct Measured {
+    /// Figures per step.
+    pub steps: BTreeMap<String, StepReport>,
+    /// Errors by code over all steps.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// The per-second series.
+    pub timeseries: Timeseries,
+    /// Invariant counts.
+    pub invariants: Vec<InvariantReport>,
+    /// Failover figures.
+    pub failover: FailoverSummary,
+}
+
+impl Measured {
+    /// Turns a snapshot into report sections.
+    pub fn from_snapshot(snapshot: &Snapshot) -> Measured {
+        let mut errors_by_code = BTreeMap::new();
+        let mut steps = BTreeMap::new();
+        for step in Step::ALL {
+            let totals = &snapshot.steps[step.index()];
+            for (code, n) in &totals.errors_by_code {
+                *errors_by_code.entry(code.clone()).or_insert(0) += n;
+            }
+            steps.insert(step.name().to_string(), StepReport::from_totals(totals));
+        }
+        let invariants = Invariant::ALL
+            .iter()
+            .map(|&invariant| {
+                let count = snapshot.invariants[invariant.index()];
+                InvariantReport {
+                    name: invariant.name().to_string(),
+                    checked: count.checked,
+                    violations: count.violations,
+                }
+            })
+            .collect();
+        Measured {
+            steps,
+            errors_by_code,
+            timeseries: Timeseries {
+                interval_ms: INTERVAL_MS,
+                points: snapshot.series.iter().map(time_point).collect(),
+            },
+            invariants,
+            failover: FailoverSummary::from_windows(&snapshot.kill_windows),
+        }
+    }
+}
+
+fn time_point(point: &IntervalPoint) -> TimePoint {
+    let steps = Step::ALL
+        .iter()
+        .map(|&step| {
+            let figures = point.steps[step.index()];
+            let time_step = TimeStep {
+                requests: figures.requests,
+                errors: figures.errors,
+                p99_us: figures.p99_us,
+            };
+            (step.name().to_string(), time_step)
+        })
+        .collect();
+    TimePoint {
+        t_s: point.t_s,
+        steps,
+    }
+}
+
+impl Report {
+    /// Evaluates the scenario's thresholds against this report and sets the exit code:
+    /// an interrupted run (130) proves nothing; otherwise an invariant violation (2)
+    /// takes precedence over a failed threshold (1).
+    pub fn judge(&mut self, thresholds: &[Threshold]) {
+        self.thresholds = thresholds
+            .iter()
+            .map(|t| t.evaluate(t.metric.actual(self)))
+            .collect();
+        self.exit_code = if self.interrupted {
+            EXIT_INTERRUPTED
+        } else if self.invariants.iter().any(|i| i.violations > 0) {
+            EXIT_INVARIANT_VIOLATED
+        } else if self.thresholds.iter().any(|t| !t.pass) {
+            EXIT_THRESHOLD_FAILED
+        } else {
+            EXIT_OK
+        };
+    }
+
+    /// Writes `report.json` into `dir` and returns its path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let path = dir.join("report.json");
+        let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        text.push('\n');
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// The summary table printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let name_width = self.steps.keys().map(String::len).max().unwrap_or(4).max(4);
+        let _ = writeln!(
+            out,
+            "{:<name_width$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}   (latency in ms)",
+            "step", "count", "errors", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (name, step) in self.steps_in_script_order() {
+            let _ = writeln!(
+                out,
+                "{name:<name_width$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                step.count,
+                step.errors,
+                ms(step.p50_us),
+                ms(step.p90_us),
+                ms(step.p99_us),
+                ms(step.p999_us),
+                ms(step.max_us)
+            );
+        }
+        if !self.errors_by_code.is_empty() {
+            let codes: Vec<String> = self
+                .errors_by_code
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let _ = writeln!(out, "errors by code: {}", codes.join(", "));
+        }
+        self.summarize_failover(&mut out);
+        for threshold in &self.thresholds {
+            let actual = threshold
+                .actual
+                .map_or("none".to_string(), |v| format!("{v:.3}"));
+            let verdict = if threshold.pass { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "threshold {verdict} {} {} (actual {actual})",
+                threshold.metric, threshold.condition
+            );
+        }
+        for invariant in &self.invariants {
+            let verdict = if invariant.violations == 0 {
+                "ok  "
+            } else {
+                "VIOLATED"
+            };
+            let _ = writeln!(
+                out,
+                "invariant {verdict} {} ({} checked, {} violations)",
+                invariant.name, invariant.checked, invariant.violations
+            );
+        }
+        out
+    }
+
+    /// Steps in the order of the script, then any the script no longer has.
+    fn steps_in_script_order(&self) -> impl Iterator<Item = (&String, &StepReport)> {
+        let position = |name: &str| Step::from_name(name).map_or(usize::MAX, Step::index);
+        let mut steps: Vec<(&String, &StepReport)> = self.steps.iter().collect();
+        steps.sort_by_key(|(name, _)| position(name));
+        steps.into_iter()
+    }
+
+    fn summarize_failover(&self, out: &mut String) {
+        let failover = &self.failover;
+        if failover.kills.is_empty() {
+            return;
+        }
+        let gaps: Vec<String> = failover
+            .kills
+            .iter()
+            .map(|k| {
+                k.gap_ms
+                    .map_or("unmeasured".to_string(), |g| format!("{g:.1} ms"))
+            })
+            .collect();
+        let unavailable: u64 = failover.kills.iter().map(|k| k.unavailable).sum();
+        let _ = writeln!(
+            out,
+            "failover: {} balancer kill(s), gaps {}; median {}, max {}; {unavailable} unavailable answers",
+            failover.kills.len(),
+            gaps.join(", "),
+            failover.median_ms.map_or("-".to_string(), |g| format!("{g:.1} ms")),
+            failover.max_ms.map_or("-".to_string(), |g| format!("{g:.1} ms")),
+        );
+    }
+}
+
+fn ms(us: Option<u64>) -> String {
+    us.map_or("-".to_string(), |us| format!("{:.2}", us as f64 / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::latency_histogram;
+    use crate::threshold::Threshold;
+
+    fn totals(latencies_us: &[u64], errors: u64) -> StepTotals {
+        let mut latency = latency_histogram();
+        for &us in latencies_us {
+            latency.record(us).unwrap();
+        }
+        let errors_by_code = if errors > 0 {
+            BTreeMap::from([("io".to_string(), errors)])
+        } else {
+            BTreeMap::new()
+        };
+        StepTotals {
+            latency,
+            count: latencies_us.len() as u64 + errors,
+            errors,
+            errors_by_code,
+        }
+    }
+
+    fn report(check: &StepTotals, violations: u64) -> Report {
+        Report {
+            schema: REPORT_SCHEMA.to_string(),
+            scenario: ScenarioInfo {
+                name: "t".into(),
+                seed: 1,
+                path: "t.toml".into(),
+                text: String::new(),
+            },
+            started_at_unix_ms: 0,
+            duration_s: 1.0,
+            interrupted: false,
+            environment: Environment::current("embedded".to_string()),
+            steps: BTreeMap::from([("update.check".to_string(), StepReport::from_totals(check))]),
+            errors_by_code: BTreeMap::new(),
+            timeseries: Timeseries {
+                interval_ms: INTERVAL_MS,
+                points: Vec::new(),
+            },
+            faults: Vec::new(),
+            failover: FailoverSummary::default(),
+            invariants: vec![InvariantReport {
+                name: "downloads.sha256".into(),
+                checked: 5,
+                violations,
+            }],
+            thresholds: Vec::new(),
+            exit_code: 0,
+        }
+    }
+
+    #[test]
+    fn histogram_survives_serialization_exactly() {
+        let step = totals(&[1, 150, 2_500, 2_500, 999_999, 59_000_000], 0);
+        let decoded = decode_histogram(&StepReport::from_totals(&step).hist).unwrap();
+        assert_eq!(decoded, step.latency);
+        assert_eq!(
+            decoded.value_at_quantile(0.5),
+            step.latency.value_at_quantile(0.5)
+        );
+        assert!(decode_histogram("not base64!").is_err());
+        assert!(decode_histogram("aGVsbG8=").is_err());
+    }
+
+    #[test]
+    fn percentiles_are_null_without_successful_samples() {
+        let step = StepReport::from_totals(&totals(&[], 3));
+        assert_eq!(
+            (step.count, step.errors, step.p99_us, step.max_us),
+            (3, 3, None, None)
+        );
+    }
+
+    #[test]
+    fn invariant_violation_takes_precedence_over_failed_threshold() {
+        let slow = totals(&[200_000; 10], 0);
+        let thresholds = [Threshold::parse("update.check.p99", "< 100ms").unwrap()];
+        let mut failing = report(&slow, 0);
+        failing.judge(&thresholds);
+        assert_eq!(failing.exit_code, EXIT_THRESHOLD_FAILED);
+        assert!(!failing.thresholds[0].pass);
+        let mut violated = report(&slow, 1);
+        violated.judge(&thresholds);
+        assert_eq!(violated.exit_code, EXIT_INVARIANT_VIOLATED);
+        let mut passing = report(&totals(&[5_000; 10], 0), 0);
+        passing.judge(&thresholds);
+        assert_eq!(passing.exit_code, EXIT_OK);
+    }
+
+    #[test]
+    fn errors_rate_counts_failed_over_all_requests() {
+        let mut with_errors = report(&totals(&[1_000; 90], 10), 0);
+        with_errors.judge(&[Threshold::parse("errors.rate", "< 5%").unwrap()]);
+        assert_eq!(with_errors.thresholds[0].actual, Some(10.0));
+        assert_eq!(with_errors.exit_code, EXIT_THRESHOLD_FAILED);
+    }
+
+    #[test]
+    fn report_round_trips_through_json_and_summarizes() {
+        let mut original = report(&totals(&[1_000, 2_000], 1), 0);
+        original.judge(&[Threshold::parse("update.check.count", "== 3").unwrap()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = original.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let read: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.schema, REPORT_SCHEMA);
+        assert_eq!(read.steps, original.steps);
+        let summary = read.summary();
+        assert!(
+            summary.contains("update.check") && summary.contains("threshold pass"),
+            "{summary}"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! One simulation run, from scenario file to report.
+//!
+//! The order is: read the scenario, start (or find) the topology, ask storage for the
+//! current version, start the clients, the fault schedule and the per-second ticker, stop
+//! everything at the deadline, stop the embedded server, judge and write the report.
+//! Ctrl-C or SIGTERM cut the run short but still stop the server and write the report.
+
+use crate::faults::{run_faults, FaultRecord};
+use crate::metrics::{IntervalPoint, Metrics};
+use crate::report::{Environment, Measured, Report, ScenarioInfo, REPORT_SCHEMA};
+use crate::scenario::{Fault, Scenario, ScenarioError};
+use crate::script::{discover_version, run_client, ScriptEnv};
+use crate::step::Step;
+use crate::topology::{resolve_server_bin, EmbeddedServer, Topology, TopologyError};
+use crate::{EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_USAGE};
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// After the deadline, clients finish the request in flight; a request never takes
+/// longer than its timeout, so this grace is enough for all of them.
+const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
+/// A progress line goes to stderr this often; every second would flood CI logs.
+const PROGRESS_EVERY_S: u64 = 5;
+
+/// What `catwar-sim run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// An existing topology.json; `None` starts the embedded topology.
+    pub target: Option<PathBuf>,
+    /// Where report.json (and the embedded server's log) go.
+    pub out_dir: PathBuf,
+    /// The `catwar-server` binary for the embedded topology.
+    pub server_bin: Option<PathBuf>,
+}
+
+/// Why a run could not produce a report.
+#[derive(Debug)]
+pub enum RunError {
+    /// The scenario is unreadable or invalid.
+    Scenario(ScenarioError),
+    /// The topology could not be started or read.
+    Topology(TopologyError),
+    /// Storage never named a current version.
+    Discovery(String),
+    /// The output folder or report could not be written.
+    Output {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Ctrl-C or SIGTERM arrived before the clients started.
+    Interrupted,
+}
+
+impl RunError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Scenario(_) => EXIT_USAGE,
+            RunError::Interrupted => EXIT_INTERRUPTED,
+            _ => EXIT_RUN_FAILED,
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Scenario(e) => e.fmt(f),
+            RunError::Topology(e) => e.fmt(f),
+            RunError::Discovery(message) => f.write_str(message),
+            RunError::Output { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            RunError::Interrupted => f.write_str("interrupted before the clients started"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<TopologyError> for RunError {
+    fn from(e: TopologyError) -> RunError {
+        RunError::Topology(e)
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The judged report.
+    pub report: Report,
+    /// Where it was written.
+    pub report_path: PathBuf,
+    /// Problems that did not invalidate the measurements, such as an unclean shutdown.
+    pub warnings: Vec<String>,
+}
+
+/// Runs a scenario and writes its report.
+pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
+    let scenario = Scenario::load(&options.scenario).map_err(RunError::Scenario)?;
+    let out_dir = &options.out_dir;
+    std::fs::create_dir_all(out_dir).map_err(|source| RunError::Output {
+        path: out_dir.clone(),
+        source,
+    })?;
+    let mut interrupt = interrupt_signal();
+    let (mut report, warnings) = match &options.target {
+        Some(path) => {
+            let label = path.display().to_string();
+            let report = simulate(&scenario, options, path, label, &mut interrupt).await?;
+            (report, Vec::new())
+        }
+        None => run_embedded(&scenario, options, &mut interrupt).await?,
+    };
+    report.judge(&scenario.thresholds);
+    let report_path = report.write(out_dir).map_err(|source| RunError::Output {
+        path: out_dir.join("report.json"),
+        source,
+    })?;
+    Ok(RunOutcome {
+        report,
+        report_path,
+        warnings,
+    })
+}
+
+/// Starts the embedded topology, simulates against it, and stops it whatever happened.
+/// An unclean stop does not spoil the measurements; it comes back as a warning.
+async fn run_embedded(
+    scenario: &Scenario,
+    options: &RunOptions,
+    interrupt: &mut watch::Receiver<bool>,
+) -> Result<(Report, Vec<String>), RunError> {
+    let bin = resolve_server_bin(options.server_bin.as_deref())?;
+    let log = options.out_dir.join("server.log");
+    let server = until_interrupted(interrupt, EmbeddedServer::start(&bin, &log)).await??;
+    let topology_path = server.topology_path();
+    let label = "embedded".to_string();
+    let simulated = simulate(scenario, options, &topology_path, label, interrupt).await;
+    let mut warnings = Vec::new();
+    match server.stop().await {
+        Ok(status) if status.success() => {}
+        Ok(status) => warnings.push(format!(
+            "catwar-server up exited with {status}; see {}",
+            log.display()
+        )),
+        Err(e) => warnings.push(e.to_string()),
+    }
+    Ok((simulated?, warnings))
+}
+
+/// Runs the clients against a live topology and measures them.
+async fn simulate(
+    scenario: &Scenario,
+    options: &RunOptions,
+    topology_path: &Path,
+    target_label: String,
+    interrupt: &mut watch::Receiver<bool>,
+) -> Result<Report, RunError> {
+    let topology = Topology::read(topology_path)?;
+    let storage = topology.addr("storage", topology_path)?;
+    let current_version = until_interrupted(interrupt, discover_version(storage))
+        .await?
+        .map_err(RunError::Discovery)?;
+    let clients = scenario.population.clients;
+    let duration = Duration::from_secs(scenario.scenario.duration_s);
+    eprintln!(
+        "catwar-sim: {} (seed {}): {clients} clients for {} s against {target_label}, storage {storage}, \
+         current version {current_version}",
+        scenario.scenario.name,
+        scenario.scenario.seed,
+        duration.as_secs()
+    );
+
+    let started_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let start = Instant::now();
+    let metrics = Metrics::new(start);
+    let env = Arc::new(ScriptEnv {
+        storage,
+        current_version,
+        stale_version: scenario.population.stale_version.clone(),
+        stale_probability: scenario.script.stale_version,
+        think_time_ms: scenario.load.think_time_ms,
+        file_nodes_killed: scenario.faults.iter().any(Fault::kills_file_node),
+        seed: scenario.scenario.seed,
+        deadline: start + duration,
+    });
+    let (stop, stopped) = watch::channel(false);
+    let faults = tokio::spawn(run_faults(
+        scenario.faults.clone(),
+        topology_path.to_path_buf(),
+        Arc::clone(&metrics),
+        start,
+        stopped.clone(),
+    ));
+    let ticker = tokio::spawn(tick(Arc::clone(&metrics), start, stopped));
+    let mut tasks = JoinSet::new();
+    for id in 0..clients {
+        tasks.spawn(run_client(Arc::clone(&env), id, metrics.recorder(id)));
+    }
+
+    let interrupted = tokio::select! {
+        _ = tokio::time::sleep_until(env.deadline.into()) => false,
+        _ = interrupt.wait_for(|&fired| fired) => true,
+    };
+    let duration_s = start.elapsed().as_secs_f64();
+    if !interrupted {
+        let grace = Duration::from_millis(CLIENT_GRACE_MS);
+        let finished = async { while tasks.join_next().await.is_some() {} };
+        // Clients still running after the grace are stuck; they are aborted below.
+        tokio::select! {
+            _ = tokio::time::timeout(grace, finished) => {}
+            _ = interrupt.wait_for(|&fired| fired) => {}
+        }
+    }
+    tasks.shutdown().await;
+    // The ticker holds a receiver until told to stop, so this send always lands.
+    let _ = stop.send(true);
+    let faults = faults.await.expect("the fault schedule does not panic");
+    ticker.await.expect("the ticker does not panic");
+
+    let ran = Ran {
+        started_at_unix_ms,
+        duration_s,
+        interrupted,
+        faults,
+        measured: Measured::from_snapshot(&metrics.snapshot()),
+    };
+    Ok(unjudged_report(scenario, options, target_label, ran))
+}
+
+/// What a finished simulation produced.
+struct Ran {
+    started_at_unix_ms: u64,
+    duration_s: f64,
+    interrupted: bool,
+    faults: Vec<FaultRecord>,
+    measured: Measured,
+}
+
+/// The report of a run, before its thresholds are judged.
+fn unjudged_report(
+    scenario: &Scenario,
+    options: &RunOptions,
+    target_label: String,
+    ran: Ran,
+) -> Report {
+    Report {
+        schema: REPORT_SCHEMA.to_string(),
+        scenario: ScenarioInfo {
+            name: scenario.scenario.name.clone(),
+            seed: scenario.scenario.seed,
+            path: options.scenario.display().to_string(),
+            text: scenario.text.clone(),
+        },
+        started_at_unix_ms: ran.started_at_unix_ms,
+        duration_s: ran.duration_s,
+        interrupted: ran.interrupted,
+        environment: Environment::current(target_label),
+        steps: ran.measured.steps,
+        errors_by_code: ran.measured.errors_by_code,
+        timeseries: ran.measured.timeseries,
+        faults: ran.faults,
+        failover: ran.measured.failover,
+        invariants: ran.measured.invariants,
+        thresholds: Vec::new(),
+        exit_code: 0,
+    }
+}
+
+/// Closes one interval of the series every second, and the last partial one at the end.
+async fn tick(metrics: Arc<Metrics>, start: Instant, mut stop: watch::Receiver<bool>) {
+    let second = Duration::from_secs(1);
+    let mut interval = tokio::time::interval_at((start + second).into(), second);
+    // A late tick must not be followed by a burst of catch-up ticks with empty intervals.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let point = metrics.close_interval();
+                if (point.t_s + 1) % PROGRESS_EVERY_S == 0 {
+                    eprintln!("{}", progress_line(&point));
+                }
+            }
+            _ = stop.changed() => {
+                metrics.close_interval();
+                return;
+            }
+        }
+    }
+}
+
+fn progress_line(point: &IntervalPoint) -> String {
+    let steps: Vec<String> = Step::ALL
+        .iter()
+        .map(|step| {
+            let figures = point.steps[step.index()];
+            let p99 = figures.p99_us.map_or("-".to_string(), |us| {
+                format!("{:.1} ms", us as f64 / 1000.0)
+            });
+            format!(
+                "{} {}/s p99 {p99} errors {}",
+                step.name(),
+                figures.requests,
+                figures.errors
+            )
+        })
+        .collect();
+    format!("[{:>4} s] {}", point.t_s + 1, steps.join(" | "))
+}
+
+/// Ctrl-C or SIGTERM, as a flag that turns true once.
+fn interrupt_signal() -> watch::Receiver<bool> {
+    let (fired, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                // Without a SIGTERM handler only Ctrl-C interrupts the run.
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let interrupt = async {
+            // Without a Ctrl-C handler only SIGTERM interrupts the run.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+        }
+        // Nobody listening any more means the run is over, and there is nothing to stop.
+        let _ = fired.send(true);
+    });
+    receiver
+}
+
+/// Runs `future` unless the interrupt fires first.
+async fn until_interrupted<T>(
+    interrupt: &mut watch::Receiver<bool>,
+    future: impl Future<Output = T>,
+) -> Result<T, RunError> {
+    tokio::select! {
+        value = future => Ok(value),
+        _ = interrupt.wait_for(|&fired| fired) => Err(RunError::Interrupted),
+    }
+}

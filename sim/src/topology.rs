@@ -1,0 +1,302 @@
+//! The server topology: reading `topology.json`, and starting and stopping the embedded
+//! `catwar-server up` when no `--target` is given.
+//!
+//! `up` supervises one process per service and rewrites `topology.json` whenever a child
+//! is restarted, so the file is read again right before every fault.
+
+use serde::Deserialize;
+use std::fmt;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// `up` writes topology.json once every service listens; on a loaded two-core machine
+/// that can take several seconds, but never this long.
+pub const TOPOLOGY_WAIT_MS: u64 = 30_000;
+/// How often to look for topology.json while waiting.
+const TOPOLOGY_POLL_MS: u64 = 50;
+/// `up` stops its children on SIGTERM; if it has not exited after this, it is hung.
+pub const SHUTDOWN_WAIT_MS: u64 = 10_000;
+/// The environment variable naming the server binary.
+pub const SERVER_BIN_ENV: &str = "CATWAR_SERVER_BIN";
+/// The last lines of the server log quoted when `up` fails to start.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Why the topology could not be read, started or stopped.
+#[derive(Debug)]
+pub enum TopologyError {
+    /// No server binary was found.
+    ServerBinNotFound(PathBuf),
+    /// topology.json could not be read or parsed.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// `catwar-server up` could not be started or did not come up.
+    Start(String),
+    /// `catwar-server up` did not stop cleanly.
+    Stop(String),
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopologyError::ServerBinNotFound(path) => write!(
+                f,
+                "catwar-server not found at {}; pass --server-bin PATH or set {SERVER_BIN_ENV}",
+                path.display()
+            ),
+            TopologyError::Read { path, message } => write!(f, "{}: {message}", path.display()),
+            TopologyError::Start(message) => write!(f, "embedded server: {message}"),
+            TopologyError::Stop(message) => write!(f, "embedded server shutdown: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+/// The services of a running topology.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Topology {
+    /// Every service, by name.
+    pub services: Vec<Service>,
+}
+
+/// One service of the topology. Fields beyond these are ignored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Service {
+    /// `storage`, `balancer`, `file-node-0`, ...
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id, absent for services the simulator cannot signal.
+    pub pid: Option<u32>,
+}
+
+impl Topology {
+    /// Reads and parses a topology.json.
+    pub fn read(path: &Path) -> Result<Topology, TopologyError> {
+        let read_error = |message: String| TopologyError::Read {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
+        serde_json::from_reader(std::io::BufReader::new(file))
+            .map_err(|e| read_error(e.to_string()))
+    }
+
+    /// The service with this name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The address of the service with this name, or an error naming the file.
+    pub fn addr(&self, name: &str, path: &Path) -> Result<SocketAddr, TopologyError> {
+        self.service(name)
+            .map(|s| s.addr)
+            .ok_or_else(|| TopologyError::Read {
+                path: path.to_path_buf(),
+                message: format!("no service named {name:?}"),
+            })
+    }
+}
+
+/// Finds the server binary: the flag, else the environment, else next to this executable.
+pub fn resolve_server_bin(flag: Option<&Path>) -> Result<PathBuf, TopologyError> {
+    let candidate = match (flag, std::env::var_os(SERVER_BIN_ENV)) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("catwar-server")))
+            .unwrap_or_else(|| PathBuf::from("catwar-server")),
+    };
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(TopologyError::ServerBinNotFound(candidate))
+    }
+}
+
+/// A `catwar-server up` started by the simulator in a temporary data folder.
+///
+/// `up` runs in its own process group, so that the whole topology can be killed at once
+/// if `up` itself hangs, and so that a Ctrl-C meant for the simulator reaches it only
+/// through [`EmbeddedServer::stop`].
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    child: Child,
+    pid: i32,
+    data: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl EmbeddedServer {
+    /// Starts `bin up --data <tempdir> --base-port 0`, logging to `log`, and waits until
+    /// its topology.json is written.
+    pub async fn start(bin: &Path, log: &Path) -> Result<EmbeddedServer, TopologyError> {
+        let start_error =
+            |what: &str, e: std::io::Error| TopologyError::Start(format!("{what}: {e}"));
+        let data = tempfile::Builder::new()
+            .prefix("catwar-sim-")
+            .tempdir()
+            .map_err(|e| start_error("cannot create a temporary data folder", e))?;
+        let log_file = File::create(log)
+            .map_err(|e| start_error(&format!("cannot create {}", log.display()), e))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|e| start_error("cannot share the log file", e))?;
+        let child = Command::new(bin)
+            .arg("up")
+            .arg("--data")
+            .arg(data.path())
+            .args(["--base-port", "0"])
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| start_error(&format!("cannot run {}", bin.display()), e))?;
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| {
+                TopologyError::Start("the server exited before it could be watched".to_string())
+            })?;
+        let mut server = EmbeddedServer {
+            child,
+            pid,
+            data,
+            log: log.to_path_buf(),
+        };
+        server.wait_for_topology().await?;
+        Ok(server)
+    }
+
+    /// The topology.json that `up` keeps current.
+    pub fn topology_path(&self) -> PathBuf {
+        self.data.path().join("topology.json")
+    }
+
+    async fn wait_for_topology(&mut self) -> Result<(), TopologyError> {
+        let path = self.topology_path();
+        let deadline = Instant::now() + Duration::from_millis(TOPOLOGY_WAIT_MS);
+        loop {
+            if let Ok(topology) = Topology::read(&path) {
+                if topology.service("storage").is_some() {
+                    return Ok(());
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.start_failure(&format!("`up` exited with {status}")));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.start_failure(&format!(
+                    "no usable {} after {TOPOLOGY_WAIT_MS} ms",
+                    path.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(TOPOLOGY_POLL_MS)).await;
+        }
+    }
+
+    fn start_failure(&self, what: &str) -> TopologyError {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        TopologyError::Start(format!(
+            "{what}; last lines of {}:\n{tail}",
+            self.log.display()
+        ))
+    }
+
+    /// Sends SIGTERM to `up` and waits for it; after [`SHUTDOWN_WAIT_MS`] kills the whole
+    /// process group. Returns how `up` exited.
+    pub async fn stop(mut self) -> Result<ExitStatus, TopologyError> {
+        // If `up` is already gone the signal fails, and the wait below returns at once.
+        let _ = signal(self.pid, libc::SIGTERM);
+        let wait = Duration::from_millis(SHUTDOWN_WAIT_MS);
+        match tokio::time::timeout(wait, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(TopologyError::Stop(format!("cannot wait for `up`: {e}"))),
+            Err(_) => {
+                signal_group(self.pid, libc::SIGKILL);
+                // The group is dead after SIGKILL; waiting only reaps it.
+                let _ = self.child.wait().await;
+                Err(TopologyError::Stop(format!(
+                    "`up` ignored SIGTERM for {SHUTDOWN_WAIT_MS} ms; killed its process group"
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for EmbeddedServer {
+    /// A run that ends without `stop` (an error or a panic) must not leave servers behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal_group(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends `signal` to one process.
+pub fn signal(pid: i32, signal: libc::c_int) -> std::io::Result<()> {
+    assert!(pid > 0, "signal: pid {pid} would address a process group");
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is checked above so
+    // that it never addresses a group or every process.
+    let result = unsafe { libc::kill(pid, signal) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn signal_group(pgid: i32, signal: libc::c_int) {
+    assert!(pgid > 1, "signal_group: pgid {pgid} is not a child group");
+    // SAFETY: killpg(2) has no memory-safety preconditions; the group is the one created
+    // for our own child with process_group(0).
+    unsafe {
+        libc::killpg(pgid, signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_ignores_unknown_fields_and_services() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.json");
+        let text = r#"{"version": 3, "services": [
+            {"name": "storage", "addr": "127.0.0.1:7100", "pid": 11, "started_at": 5},
+            {"name": "teleporter", "addr": "127.0.0.1:7999", "pid": 12},
+            {"name": "balancer", "addr": "127.0.0.1:7110"}]}"#;
+        std::fs::write(&path, text).unwrap();
+        let topology = Topology::read(&path).unwrap();
+        assert_eq!(topology.addr("storage", &path).unwrap().port(), 7100);
+        assert_eq!(topology.service("balancer").unwrap().pid, None);
+        let missing = topology.addr("lobby", &path).unwrap_err().to_string();
+        assert!(
+            missing.contains("lobby") && missing.contains("topology.json"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn missing_server_bin_names_the_flag_and_the_variable() {
+        let error = resolve_server_bin(Some(Path::new("/nonexistent/catwar-server"))).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("--server-bin") && message.contains(SERVER_BIN_ENV),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Command-line behaviour that needs no server: exit codes and messages.
+
+use crate::util::{code, printed, run_sim, write_scenario};
+
+#[test]
+fn bad_command_line_exits_64_not_clap_default_2() {
+    let output = run_sim(&["run"]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    let output = run_sim(&["launch", "x.toml"]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    let output = run_sim(&["compare", "a.json", "b.json", "--max-regression", "-5"]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+}
+
+#[test]
+fn help_exits_0() {
+    let output = run_sim(&["run", "--help"]);
+    assert_eq!(code(&output), 0, "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--server-bin"));
+}
+
+#[test]
+fn bad_scenario_exits_64_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        "[scenario]\nname = \"x\"\n[population]\nclients = 0\n",
+    );
+    let out = dir.path().join("out");
+    let output = run_sim(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("population.clients"),
+        "{}",
+        printed(&output)
+    );
+}
+
+#[test]
+fn missing_scenario_file_exits_64_naming_it() {
+    let output = run_sim(&["run", "/nonexistent/scenario.toml"]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/scenario.toml"));
+}
+
+#[test]
+fn compare_with_unreadable_report_exits_64_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{not json").unwrap();
+    let output = run_sim(&[
+        "compare",
+        garbage.to_str().unwrap(),
+        garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("garbage.json"),
+        "{}",
+        printed(&output)
+    );
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the `catwar-sim` binary, one module per area.
+
+mod util;
+
+mod cli;
+mod embedded;
