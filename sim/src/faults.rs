@@ -3,6 +3,7 @@
 //! A kill is a real SIGKILL of the pid that topology.json names right before the kill, so
 //! a service restarted by the supervisor is found under its new pid.
 
+use crate::http::HttpClient;
 use crate::metrics::Metrics;
 use crate::scenario::{Fault, FaultAction};
 use crate::topology::{signal, Topology, TopologyError};
@@ -73,13 +74,23 @@ async fn execute(
         ok: false,
         detail: None,
     };
-    let pid = match read_topology(topology_path).await {
-        Ok(topology) => topology.service(&fault.service).and_then(|s| s.pid),
+    let topology = match read_topology(topology_path).await {
+        Ok(topology) => topology,
         Err(e) => {
             record.detail = Some(e.to_string());
             return record;
         }
     };
+    if fault.service == ACTIVE_BALANCER {
+        match active_balancer(&topology).await {
+            Some(name) => record.service = name,
+            None => {
+                record.detail = Some("neither balancer reports itself active".into());
+                return record;
+            }
+        }
+    }
+    let pid = topology.service(&record.service).and_then(|s| s.pid);
     let Some(pid) = pid else {
         record.detail = Some(format!(
             "no pid for {:?} in {}",
@@ -112,6 +123,34 @@ async fn execute(
         }
     }
     record
+}
+
+/// The fault target that means "whichever balancer is active now", so a scenario can
+/// kill the active one again and again and time every failover.
+pub const ACTIVE_BALANCER: &str = "active-balancer";
+/// A balancer's status answer must come quickly; it runs right before a timed kill.
+const STATUS_TIMEOUT_MS: u64 = 500;
+
+#[derive(Deserialize)]
+struct BalancerStatus {
+    role: String,
+}
+
+/// Asks both balancer processes for their role and names the active one.
+async fn active_balancer(topology: &Topology) -> Option<String> {
+    for name in ["balancer", "balancer-observer"] {
+        let Some(service) = topology.service(name) else { continue };
+        let mut client = HttpClient::new(None);
+        let ask = client.get(service.addr, "/v1/status");
+        let Ok(Ok(response)) = tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), ask).await else {
+            continue;
+        };
+        let active = serde_json::from_slice::<BalancerStatus>(&response.body).is_ok_and(|s| s.role == "active");
+        if response.status == 200 && active {
+            return Some(name.to_string());
+        }
+    }
+    None
 }
 
 /// Milliseconds from `start` to `at`, to the microsecond.

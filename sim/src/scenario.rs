@@ -247,14 +247,16 @@ pub struct Fault {
     pub at_s: f64,
     /// What to do.
     pub action: FaultAction,
-    /// The topology name of the target, such as `balancer` or `file-node-1`.
+    /// The topology name of the target, such as `balancer` or `file-node-1`, or
+    /// `active-balancer` for whichever balancer is active at that moment.
     pub service: String,
 }
 
 impl Fault {
     /// Whether this fault kills the active balancer, which starts a failover.
     pub fn kills_balancer(&self) -> bool {
-        self.action == FaultAction::Kill && self.service == "balancer"
+        self.action == FaultAction::Kill
+            && (self.service == "balancer" || self.service == crate::faults::ACTIVE_BALANCER)
     }
 
     /// Whether this fault kills a file node, after which storage may briefly still
@@ -395,8 +397,8 @@ fn validate_faults(faults: &[Fault], duration_s: u64) -> Result<(), ScenarioErro
         if !is_service_name(&fault.service) {
             return Err(ScenarioError::invalid(
                 format!("faults[{index}].service"),
-                "must be one of storage, balancer, balancer-observer, file-node-N, profile, \
-                 lobby, play-N, router",
+                "must be one of storage, balancer, balancer-observer, active-balancer, \
+                 file-node-N, profile, lobby, play-N, router",
             ));
         }
     }
@@ -446,7 +448,10 @@ fn is_service_name(name: &str) -> bool {
         name.strip_prefix(prefix)
             .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    FIXED.contains(&name) || numbered("file-node-") || numbered("play-")
+    FIXED.contains(&name)
+        || name == crate::faults::ACTIVE_BALANCER
+        || numbered("file-node-")
+        || numbered("play-")
 }
 
 #[cfg(test)]
