@@ -66,7 +66,7 @@ impl ClientResponse {
 
 /// `GET path` on `addr`; the whole exchange must finish within `timeout`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<ClientResponse, ClientError> {
-    request(addr, "GET", path, &[], timeout)
+    request(addr, "GET", path, &[], &[], timeout)
 }
 
 /// Sends one request with `Connection: close` and reads the whole answer.
@@ -74,16 +74,19 @@ pub fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
 ) -> Result<ClientResponse, ClientError> {
+    use std::fmt::Write as _;
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(ClientError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    let _ = write!(head, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
     set_deadline(&stream, deadline)?;
     stream.write_all(head.as_bytes()).map_err(io_error)?;
     stream.write_all(body).map_err(io_error)?;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsAcceptor, TlsStream};
 use slab::Slab;
 
 use crate::http::{Body, Request, Response};
@@ -251,11 +252,87 @@ pub struct Server<H> {
     tx: Sender<Completion>,
     rx: Receiver<Completion>,
     next_gen: u64,
+    tls: Option<Tls>,
+}
+
+/// The acceptor of a TLS server (native-tls gives it no `Debug`).
+struct Tls(TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsAcceptor")
+    }
+}
+
+/// A connection's byte stream: plain TCP, or TLS driven without blocking. The handshake
+/// advances on readiness events like any read, so a slow TLS client holds no thread.
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    Handshaking(Option<MidHandshakeTlsStream<TcpStream>>),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Transport::Plain(s) => Some(s),
+            Transport::Handshaking(mid) => mid.as_mut().map(|m| m.get_mut()),
+            Transport::Tls(t) => Some(t.get_mut()),
+        }
+    }
+
+    /// Advances a TLS handshake; true once the stream carries application data.
+    fn ready(&mut self) -> io::Result<bool> {
+        let Transport::Handshaking(mid) = self else { return Ok(true) };
+        let Some(pending) = mid.take() else {
+            return Err(io::Error::other("handshake already failed"));
+        };
+        match pending.handshake() {
+            Ok(tls) => {
+                *self = Transport::Tls(Box::new(tls));
+                Ok(true)
+            }
+            Err(HandshakeError::WouldBlock(pending)) => {
+                *mid = Some(pending);
+                Ok(false)
+            }
+            Err(HandshakeError::Failure(err)) => Err(io::Error::other(err)),
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(t) => t.read(buf),
+            Transport::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => t.write(buf),
+            Transport::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(t) => t.flush(),
+            Transport::Handshaking(_) => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     gen: u64,
     inbuf: Vec<u8>,
@@ -310,7 +387,14 @@ impl<H: Handler> Server<H> {
             tx,
             rx,
             next_gen: 0,
+            tls: None,
         })
+    }
+
+    /// Serves TLS with this acceptor instead of plain TCP.
+    pub fn with_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(Tls(acceptor));
+        self
     }
 
     /// The address the listener is bound to.
@@ -383,7 +467,10 @@ impl<H: Handler> Server<H> {
                 }
             };
             if self.conns.len() >= self.limits.conns_max {
-                refuse(&mut stream);
+                // A TLS client could not read a plaintext answer; it just sees the close.
+                if self.tls.is_none() {
+                    refuse(&mut stream);
+                }
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -394,6 +481,15 @@ impl<H: Handler> Server<H> {
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
+            let (stream, handshake_started) = match &self.tls {
+                None => (Transport::Plain(stream), None),
+                Some(Tls(acceptor)) => match acceptor.accept(stream) {
+                    Ok(tls) => (Transport::Tls(Box::new(tls)), None),
+                    Err(HandshakeError::WouldBlock(mid)) => (Transport::Handshaking(Some(mid)), Some(Instant::now())),
+                    // The socket is closed with the failed handshake; epoll forgets it.
+                    Err(HandshakeError::Failure(_)) => continue,
+                },
+            };
             self.next_gen += 1;
             entry.insert(Conn {
                 stream,
@@ -404,7 +500,8 @@ impl<H: Handler> Server<H> {
                 awaiting: None,
                 close_after_flush: false,
                 read_closed: false,
-                request_started: None,
+                // The request timeout covers a TLS handshake too.
+                request_started: handshake_started,
                 last_progress: Instant::now(),
             });
         }
@@ -414,6 +511,11 @@ impl<H: Handler> Server<H> {
     fn drive(&mut self, key: usize) {
         if !self.conns.contains(key) {
             return;
+        }
+        match self.conns[key].stream.ready() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => return self.close(key),
         }
         loop {
             let read_more = match read_available(&mut self.conns[key]) {
@@ -541,7 +643,9 @@ impl<H: Handler> Server<H> {
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(socket) = conn.stream.socket() {
+                let _ = self.poll.registry().deregister(socket);
+            }
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use catwar_server::config::{ConfigError, Knobs};
+use catwar_server::config::{Argon2Preset, ConfigError, Knobs};
+use catwar_server::{db, users as user_db};
 use catwar_server::service;
 use catwar_server::supervisor::{self, UpOptions};
 use catwar_server::topology::Plan;
@@ -49,6 +50,11 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
+    /// Manage the users of the user DB (DIR/catwar.db).
+    Users {
+        #[command(subcommand)]
+        command: UsersCmd,
+    },
     /// Run one service of a plan in this process (started by `up`).
     #[command(hide = true)]
     Serve {
@@ -57,6 +63,33 @@ enum Cmd {
         /// The plan written by `up`.
         #[arg(long, value_name = "FILE")]
         plan: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Create user1…userN with the documented test passwords `pw-<id>` (skips existing).
+    Seed {
+        /// The data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// How many users.
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Password hash cost; `fast` is for large simulated populations.
+        #[arg(long, value_enum, default_value = "owasp")]
+        argon2: Argon2Preset,
+    },
+    /// Create a user, or set its password; the password is read from stdin.
+    Add {
+        /// The user id.
+        id: String,
+        /// The data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Password hash cost.
+        #[arg(long, value_enum, default_value = "owasp")]
+        argon2: Argon2Preset,
     },
 }
 
@@ -71,6 +104,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Up { data, base_port, config, knobs } => up(data, base_port, config, knobs),
         Cmd::Kill { service, data } => kill(&service, &data),
+        Cmd::Users { command } => users(command),
         Cmd::Serve { service, plan } => serve(&service, &plan),
     };
     match result {
@@ -127,9 +161,42 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
     let settings = knobs.or(file_knobs).resolve()?;
     let exe = std::env::current_exe().context("finding this executable to start the services")?;
     let stop = stop_on_signals()?;
-    tracing::info!(data = %data.display(), base_port, argon2 = ?settings.argon2, "starting the CatWar topology");
+    std::fs::create_dir_all(&data).with_context(|| format!("--data {}", data.display()))?;
+    let conn = db::open(&data.join(db::DB_FILE))?;
+    let users: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).context("counting users")?;
+    let recorded = db::meta(&conn, user_db::ARGON2_META_KEY).context("reading the argon2 preset")?;
+    drop(conn);
+    tracing::info!(
+        data = %data.display(),
+        base_port,
+        users,
+        argon2_hashes = recorded.as_deref().unwrap_or("none yet"),
+        "starting the CatWar topology"
+    );
     let options = UpOptions { data_dir: data, base_port, settings, exe };
     supervisor::up(&options, &stop)?;
+    Ok(())
+}
+
+fn users(command: UsersCmd) -> anyhow::Result<()> {
+    match command {
+        UsersCmd::Seed { data, count, argon2 } => {
+            let started = std::time::Instant::now();
+            let added = user_db::seed(&data, count, argon2)?;
+            println!(
+                "seeded {added} new users (user1..user{count}, password pw-<id>, argon2 {}) in {:.1} s",
+                user_db::preset_name(argon2),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        UsersCmd::Add { id, data, argon2 } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            user_db::add(&data, &id, password, argon2)?;
+            println!("user {id} saved (argon2 {})", user_db::preset_name(argon2));
+        }
+    }
     Ok(())
 }
 

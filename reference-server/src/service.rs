@@ -12,6 +12,8 @@ use crate::balancer::{self, BalancerConfig};
 use crate::balancer_observer::Role;
 use crate::event_loop::{Limits, ServerHandle};
 use crate::file_node;
+use crate::lobby::{self, LobbyConfig};
+use crate::profile::{self, ProfileConfig};
 use crate::resources::{Catalog, ResourceError};
 use crate::storage::{self, StorageConfig};
 use crate::topology::{Plan, ServiceKind, TopologyError};
@@ -81,6 +83,8 @@ pub enum StartError {
     Topology(TopologyError),
     /// Binding threads or sockets failed.
     Io(io::Error),
+    /// A service's own setup failed (DB, TLS identity).
+    Setup(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl std::fmt::Display for StartError {
@@ -90,6 +94,7 @@ impl std::fmt::Display for StartError {
             StartError::Resources(e) => write!(f, "resources: {e}"),
             StartError::Topology(e) => write!(f, "plan: {e}"),
             StartError::Io(e) => write!(f, "{e}"),
+            StartError::Setup(e) => write!(f, "{e}"),
         }
     }
 }
@@ -148,6 +153,26 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                 vec![plan.addr_of("balancer")?, plan.addr_of("balancer-observer")?],
             );
             storage::start(listener, config, limits)?
+        }
+        ServiceKind::Profile => {
+            let config = ProfileConfig {
+                data_dir: plan.data_dir.clone(),
+                lobby: plan.addr_of("lobby")?,
+                workers: settings.login_workers,
+                token_idle_s: settings.token_idle_s,
+                argon2: settings.argon2,
+            };
+            profile::start(listener, config, limits).map_err(StartError::Setup)?
+        }
+        ServiceKind::Lobby => {
+            let config = LobbyConfig {
+                data_dir: plan.data_dir.clone(),
+                token_idle_s: settings.token_idle_s,
+                play_servers: plan.play_servers(),
+                players_per_match: settings.players_per_match,
+                match_fill_timeout_s: settings.match_fill_timeout_s,
+            };
+            lobby::start(listener, config, limits).map_err(StartError::Setup)?
         }
     };
     Ok(running)

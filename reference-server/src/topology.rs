@@ -23,6 +23,10 @@ pub enum ServiceKind {
     BalancerObserver,
     /// `file-node-N`.
     FileNode(usize),
+    /// `profile`.
+    Profile,
+    /// `lobby`.
+    Lobby,
 }
 
 impl ServiceKind {
@@ -32,6 +36,8 @@ impl ServiceKind {
             "storage" => Some(ServiceKind::Storage),
             "balancer" => Some(ServiceKind::Balancer),
             "balancer-observer" => Some(ServiceKind::BalancerObserver),
+            "profile" => Some(ServiceKind::Profile),
+            "lobby" => Some(ServiceKind::Lobby),
             _ => name.strip_prefix("file-node-")?.parse().ok().map(ServiceKind::FileNode),
         }
     }
@@ -43,6 +49,8 @@ impl ServiceKind {
             ServiceKind::Balancer => 10,
             ServiceKind::BalancerObserver => 11,
             ServiceKind::FileNode(i) => 20 + i as u16,
+            ServiceKind::Profile => 100,
+            ServiceKind::Lobby => 200,
         }
     }
 }
@@ -54,6 +62,8 @@ impl fmt::Display for ServiceKind {
             ServiceKind::Balancer => write!(f, "balancer"),
             ServiceKind::BalancerObserver => write!(f, "balancer-observer"),
             ServiceKind::FileNode(i) => write!(f, "file-node-{i}"),
+            ServiceKind::Profile => write!(f, "profile"),
+            ServiceKind::Lobby => write!(f, "lobby"),
         }
     }
 }
@@ -107,7 +117,7 @@ impl Plan {
     /// Plans every service: fixed ports from `base_port`, or free ports when it is 0.
     pub fn new(data_dir: PathBuf, settings: Settings, base_port: u16) -> Result<Plan, TopologyError> {
         let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes).map(ServiceKind::FileNode).collect();
-        kinds.extend([ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::Storage]);
+        kinds.extend([ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::Storage, ServiceKind::Lobby, ServiceKind::Profile]);
         let addrs = if base_port == 0 {
             free_loopback_ports(kinds.len()).map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
         } else {
@@ -140,6 +150,11 @@ impl Plan {
             .filter(|s| matches!(ServiceKind::parse(&s.name), Some(ServiceKind::FileNode(_))))
             .map(|s| s.addr)
             .collect()
+    }
+
+    /// Every play server's address, in index order (none until play servers exist).
+    pub fn play_servers(&self) -> Vec<SocketAddr> {
+        self.services.iter().filter(|s| s.name.starts_with("play-")).map(|s| s.addr).collect()
     }
 
     fn names(&self) -> Vec<String> {
@@ -234,8 +249,10 @@ mod tests {
         assert_eq!(port("balancer"), 7110);
         assert_eq!(port("balancer-observer"), 7111);
         assert_eq!(port("file-node-2"), 7122);
+        assert_eq!(port("profile"), 7200);
+        assert_eq!(port("lobby"), 7300);
         assert_eq!(plan.file_nodes().len(), 3);
-        assert!(plan.addr_of("lobby").is_err());
+        assert!(plan.addr_of("router").is_err());
     }
 
     #[test]
@@ -249,7 +266,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in [ServiceKind::Storage, ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::FileNode(7)] {
+        for kind in [ServiceKind::Storage, ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::FileNode(7), ServiceKind::Profile, ServiceKind::Lobby] {
             assert_eq!(ServiceKind::parse(&kind.to_string()), Some(kind));
         }
         assert_eq!(ServiceKind::parse("file-node-x"), None);

@@ -3,15 +3,18 @@
 //! Each virtual client owns one [`HttpClient`], which keeps its connections alive between
 //! requests (one per server address, a few at most). Bodies are `Content-Length` only,
 //! which is all the CatWar services send. Heads and bodies are bounded, every request has
-//! a deadline, and connections can be made from a chosen local address so that a client
-//! can change its IP in the 127.0.0.0/8 range.
+//! a deadline, and connections are made from the client's own local address, which it
+//! can change within 127.0.0.0/8. The TLS side (profile) is [`crate::tls`], over the
+//! same [`wire`] functions.
+
+pub(crate) mod wire;
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use wire::{exchange, Exchange};
 
 /// Response heads larger than the services' own request-head limit mean a broken server.
 pub const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -20,13 +23,13 @@ pub const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;
 pub const HTTP_BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// The services send a handful of headers; more than this is not a CatWar server.
 const HTTP_HEADERS_MAX: usize = 32;
-/// A request on loopback that takes longer than this (connect and a MiB body included)
-/// is stuck, not slow; it counts as a `timeout` error.
+/// A request on loopback that takes longer than this (connect, TLS handshake and a MiB
+/// body included) is stuck, not slow; it counts as a `timeout` error.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Each read asks for this much at once: large enough for a head in one read.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
-/// A virtual client talks to storage and a few file nodes; keeping more idle connections
-/// per client would multiply file descriptors across thousands of clients.
+/// A virtual client talks to storage, a few file nodes and the lobby; keeping more idle
+/// connections per client would multiply file descriptors across thousands of clients.
 pub const CLIENT_CONNECTIONS_MAX: usize = 4;
 
 /// Why a request failed before a complete response arrived.
@@ -34,6 +37,8 @@ pub const CLIENT_CONNECTIONS_MAX: usize = 4;
 pub enum HttpError {
     /// The TCP connection could not be made (refused, unreachable, bind failed).
     Connect(io::Error),
+    /// The TLS handshake failed, for example because the certificate did not verify.
+    Tls(String),
     /// The request did not complete within [`REQUEST_TIMEOUT_MS`].
     Timeout,
     /// Reading or writing failed, for example a reset.
@@ -45,10 +50,12 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The error code recorded in metrics: `connect`, `timeout`, `io` or `bad_response`.
+    /// The error code recorded in metrics: `connect`, `tls`, `timeout`, `io` or
+    /// `bad_response`.
     pub fn code(&self) -> &'static str {
         match self {
             HttpError::Connect(_) => "connect",
+            HttpError::Tls(_) => "tls",
             HttpError::Timeout => "timeout",
             HttpError::Io(_) | HttpError::Closed => "io",
             HttpError::BadResponse(_) => "bad_response",
@@ -69,6 +76,7 @@ impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HttpError::Connect(e) => write!(f, "connect failed: {e}"),
+            HttpError::Tls(why) => write!(f, "TLS handshake failed: {why}"),
             HttpError::Timeout => write!(f, "no complete response within {REQUEST_TIMEOUT_MS} ms"),
             HttpError::Io(e) => write!(f, "i/o error: {e}"),
             HttpError::Closed => write!(f, "connection closed before the response was complete"),
@@ -100,6 +108,95 @@ impl Response {
     }
 }
 
+/// The methods the CatWar services use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Reads; idempotent, so safe to resend on a fresh connection.
+    Get,
+    /// Logins, refreshes, match starts; never resent automatically.
+    Post,
+}
+
+/// A request to send.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The method.
+    pub method: Method,
+    /// The request target, already percent-encoded.
+    pub target: &'a str,
+    /// A token for `Authorization: Bearer`.
+    pub bearer: Option<&'a str>,
+    /// A JSON body.
+    pub json: Option<&'a [u8]>,
+}
+
+impl<'a> Request<'a> {
+    /// `GET target`.
+    pub fn get(target: &'a str) -> Request<'a> {
+        Request {
+            method: Method::Get,
+            target,
+            bearer: None,
+            json: None,
+        }
+    }
+
+    /// `POST target` without a body.
+    pub fn post(target: &'a str) -> Request<'a> {
+        Request {
+            method: Method::Post,
+            ..Request::get(target)
+        }
+    }
+
+    /// The same request with `Authorization: Bearer token`.
+    pub fn bearer(self, token: &'a str) -> Request<'a> {
+        Request {
+            bearer: Some(token),
+            ..self
+        }
+    }
+
+    /// The same request with a JSON body.
+    pub fn json(self, body: &'a [u8]) -> Request<'a> {
+        Request {
+            json: Some(body),
+            ..self
+        }
+    }
+
+    /// The request as sent to `host`; `close` asks the server to close the connection
+    /// after answering.
+    pub fn encode(&self, host: SocketAddr, close: bool) -> Vec<u8> {
+        let method = match self.method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        };
+        let mut head = format!(
+            "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: catwar-sim/{}\r\n\
+             Accept: */*\r\n",
+            self.target,
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(token) = self.bearer {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if let Some(body) = self.json {
+            head.push_str("Content-Type: application/json\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        } else if self.method == Method::Post {
+            head.push_str("Content-Length: 0\r\n");
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(self.json.unwrap_or_default());
+        bytes
+    }
+}
+
 /// One virtual client's HTTP connections.
 #[derive(Debug)]
 pub struct HttpClient {
@@ -119,29 +216,58 @@ impl HttpClient {
         }
     }
 
+    /// The address new connections are made from.
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        self.local_ip
+    }
+
+    /// Makes further connections from `ip`; open connections from another address are
+    /// closed, so that no request leaves from the old one.
+    pub fn set_local_ip(&mut self, ip: IpAddr) {
+        if self.local_ip != Some(ip) {
+            self.idle.clear();
+            self.local_ip = Some(ip);
+        }
+    }
+
     /// Sends `GET target` to `addr` and reads the whole response.
-    ///
-    /// A request on a reused connection that the server had already closed is retried
-    /// once on a fresh connection; GET is idempotent, so that is safe.
     pub async fn get(&mut self, addr: SocketAddr, target: &str) -> Result<Response, HttpError> {
+        self.send(addr, &Request::get(target)).await
+    }
+
+    /// Sends `request` to `addr` and reads the whole response.
+    ///
+    /// An idle keep-alive connection is reused when the server has not closed it. If the
+    /// server closes it anyway before answering, a GET is resent once on a fresh
+    /// connection (GET is idempotent); a POST fails instead, since the server may have
+    /// acted on it.
+    pub async fn send(
+        &mut self,
+        addr: SocketAddr,
+        request: &Request<'_>,
+    ) -> Result<Response, HttpError> {
         let deadline = Duration::from_millis(REQUEST_TIMEOUT_MS);
-        tokio::time::timeout(deadline, self.get_untimed(addr, target))
+        tokio::time::timeout(deadline, self.send_untimed(addr, request))
             .await
             .unwrap_or(Err(HttpError::Timeout))
     }
 
-    async fn get_untimed(&mut self, addr: SocketAddr, target: &str) -> Result<Response, HttpError> {
-        let request = format!(
-            "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: catwar-sim/{}\r\n\
-             Accept: */*\r\n\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
+    async fn send_untimed(
+        &mut self,
+        addr: SocketAddr,
+        request: &Request<'_>,
+    ) -> Result<Response, HttpError> {
+        let bytes = request.encode(addr, false);
         if let Some(mut stream) = self.take_idle(addr) {
-            match exchange(&mut stream, request.as_bytes(), &mut self.buf).await {
+            match exchange(&mut stream, &bytes, &mut self.buf).await {
                 Ok((response, keep_alive)) => {
                     self.keep(addr, stream, keep_alive);
                     return Ok(response);
                 }
+                Err(Exchange {
+                    error,
+                    response_started: false,
+                }) if request.method != Method::Get => return Err(error),
                 Err(Exchange {
                     error,
                     response_started: true,
@@ -152,34 +278,27 @@ impl HttpClient {
                 }) => {}
             }
         }
-        let mut stream = self.connect(addr).await?;
-        let (response, keep_alive) = exchange(&mut stream, request.as_bytes(), &mut self.buf)
+        let mut stream = connect(self.local_ip, addr).await?;
+        let (response, keep_alive) = exchange(&mut stream, &bytes, &mut self.buf)
             .await
             .map_err(|e| e.error)?;
         self.keep(addr, stream, keep_alive);
         Ok(response)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, HttpError> {
-        let socket = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(HttpError::Connect)?;
-        if let Some(ip) = self.local_ip {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(HttpError::Connect)?;
-        }
-        let stream = socket.connect(addr).await.map_err(HttpError::Connect)?;
-        // Requests are small and written in one go; waiting to coalesce them only adds latency.
-        stream.set_nodelay(true).map_err(HttpError::Connect)?;
-        Ok(stream)
-    }
-
+    /// An idle connection to `addr` that the server has not closed, if any.
     fn take_idle(&mut self, addr: SocketAddr) -> Option<TcpStream> {
-        let position = self.idle.iter().position(|(a, _)| *a == addr)?;
-        Some(self.idle.remove(position).1)
+        while let Some(position) = self.idle.iter().position(|(a, _)| *a == addr) {
+            let (_, stream) = self.idle.remove(position);
+            // An idle connection has nothing to read: end of stream means the server
+            // closed it, and stray bytes mean it is out of step; either way it is dropped.
+            let mut probe = [0; 1];
+            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     fn keep(&mut self, addr: SocketAddr, stream: TcpStream, keep_alive: bool) {
@@ -193,153 +312,25 @@ impl HttpClient {
     }
 }
 
-/// A failed exchange, and whether any of the response had arrived: if none had, the
-/// server may simply have closed an idle keep-alive connection.
-struct Exchange {
-    error: HttpError,
-    response_started: bool,
-}
-
-impl Exchange {
-    fn started(error: HttpError) -> Exchange {
-        Exchange {
-            error,
-            response_started: true,
-        }
+/// Opens a TCP connection to `addr` from `local_ip` (the system's choice when `None`).
+pub(crate) async fn connect(
+    local_ip: Option<IpAddr>,
+    addr: SocketAddr,
+) -> Result<TcpStream, HttpError> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
-}
-
-/// A parsed response head.
-struct Head {
-    status: u16,
-    headers: Vec<(String, String)>,
-    head_len: usize,
-    body_len: u64,
-    keep_alive: bool,
-}
-
-/// Writes one request and reads its response; returns whether the connection stays open.
-async fn exchange(
-    stream: &mut TcpStream,
-    request: &[u8],
-    buf: &mut Vec<u8>,
-) -> Result<(Response, bool), Exchange> {
-    stream.write_all(request).await.map_err(|e| Exchange {
-        error: HttpError::Io(e),
-        response_started: false,
-    })?;
-    let head = read_head(stream, buf).await?;
-    let body = read_body(stream, buf, &head)
-        .await
-        .map_err(Exchange::started)?;
-    let response = Response {
-        status: head.status,
-        headers: head.headers,
-        body,
-    };
-    Ok((response, head.keep_alive))
-}
-
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Head, Exchange> {
-    buf.clear();
-    loop {
-        if let Some(head) = parse_head(buf).map_err(Exchange::started)? {
-            return Ok(head);
-        }
-        if buf.len() >= HTTP_HEAD_BYTES_MAX {
-            let why = format!("head over {HTTP_HEAD_BYTES_MAX} bytes");
-            return Err(Exchange::started(HttpError::BadResponse(why)));
-        }
-        buf.reserve(READ_CHUNK_BYTES);
-        let read = stream.read_buf(buf).await;
-        let response_started = !buf.is_empty();
-        match read {
-            Ok(0) => {
-                return Err(Exchange {
-                    error: HttpError::Closed,
-                    response_started,
-                })
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Exchange {
-                    error: HttpError::Io(e),
-                    response_started,
-                })
-            }
-        }
+    .map_err(HttpError::Connect)?;
+    if let Some(ip) = local_ip {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(HttpError::Connect)?;
     }
-}
-
-/// Reads the body whose first bytes may already sit in `buf` after the head.
-async fn read_body(stream: &mut TcpStream, buf: &[u8], head: &Head) -> Result<Vec<u8>, HttpError> {
-    let already = &buf[head.head_len..];
-    if already.len() as u64 > head.body_len {
-        // The client never pipelines, so bytes past the body can only be a server bug.
-        return Err(HttpError::BadResponse("bytes after the body".to_string()));
-    }
-    let mut body = vec![0; head.body_len as usize];
-    body[..already.len()].copy_from_slice(already);
-    stream
-        .read_exact(&mut body[already.len()..])
-        .await
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => HttpError::Closed,
-            _ => HttpError::Io(e),
-        })?;
-    Ok(body)
-}
-
-/// Parses a complete head at the start of `buf`; `None` while it is incomplete.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
-    let mut slots = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(HttpError::BadResponse(e.to_string())),
-    };
-    let status = parsed.code.unwrap_or(0);
-    let mut headers = Vec::with_capacity(parsed.headers.len());
-    for header in parsed.headers.iter() {
-        let value = std::str::from_utf8(header.value)
-            .map_err(|_| HttpError::BadResponse(format!("header {} is not UTF-8", header.name)))?;
-        headers.push((header.name.to_ascii_lowercase(), value.trim().to_string()));
-    }
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if find("transfer-encoding").is_some() {
-        return Err(HttpError::BadResponse(
-            "transfer-encoding is not supported".to_string(),
-        ));
-    }
-    let body_len = match find("content-length") {
-        Some(text) => text
-            .parse::<u64>()
-            .map_err(|_| HttpError::BadResponse(format!("content-length {text:?}")))?,
-        None if status == 204 || status == 304 || (100..200).contains(&status) => 0,
-        None => return Err(HttpError::BadResponse("no content-length".to_string())),
-    };
-    if body_len > HTTP_BODY_BYTES_MAX {
-        let why = format!("body of {body_len} bytes, over {HTTP_BODY_BYTES_MAX}");
-        return Err(HttpError::BadResponse(why));
-    }
-    let connection = find("connection").map(str::to_ascii_lowercase);
-    let keep_alive = match parsed.version {
-        Some(0) => connection.as_deref() == Some("keep-alive"),
-        _ => connection.as_deref() != Some("close"),
-    };
-    Ok(Some(Head {
-        status,
-        headers,
-        head_len,
-        body_len,
-        keep_alive,
-    }))
+    let stream = socket.connect(addr).await.map_err(HttpError::Connect)?;
+    // Requests are small and written in one go; waiting to coalesce them only adds latency.
+    stream.set_nodelay(true).map_err(HttpError::Connect)?;
+    Ok(stream)
 }
 
 /// Percent-encodes `text` for a request target, keeping unreserved characters and, when
@@ -363,6 +354,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A scripted server: answers every request with `answer`, closing the connection

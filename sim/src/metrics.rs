@@ -6,10 +6,13 @@
 //! HDR histograms (1 µs to 60 s, 3 significant figures); the per-second series uses
 //! smaller 2-figure histograms that are drained every interval, so memory stays flat
 //! however long the run. Latency histograms hold successful requests only; failed ones
-//! count as requests and as errors by code.
+//! count as requests and as errors by code. An expected refusal (the `login_failed` a
+//! wrong password must get, the `login_again` after an IP change) is a success of its
+//! step, counted by code apart from errors.
 
 use crate::failover::{merge_windows, FailoverTracker, KillWindow, Pick};
 use crate::step::{Invariant, Step};
+use crate::tokens::{TokenPrefix, TokenSet};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +59,8 @@ pub struct StepTotals {
     pub errors: u64,
     /// Failed requests by error code.
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Expected refusals by code; they are successes, in `latency` and not in `errors`.
+    pub expected_by_code: BTreeMap<String, u64>,
 }
 
 impl StepTotals {
@@ -65,26 +70,13 @@ impl StepTotals {
             count: 0,
             errors: 0,
             errors_by_code: BTreeMap::new(),
+            expected_by_code: BTreeMap::new(),
         }
     }
 
     fn add_error(&mut self, code: &str) {
         self.errors += 1;
-        let mut end = code.len().min(ERROR_CODE_BYTES_MAX);
-        while !code.is_char_boundary(end) {
-            end -= 1;
-        }
-        let code = &code[..end];
-        if let Some(n) = self.errors_by_code.get_mut(code) {
-            *n += 1;
-        } else if self.errors_by_code.len() < ERROR_CODES_MAX {
-            self.errors_by_code.insert(code.to_string(), 1);
-        } else {
-            *self
-                .errors_by_code
-                .entry(ERROR_CODE_OVERFLOW.to_string())
-                .or_insert(0) += 1;
-        }
+        count_code(&mut self.errors_by_code, code);
     }
 
     fn merge(&mut self, other: &StepTotals) {
@@ -96,6 +88,26 @@ impl StepTotals {
         for (code, n) in &other.errors_by_code {
             *self.errors_by_code.entry(code.clone()).or_insert(0) += n;
         }
+        for (code, n) in &other.expected_by_code {
+            *self.expected_by_code.entry(code.clone()).or_insert(0) += n;
+        }
+    }
+}
+
+/// Counts one answer with `code`, keeping the map bounded: codes come from servers, and
+/// a misbehaving one must not grow the map without end.
+fn count_code(counts: &mut BTreeMap<String, u64>, code: &str) {
+    let mut end = code.len().min(ERROR_CODE_BYTES_MAX);
+    while !code.is_char_boundary(end) {
+        end -= 1;
+    }
+    let code = &code[..end];
+    if let Some(n) = counts.get_mut(code) {
+        *n += 1;
+    } else if counts.len() < ERROR_CODES_MAX {
+        counts.insert(code.to_string(), 1);
+    } else {
+        *counts.entry(ERROR_CODE_OVERFLOW.to_string()).or_insert(0) += 1;
     }
 }
 
@@ -195,6 +207,7 @@ pub struct Metrics {
     start: Instant,
     shards: Vec<Mutex<Shard>>,
     series: Mutex<Vec<IntervalPoint>>,
+    tokens: TokenSet,
 }
 
 impl Metrics {
@@ -206,6 +219,7 @@ impl Metrics {
                 .map(|_| Mutex::new(Shard::new()))
                 .collect(),
             series: Mutex::new(Vec::new()),
+            tokens: TokenSet::default(),
         })
     }
 
@@ -304,12 +318,25 @@ impl Recorder {
 
     /// Records a successful request of `step` that ran from `started` to `done`.
     pub fn success(&self, step: Step, started: Instant, done: Instant) {
+        self.record_success(step, started, done, None);
+    }
+
+    /// Records a request of `step` that got the refusal `code` the script expected,
+    /// such as `login_failed` for a wrong password: a success, counted by its code.
+    pub fn expected(&self, step: Step, code: &str, started: Instant, done: Instant) {
+        self.record_success(step, started, done, Some(code));
+    }
+
+    fn record_success(&self, step: Step, started: Instant, done: Instant, code: Option<&str>) {
         let latency_us = done.saturating_duration_since(started).as_micros() as u64;
         let latency_us = latency_us.clamp(LATENCY_US_MIN, LATENCY_US_MAX);
         let mut shard = self.shard();
         let totals = &mut shard.steps[step.index()];
         totals.count += 1;
         totals.latency.saturating_record(latency_us);
+        if let Some(code) = code {
+            count_code(&mut totals.expected_by_code, code);
+        }
         let interval = &mut shard.interval[step.index()];
         interval.requests += 1;
         interval.latency.saturating_record(latency_us);
@@ -336,6 +363,13 @@ impl Recorder {
     pub fn storage_unavailable(&self, done: Instant) {
         let at_us = self.metrics.micros(done);
         self.shard().failover.unavailable(at_us);
+    }
+
+    /// Records a token issued by profile and checks `tokens.unique` against every token
+    /// issued before, to any client.
+    pub fn token_issued(&self, token: TokenPrefix) {
+        let duplicate = !self.metrics.tokens.insert(token);
+        self.invariant(Invariant::TokensUnique, duplicate);
     }
 
     /// Records one check of `invariant` and whether it was violated.

@@ -132,6 +132,10 @@ pub struct StepReport {
     pub mean_us: Option<f64>,
     /// Failed requests by error code.
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Expected refusals by code (such as `login_failed` for a wrong password); they are
+    /// successes, counted in the latencies and not in `errors`.
+    #[serde(default)]
+    pub expected_by_code: BTreeMap<String, u64>,
     /// The latency histogram: HdrHistogram V2, base64.
     pub hist: String,
 }
@@ -152,6 +156,7 @@ impl StepReport {
             max_us: some.then(|| latency.max()),
             mean_us: some.then(|| latency.mean()),
             errors_by_code: totals.errors_by_code.clone(),
+            expected_by_code: totals.expected_by_code.clone(),
             hist: encode_histogram(latency),
         }
     }
@@ -345,6 +350,17 @@ impl Report {
                 .collect();
             let _ = writeln!(out, "errors by code: {}", codes.join(", "));
         }
+        let expected: Vec<String> = self
+            .steps_in_script_order()
+            .flat_map(|(name, step)| {
+                step.expected_by_code
+                    .iter()
+                    .map(move |(code, n)| format!("{name} {code} {n}"))
+            })
+            .collect();
+        if !expected.is_empty() {
+            let _ = writeln!(out, "expected refusals: {}", expected.join(", "));
+        }
         self.summarize_failover(&mut out);
         for threshold in &self.thresholds {
             let actual = threshold
@@ -430,6 +446,7 @@ mod tests {
             count: latencies_us.len() as u64 + errors,
             errors,
             errors_by_code,
+            expected_by_code: BTreeMap::new(),
         }
     }
 

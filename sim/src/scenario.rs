@@ -8,12 +8,26 @@
 //! | `scenario.seed` | 1 | drives every random choice |
 //! | `scenario.duration_s` | 30 | length of the run |
 //! | `population.clients` | 100 | virtual clients |
+//! | `population.users` | `clients` | seeded users; client k logs in as `user{k % users + 1}` |
 //! | `population.stale_version` | `"1.0.0"` | the version stale clients report |
 //! | `load.model` | `"closed"` | only the closed model exists for now |
 //! | `load.think_time_ms` | 1000 | pause after a session, jittered by ±50 % |
 //! | `script.stale_version` | 0.1 | probability that a session starts stale |
+//! | `script.wrong_password` | 0.02 | probability of a wrong password before the right one |
+//! | `script.ranking` | 0.5 | probability of a ranking page after `/v1/me` |
+//! | `script.ip_change` | 0.02 | probability of a source-IP change mid-session |
+//! | `script.idle` | 0.0 | probability of idling past the token timeout, then refreshing |
+//! | `script.start` | 1.0 | probability of `POST /v1/start` at the end of a session |
+//! | `server.argon2` | `"fast"` | password hashing preset of the embedded server (`"owasp"`) |
+//! | `server.token_idle_s` | 600 | the token idle timeout of the embedded server |
 //! | `[[faults]]` | none | `at_s`, `action = "kill"`, `service` (a topology name) |
 //! | `[thresholds]` | none | `"metric" = "condition"`, see [`crate::threshold`] |
+//!
+//! `[server]` configures the embedded topology. With `--target` the simulator cannot
+//! configure the server: the section is then only recorded in the report, and
+//! `server.token_idle_s` must equal the target's `--token-idle-s`, because the idle branch
+//! sleeps just past it (a login answer that names another timeout is counted as the
+//! error `idle_timeout_mismatch`).
 //!
 //! Unknown fields are errors, and every semantic error names its field.
 
@@ -23,9 +37,20 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Bounds on `population.clients`; one process runs at most a million virtual clients,
-/// which is already far beyond the file descriptors of a default machine.
-const CLIENTS_MAX: u64 = 1_000_000;
+/// Bounds on `population.clients`. Client k connects from 127.10.0.0 + k and, after an
+/// IP change, from 127.20.0.0 + k; 655,360 (0x0A_0000) is the distance between the two
+/// blocks, so no client's second address is another client's first. That is far beyond
+/// the file descriptors of a default machine anyway.
+pub const CLIENTS_MAX: u64 = 0x0A_0000;
+/// Seeding costs one password hash per user; a million is a large game's whole user
+/// base, and takes minutes even with the fast preset.
+const USERS_MAX: u64 = 1_000_000;
+/// A token idle timeout of a day or more is no timeout a simulation can observe.
+const TOKEN_IDLE_S_MAX: u64 = 86_400;
+/// After idling past the timeout, a session still refreshes, checks both tokens and logs
+/// out; on loopback that fits in a few seconds, so the run must be this much longer than
+/// the idle sleep for the branch to complete at all.
+const IDLE_SESSION_SLACK_S: u64 = 5;
 /// A run lasts at most a day; longer runs are soak tests that want their own tooling.
 const DURATION_S_MAX: u64 = 86_400;
 /// Think time is at most an hour; longer pauses leave a client idle for the whole run.
@@ -100,6 +125,8 @@ pub struct Scenario {
     pub load: Load,
     /// `[script]`
     pub script: Script,
+    /// `[server]`
+    pub server: Server,
     /// `[[faults]]`, sorted by time.
     pub faults: Vec<Fault>,
     /// `[thresholds]`, sorted by metric name.
@@ -136,12 +163,20 @@ pub struct Population {
     /// Number of virtual clients. Default 100.
     #[serde(default = "Population::default_clients")]
     pub clients: u64,
+    /// Number of seeded users, `user1` to `userN`, if given; see [`Population::user_count`].
+    #[serde(default)]
+    pub users: Option<u64>,
     /// The resource version a stale client reports. Default "1.0.0".
     #[serde(default = "Population::default_stale_version")]
     pub stale_version: String,
 }
 
 impl Population {
+    /// Number of seeded users: `population.users`, by default one per client.
+    pub fn user_count(&self) -> u64 {
+        self.users.unwrap_or(self.clients)
+    }
+
     fn default_clients() -> u64 {
         100
     }
@@ -154,6 +189,7 @@ impl Default for Population {
     fn default() -> Population {
         Population {
             clients: Population::default_clients(),
+            users: None,
             stale_version: Population::default_stale_version(),
         }
     }
@@ -199,18 +235,60 @@ impl Default for Load {
     }
 }
 
-/// `[script]`: the probabilities of the script's branches.
+/// `[script]`: the probabilities of the script's branches, each drawn once per session.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
-    /// Probability that a session starts on the stale version. Default 0.1.
+    /// The session starts on the stale version and downloads the update. Default 0.1.
     #[serde(default = "Script::default_stale_version")]
     pub stale_version: f64,
+    /// The client first logs in with a wrong password, expects `login_failed`, then
+    /// retries with the right one. Default 0.02.
+    #[serde(default = "Script::default_wrong_password")]
+    pub wrong_password: f64,
+    /// The client reads a page of the ranking after its own data. Default 0.5.
+    #[serde(default = "Script::default_ranking")]
+    pub ranking: f64,
+    /// The client's source IP changes mid-session: its token must get `login_again`, and
+    /// it logs in again from the new address. Default 0.02.
+    #[serde(default = "Script::default_ip_change")]
+    pub ip_change: f64,
+    /// The client idles past `server.token_idle_s`, expects `refresh_required`, refreshes
+    /// and checks that the old token is dead. Default 0.
+    #[serde(default)]
+    pub idle: f64,
+    /// The client asks the lobby to start a match. Default 1.
+    #[serde(default = "Script::default_start")]
+    pub start: f64,
 }
 
 impl Script {
     fn default_stale_version() -> f64 {
         0.1
+    }
+    fn default_wrong_password() -> f64 {
+        0.02
+    }
+    fn default_ranking() -> f64 {
+        0.5
+    }
+    fn default_ip_change() -> f64 {
+        0.02
+    }
+    fn default_start() -> f64 {
+        1.0
+    }
+
+    /// Every probability with its field name, for validation.
+    fn probabilities(&self) -> [(&'static str, f64); 6] {
+        [
+            ("script.stale_version", self.stale_version),
+            ("script.wrong_password", self.wrong_password),
+            ("script.ranking", self.ranking),
+            ("script.ip_change", self.ip_change),
+            ("script.idle", self.idle),
+            ("script.start", self.start),
+        ]
     }
 }
 
@@ -218,6 +296,64 @@ impl Default for Script {
     fn default() -> Script {
         Script {
             stale_version: Script::default_stale_version(),
+            wrong_password: Script::default_wrong_password(),
+            ranking: Script::default_ranking(),
+            ip_change: Script::default_ip_change(),
+            idle: 0.0,
+            start: Script::default_start(),
+        }
+    }
+}
+
+/// The password hashing cost of the server (`--argon2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Argon2Preset {
+    /// A cheap preset for large simulated populations.
+    Fast,
+    /// The OWASP recommendation: m = 19 MiB, t = 2, p = 1.
+    Owasp,
+}
+
+impl Argon2Preset {
+    /// The name used by `catwar-server --argon2` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Argon2Preset::Fast => "fast",
+            Argon2Preset::Owasp => "owasp",
+        }
+    }
+}
+
+/// `[server]`: the knobs of the embedded topology; informational with `--target`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Password hashing preset for seeding and logins. Default `fast`: simulated
+    /// populations log in by the thousand, and the OWASP cost would measure nothing but
+    /// argon2 on a small machine.
+    #[serde(default = "Server::default_argon2")]
+    pub argon2: Argon2Preset,
+    /// Seconds a token may go unused before the lobby asks for a refresh. Default 600,
+    /// the server's own default.
+    #[serde(default = "Server::default_token_idle_s")]
+    pub token_idle_s: u64,
+}
+
+impl Server {
+    fn default_argon2() -> Argon2Preset {
+        Argon2Preset::Fast
+    }
+    fn default_token_idle_s() -> u64 {
+        600
+    }
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            argon2: Server::default_argon2(),
+            token_idle_s: Server::default_token_idle_s(),
         }
     }
 }
@@ -278,6 +414,8 @@ struct Raw {
     #[serde(default)]
     script: Script,
     #[serde(default)]
+    server: Server,
+    #[serde(default)]
     faults: Vec<Fault>,
     #[serde(default)]
     thresholds: BTreeMap<String, String>,
@@ -304,7 +442,8 @@ impl Scenario {
         validate_meta(&raw.scenario)?;
         validate_population(&raw.population)?;
         validate_load(&raw.load)?;
-        validate_script(&raw.script)?;
+        validate_server(&raw.server)?;
+        validate_script(&raw.script, &raw.server, raw.scenario.duration_s)?;
         validate_faults(&raw.faults, raw.scenario.duration_s)?;
         let thresholds = parse_thresholds(&raw.thresholds, &raw.faults)?;
         let mut faults = raw.faults;
@@ -315,6 +454,7 @@ impl Scenario {
             population: raw.population,
             load: raw.load,
             script: raw.script,
+            server: raw.server,
             faults,
             thresholds,
         })
@@ -344,6 +484,14 @@ fn validate_population(population: &Population) -> Result<(), ScenarioError> {
             format!("must be between 1 and {CLIENTS_MAX}"),
         ));
     }
+    if let Some(users) = population.users {
+        if !(1..=USERS_MAX).contains(&users) {
+            return Err(ScenarioError::invalid(
+                "population.users",
+                format!("must be between 1 and {USERS_MAX}"),
+            ));
+        }
+    }
     let version = &population.stale_version;
     if !is_safe_name(version) || version.starts_with('.') {
         return Err(ScenarioError::invalid(
@@ -370,11 +518,36 @@ fn validate_load(load: &Load) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-fn validate_script(script: &Script) -> Result<(), ScenarioError> {
-    if !(0.0..=1.0).contains(&script.stale_version) {
+fn validate_server(server: &Server) -> Result<(), ScenarioError> {
+    if !(1..TOKEN_IDLE_S_MAX).contains(&server.token_idle_s) {
         return Err(ScenarioError::invalid(
-            "script.stale_version",
-            "must be a probability between 0 and 1",
+            "server.token_idle_s",
+            format!("must be between 1 and {}", TOKEN_IDLE_S_MAX - 1),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_script(script: &Script, server: &Server, duration_s: u64) -> Result<(), ScenarioError> {
+    for (field, probability) in script.probabilities() {
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(ScenarioError::invalid(
+                field,
+                "must be a probability between 0 and 1",
+            ));
+        }
+    }
+    // The idle branch sleeps one second past the timeout; a run too short to hold that
+    // sleep and the rest of the session would never complete the branch.
+    let idle_session_s = server.token_idle_s + 1 + IDLE_SESSION_SLACK_S;
+    if script.idle > 0.0 && duration_s < idle_session_s {
+        return Err(ScenarioError::invalid(
+            "script.idle",
+            format!(
+                "needs scenario.duration_s >= server.token_idle_s + {} ({idle_session_s}); \
+                 the idle branch sleeps server.token_idle_s + 1 s",
+                1 + IDLE_SESSION_SLACK_S
+            ),
         ));
     }
     Ok(())

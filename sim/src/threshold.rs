@@ -1,13 +1,14 @@
 //! Pass/fail conditions on the figures of a run, as written in a scenario's `[thresholds]`.
 //!
 //! A threshold is a metric name and a condition: `"update.check.p99" = "< 100ms"`. Metric
-//! names are `<step>.<p50|p90|p99|p99.9|max|count>`, `errors.rate`, `failover.gap` (the
-//! largest gap of the run) and `invariants.violations`. Each metric has one kind of unit:
+//! names are `<step>.<p50|p90|p99|p99.9|max|count|errors|errors.rate>`, `errors.rate`,
+//! `failover.gap` (the largest gap of the run), `invariants.violations` and
+//! `tokens.collisions` (duplicate tokens issued). Each metric has one kind of unit:
 //! latencies take `us`, `ms` or `s`, `errors.rate` takes `%`, counts take plain numbers.
 //! A mismatched unit or an unknown metric is an error, never a silent pass.
 
 use crate::report::Report;
-use crate::step::Step;
+use crate::step::{Invariant, Step};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -27,6 +28,8 @@ pub enum Metric {
     FailoverGap,
     /// The sum of violations over every invariant.
     InvariantsViolations,
+    /// Tokens issued that equal one issued before: the violations of `tokens.unique`.
+    TokensCollisions,
 }
 
 /// A statistic of a step: a latency percentile, the maximum, or the request count.
@@ -44,16 +47,22 @@ pub enum Stat {
     Max,
     /// Requests made, failed ones included.
     Count,
+    /// Failed requests.
+    Errors,
+    /// Failed requests over requests made.
+    ErrorsRate,
 }
 
 impl Stat {
-    const ALL: [(Stat, &'static str); 6] = [
+    const ALL: [(Stat, &'static str); 8] = [
         (Stat::P50, "p50"),
         (Stat::P90, "p90"),
         (Stat::P99, "p99"),
         (Stat::P999, "p99.9"),
         (Stat::Max, "max"),
         (Stat::Count, "count"),
+        (Stat::Errors, "errors"),
+        (Stat::ErrorsRate, "errors.rate"),
     ];
 }
 
@@ -75,6 +84,7 @@ impl Metric {
             "errors.rate" => return Some(Metric::ErrorsRate),
             "failover.gap" => return Some(Metric::FailoverGap),
             "invariants.violations" => return Some(Metric::InvariantsViolations),
+            "tokens.collisions" => return Some(Metric::TokensCollisions),
             _ => {}
         }
         Step::ALL.into_iter().find_map(|step| {
@@ -87,11 +97,17 @@ impl Metric {
     fn kind(self) -> Kind {
         match self {
             Metric::Step {
-                stat: Stat::Count, ..
+                stat: Stat::Count | Stat::Errors,
+                ..
             }
-            | Metric::InvariantsViolations => Kind::Count,
+            | Metric::InvariantsViolations
+            | Metric::TokensCollisions => Kind::Count,
+            Metric::Step {
+                stat: Stat::ErrorsRate,
+                ..
+            }
+            | Metric::ErrorsRate => Kind::Ratio,
             Metric::Step { .. } | Metric::FailoverGap => Kind::Latency,
-            Metric::ErrorsRate => Kind::Ratio,
         }
     }
 
@@ -108,6 +124,11 @@ impl Metric {
                     Stat::P999 => figures.p999_us,
                     Stat::Max => figures.max_us,
                     Stat::Count => Some(figures.count),
+                    Stat::Errors => Some(figures.errors),
+                    Stat::ErrorsRate => {
+                        let rate = figures.errors as f64 / figures.count as f64;
+                        return (figures.count > 0).then_some(rate);
+                    }
                 };
                 value.map(|v| v as f64)
             }
@@ -128,6 +149,11 @@ impl Metric {
             Metric::InvariantsViolations => {
                 Some(report.invariants.iter().map(|i| i.violations).sum::<u64>() as f64)
             }
+            Metric::TokensCollisions => report
+                .invariants
+                .iter()
+                .find(|i| i.name == Invariant::TokensUnique.name())
+                .map(|i| i.violations as f64),
         }
     }
 }
@@ -243,8 +269,9 @@ impl Threshold {
     pub fn parse(name: &str, condition: &str) -> Result<Threshold, ThresholdError> {
         let metric = Metric::parse(name).ok_or_else(|| {
             ThresholdError(format!(
-                "unknown metric; known are <step>.<p50|p90|p99|p99.9|max|count> for the steps \
-                 {}, and errors.rate, failover.gap, invariants.violations",
+                "unknown metric; known are <step>.<p50|p90|p99|p99.9|max|count|errors|errors.rate> \
+                 for the steps {}, and errors.rate, failover.gap, invariants.violations, \
+                 tokens.collisions",
                 Step::ALL.map(Step::name).join(", ")
             ))
         })?;
@@ -345,6 +372,31 @@ mod tests {
         assert_eq!(parse("failover.gap", "<1s").metric, Metric::FailoverGap);
         assert_eq!(parse("invariants.violations", "== 0").op, Op::Eq);
         assert_eq!(parse("update.check.p99", "< 250us").limit, 250.0);
+        assert_eq!(
+            parse("lobby.me.p99", "< 50ms").metric,
+            Metric::Step {
+                step: Step::LobbyMe,
+                stat: Stat::P99
+            }
+        );
+        assert_eq!(
+            parse("login.errors.rate", "< 1%").metric,
+            Metric::Step {
+                step: Step::Login,
+                stat: Stat::ErrorsRate
+            }
+        );
+        assert_eq!(
+            parse("login.errors", "== 0").metric,
+            Metric::Step {
+                step: Step::Login,
+                stat: Stat::Errors
+            }
+        );
+        assert_eq!(
+            parse("tokens.collisions", "== 0").metric,
+            Metric::TokensCollisions
+        );
     }
 
     #[test]
@@ -353,7 +405,9 @@ mod tests {
             "update.check.p98",
             "update.chek.p99",
             "errors",
-            "lobby.me.p99",
+            "lobby.me.p42",
+            "login.error.rate",
+            "tokens.collision",
             "",
         ] {
             let error = Threshold::parse(name, "< 1ms").unwrap_err();
@@ -366,6 +420,9 @@ mod tests {
         assert!(Threshold::parse("update.check.p99", "< 100").is_err());
         assert!(Threshold::parse("errors.rate", "< 0.05").is_err());
         assert!(Threshold::parse("invariants.violations", "== 0ms").is_err());
+        assert!(Threshold::parse("tokens.collisions", "== 0%").is_err());
+        assert!(Threshold::parse("login.errors.rate", "< 0.01").is_err());
+        assert!(Threshold::parse("login.errors", "< 1ms").is_err());
         assert!(Threshold::parse("update.check.p99", "100ms").is_err());
         assert!(Threshold::parse("update.check.p99", "< -1ms").is_err());
         assert!(Threshold::parse("update.check.p99", "< fastms").is_err());

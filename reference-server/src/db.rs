@@ -1,0 +1,246 @@
+//! The user DB: SQLite in WAL mode at `DIR/catwar.db`, shared by profile, lobby and the
+//! play servers (each process opens its own connections).
+//!
+//! WAL with `synchronous = NORMAL` keeps every committed transaction across a killed
+//! process (the WAL is in the OS page cache), which is the failure this project injects;
+//! only a power loss could drop the last commits.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The DB file's name in the data folder.
+pub const DB_FILE: &str = "catwar.db";
+/// How long a writer waits for another process's write lock before failing.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    phc TEXT NOT NULL,
+    level INTEGER NOT NULL DEFAULT 1,
+    xp INTEGER NOT NULL DEFAULT 0,
+    rating INTEGER NOT NULL DEFAULT 1000,
+    wins INTEGER NOT NULL DEFAULT 0,
+    losses INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS users_by_rating ON users (rating DESC, id);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    lobby TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// A DB failure, with the file it concerns.
+#[derive(Debug)]
+pub struct DbError {
+    /// The DB file.
+    pub path: PathBuf,
+    /// What SQLite said.
+    pub source: rusqlite::Error,
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// Opens (and creates) the DB with the schema and pragmas every process uses.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let err = |source| DbError { path: path.into(), source };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
+/// Connections for worker threads: a `Connection` serves one thread at a time, so each
+/// job checks one out and returns it.
+#[derive(Debug)]
+pub struct DbPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl DbPool {
+    /// A pool over the DB at `path`; opens one connection now to fail early.
+    pub fn new(path: &Path) -> Result<DbPool, DbError> {
+        let first = open(path)?;
+        Ok(DbPool { path: path.into(), idle: Mutex::new(vec![first]) })
+    }
+
+    /// Runs `f` with a connection.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
+        let taken = self.idle.lock().expect("db pool lock").pop();
+        let mut conn = match taken {
+            Some(conn) => conn,
+            None => open(&self.path)?,
+        };
+        let result = f(&mut conn).map_err(|source| DbError { path: self.path.clone(), source });
+        self.idle.lock().expect("db pool lock").push(conn);
+        result
+    }
+}
+
+/// A user's public data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)]
+pub struct UserRow {
+    pub id: String,
+    pub level: i64,
+    pub xp: i64,
+    pub rating: i64,
+    pub wins: i64,
+    pub losses: i64,
+}
+
+/// One login session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SessionRow {
+    pub token_hash: String,
+    pub user_id: String,
+    pub ip: String,
+    pub lobby: String,
+    pub created_ms: i64,
+    pub last_used_ms: i64,
+    pub revoked: bool,
+}
+
+/// The password hash of a user.
+pub fn user_phc(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT phc FROM users WHERE id = ?1", [id], |r| r.get(0)).optional()
+}
+
+/// A user's public data.
+pub fn user_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<UserRow>> {
+    conn.query_row(
+        "SELECT id, level, xp, rating, wins, losses FROM users WHERE id = ?1",
+        [id],
+        |r| Ok(UserRow { id: r.get(0)?, level: r.get(1)?, xp: r.get(2)?, rating: r.get(3)?, wins: r.get(4)?, losses: r.get(5)? }),
+    )
+    .optional()
+}
+
+/// Every user as (id, rating, level), best rating first, ties by id.
+pub fn ranking(conn: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, rating, level FROM users ORDER BY rating DESC, id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// Inserts a session; false when the token hash already exists (a collision).
+pub fn insert_session(conn: &Connection, s: &SessionRow) -> rusqlite::Result<bool> {
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO sessions (token_hash, user_id, ip, lobby, created_ms, last_used_ms, revoked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+        params![s.token_hash, s.user_id, s.ip, s.lobby, s.created_ms, s.last_used_ms],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// A session by token hash.
+pub fn session(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<SessionRow>> {
+    conn.query_row(
+        "SELECT token_hash, user_id, ip, lobby, created_ms, last_used_ms, revoked FROM sessions WHERE token_hash = ?1",
+        [token_hash],
+        |r| {
+            Ok(SessionRow {
+                token_hash: r.get(0)?,
+                user_id: r.get(1)?,
+                ip: r.get(2)?,
+                lobby: r.get(3)?,
+                created_ms: r.get(4)?,
+                last_used_ms: r.get(5)?,
+                revoked: r.get::<_, i64>(6)? != 0,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Marks a session revoked; its token stops working everywhere.
+pub fn revoke(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?1", [token_hash])?;
+    Ok(())
+}
+
+/// Records when sessions were last used, in one transaction.
+pub fn touch_sessions(conn: &mut Connection, touched: &[(String, i64)]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE sessions SET last_used_ms = MAX(last_used_ms, ?2) WHERE token_hash = ?1")?;
+        for (hash, at) in touched {
+            stmt.execute(params![hash, at])?;
+        }
+    }
+    tx.commit()
+}
+
+/// A value of the meta table.
+pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+}
+
+/// Sets a value of the meta table.
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])?;
+    Ok(())
+}
+
+/// The meta value under `key`, created with `make` on first use. Concurrent first uses
+/// in several processes agree, because the insert keeps whichever value came first.
+pub fn meta_or_init(conn: &Connection, key: &str, make: impl FnOnce() -> String) -> rusqlite::Result<String> {
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, &make()])?;
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+}
+
+/// Milliseconds since the Unix epoch, the time unit of the DB.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_insert_once_and_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = DbPool::new(&dir.path().join(DB_FILE)).unwrap();
+        let s = SessionRow {
+            token_hash: "h".into(),
+            user_id: "user1".into(),
+            ip: "127.0.0.1".into(),
+            lobby: "127.0.0.1:7300".into(),
+            created_ms: 1,
+            last_used_ms: 1,
+            revoked: false,
+        };
+        assert!(pool.with(|c| insert_session(c, &s)).unwrap());
+        assert!(!pool.with(|c| insert_session(c, &s)).unwrap(), "a duplicate hash is a collision");
+        pool.with(|c| touch_sessions(c, &[("h".into(), 50)])).unwrap();
+        pool.with(|c| revoke(c, "h")).unwrap();
+        let back = pool.with(|c| session(c, "h")).unwrap().unwrap();
+        assert!(back.revoked);
+        assert_eq!(back.last_used_ms, 50);
+        assert_eq!(pool.with(|c| meta_or_init(c, "k", || "a".into())).unwrap(), "a");
+        assert_eq!(pool.with(|c| meta_or_init(c, "k", || "b".into())).unwrap(), "a");
+    }
+}
