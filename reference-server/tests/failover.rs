@@ -70,6 +70,14 @@ impl Cluster {
         get(self.balancer_addrs[i], "/v1/status").json()
     }
 
+    /// Waits until `i` is active and its peer has heard of its epoch by heartbeat, the
+    /// state a topology is in once it has run for a moment.
+    fn wait_settled(&self, i: usize) -> u64 {
+        let epoch = self.wait_active(i);
+        wait_for("the standby to learn the epoch", || (self.status(1 - i)["epoch"] == epoch).then_some(()));
+        epoch
+    }
+
     fn wait_active(&self, i: usize) -> u64 {
         wait_for("an active balancer", || {
             let s = self.status(i);
@@ -92,7 +100,7 @@ impl Cluster {
 #[test]
 fn observer_takes_over_with_a_higher_epoch_and_the_old_balancer_stays_standby() {
     let mut cluster = Cluster::start();
-    let epoch = cluster.wait_active(0);
+    let epoch = cluster.wait_settled(0);
     assert_eq!(cluster.status(1)["role"], "standby");
     let standby = get(cluster.balancer_addrs[1], "/v1/pick?n=2");
     assert_eq!(standby.status, 503);
@@ -121,7 +129,7 @@ fn observer_takes_over_with_a_higher_epoch_and_the_old_balancer_stays_standby() 
 #[test]
 fn storage_follows_the_highest_epoch_across_a_failover() {
     let mut cluster = Cluster::start();
-    cluster.wait_active(0);
+    cluster.wait_settled(0);
     let storage = storage::start(
         bind_loopback().unwrap(),
         StorageConfig::new(Arc::clone(&cluster.catalog), cluster.balancer_addrs.to_vec()),
@@ -152,7 +160,7 @@ fn storage_follows_the_highest_epoch_across_a_failover() {
 #[test]
 fn no_answer_names_a_dead_file_node() {
     let mut cluster = Cluster::start();
-    cluster.wait_active(0);
+    cluster.wait_settled(0);
     let storage = storage::start(
         bind_loopback().unwrap(),
         StorageConfig::new(Arc::clone(&cluster.catalog), cluster.balancer_addrs.to_vec()),

@@ -5,4 +5,5 @@ mod util;
 mod failover;
 mod file_node;
 mod http_limits;
+mod login_lobby;
 mod topology;

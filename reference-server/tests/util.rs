@@ -39,7 +39,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads one response from `stream`, leaving any bytes after it in `pending`.
-pub fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Raw> {
+pub fn read_response<S: Read>(stream: &mut S, pending: &mut Vec<u8>) -> Option<Raw> {
     let mut chunk = [0u8; 65536];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -164,4 +164,22 @@ pub fn process_alive(pid: u32) -> bool {
         Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// One request over a new TLS connection that trusts exactly the certificate at `cert`.
+pub fn tls_request(addr: SocketAddr, cert: &Path, method: &str, path: &str, bearer: Option<&str>, body: &str) -> Raw {
+    let cert = native_tls::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap();
+    let connector = native_tls::TlsConnector::builder()
+        .add_root_certificate(cert)
+        .disable_built_in_roots(true)
+        .build()
+        .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX))).unwrap();
+    let mut stream = connector.connect("localhost", tcp).expect("TLS handshake with a verified certificate");
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    read_response(&mut stream, &mut Vec::new()).expect("a response")
 }

@@ -507,6 +507,53 @@ mod tests {
         assert_eq!(server.peers.lock().unwrap()[0].ip(), local);
     }
 
+    #[tokio::test]
+    async fn changing_the_local_address_drops_connections_from_the_old_one() {
+        let server = fake_server(HELLO, false).await;
+        let mut client = HttpClient::new(Some("127.0.0.2".parse().unwrap()));
+        client.get(server.addr, "/").await.unwrap();
+        client.set_local_ip("127.0.0.2".parse().unwrap());
+        client.get(server.addr, "/").await.unwrap();
+        client.set_local_ip("127.0.0.3".parse().unwrap());
+        client.get(server.addr, "/").await.unwrap();
+        let peers: Vec<IpAddr> = server.peers.lock().unwrap().iter().map(|p| p.ip()).collect();
+        let expected: Vec<IpAddr> = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        assert_eq!(peers, expected);
+    }
+
+    #[tokio::test]
+    async fn a_post_never_goes_out_on_a_connection_the_server_closed() {
+        let server = fake_server(HELLO, true).await;
+        let mut client = HttpClient::new(None);
+        for _ in 0..3 {
+            let request = Request::post("/v1/start").bearer("t");
+            assert_eq!(client.send(server.addr, &request).await.unwrap().status, 200);
+            // Time for the server's FIN to arrive, as between a client's real requests.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+        assert_eq!(server.peers.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn requests_encode_method_bearer_body_and_close() {
+        let host: SocketAddr = "127.0.0.1:7200".parse().unwrap();
+        let login = Request::post("/v1/login").json(b"{\"id\":\"u\"}").encode(host, true);
+        let text = String::from_utf8(login).unwrap();
+        assert!(text.starts_with("POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1:7200\r\n"), "{text}");
+        assert!(text.contains("\r\nContent-Type: application/json\r\nContent-Length: 10\r\n"));
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n{\"id\":\"u\"}"), "{text}");
+        assert!(!text.contains("Authorization"));
+        let start = Request::post("/v1/start").bearer("abc").encode(host, false);
+        let text = String::from_utf8(start).unwrap();
+        assert!(text.contains("\r\nAuthorization: Bearer abc\r\n"));
+        assert!(text.contains("\r\nContent-Length: 0\r\n"));
+        assert!(!text.contains("Connection"));
+        let me = String::from_utf8(Request::get("/v1/me").encode(host, false)).unwrap();
+        assert!(me.starts_with("GET /v1/me HTTP/1.1\r\n") && !me.contains("Content-Length"));
+    }
+
     #[test]
     fn percent_encoding_keeps_unreserved_characters() {
         assert_eq!(

@@ -12,6 +12,8 @@
 //! - [`run`]: one run from scenario to report: clients, faults, ticker, shutdown.
 //! - [`script`]: what one virtual client does, step by step.
 //! - [`http`]: the minimal keep-alive HTTP/1.1 client the script talks through.
+//! - [`tls`]: one-request TLS connections to profile, verified against its certificate.
+//! - [`tokens`]: every token issued during the run, for `tokens.unique`.
 //! - [`step`]: the timed steps and the invariants, by name.
 //! - [`metrics`]: sharded HDR histograms, counts, errors, per-second series.
 //! - [`failover`]: balancer failover gaps from the picks around each kill.
@@ -32,6 +34,8 @@ pub mod scenario;
 pub mod script;
 pub mod step;
 pub mod threshold;
+pub mod tls;
+pub mod tokens;
 pub mod topology;
 
 /// Every threshold and invariant held.

@@ -423,6 +423,40 @@ mod tests {
     }
 
     #[test]
+    fn expected_refusals_are_successes_counted_by_code() {
+        let start = Instant::now();
+        let metrics = Metrics::new(start);
+        let recorder = metrics.recorder(3);
+        let done = start + Duration::from_millis(2);
+        recorder.expected(Step::Login, "login_failed", start, done);
+        recorder.success(Step::Login, start, done);
+        recorder.failure(Step::Login, "busy");
+        let point = metrics.close_interval();
+        assert_eq!(point.steps[Step::Login.index()].requests, 3);
+        assert_eq!(point.steps[Step::Login.index()].errors, 1);
+        let login = &metrics.snapshot().steps[Step::Login.index()];
+        assert_eq!((login.count, login.errors, login.latency.len()), (3, 1, 2));
+        assert_eq!(login.expected_by_code.get("login_failed"), Some(&1));
+        assert_eq!(login.errors_by_code.get("busy"), Some(&1));
+    }
+
+    #[test]
+    fn tokens_are_unique_across_clients_and_shards() {
+        let metrics = Metrics::new(Instant::now());
+        let token = |n: u8| {
+            let hex = format!("{n:02x}").repeat(32);
+            TokenPrefix::of(&hex).unwrap()
+        };
+        for client in 0..40u64 {
+            metrics.recorder(client).token_issued(token(client as u8));
+        }
+        // Client 1 is handed client 21's token again, from another shard.
+        metrics.recorder(1).token_issued(token(21));
+        let unique = metrics.snapshot().invariants[Invariant::TokensUnique.index()];
+        assert_eq!((unique.checked, unique.violations), (41, 1));
+    }
+
+    #[test]
     fn error_codes_are_bounded() {
         let mut totals = StepTotals::new();
         for n in 0..(ERROR_CODES_MAX + 10) {

@@ -39,6 +39,8 @@ pub struct Report {
     pub interrupted: bool,
     /// Where and with what it ran.
     pub environment: Environment,
+    /// The server settings the run assumed.
+    pub server: ServerInfo,
     /// Figures per step, by step name.
     pub steps: BTreeMap<String, StepReport>,
     /// Failed requests by error code, all steps together.
@@ -109,6 +111,22 @@ fn git_commit() -> Option<String> {
         .ok()?;
     let commit = String::from_utf8(output.stdout).ok()?.trim().to_string();
     (output.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// The server settings of a run: those the embedded server was started with, or, with
+/// `--target`, those the scenario declares (which the simulator cannot set there).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The password hashing preset, `fast` or `owasp`: login latencies mean little
+    /// without it.
+    pub argon2: String,
+    /// The token idle timeout, seconds.
+    pub token_idle_s: u64,
+    /// Seeded users.
+    pub users: u64,
+    /// True when catwar-sim started the server with these settings; false when they are
+    /// only declared for a `--target`.
+    pub applied: bool,
 }
 
 /// The figures of one step.
@@ -323,6 +341,19 @@ impl Report {
     /// The summary table printed at the end of a run.
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        let server = &self.server;
+        let _ = writeln!(
+            out,
+            "server: argon2 {}, token idle {} s, {} users ({})",
+            server.argon2,
+            server.token_idle_s,
+            server.users,
+            if server.applied {
+                "as started by catwar-sim"
+            } else {
+                "as declared for the target"
+            }
+        );
         let name_width = self.steps.keys().map(String::len).max().unwrap_or(4).max(4);
         let _ = writeln!(
             out,
@@ -463,6 +494,12 @@ mod tests {
             duration_s: 1.0,
             interrupted: false,
             environment: Environment::current("embedded".to_string()),
+            server: ServerInfo {
+                argon2: "fast".into(),
+                token_idle_s: 600,
+                users: 10,
+                applied: true,
+            },
             steps: BTreeMap::from([("update.check".to_string(), StepReport::from_totals(check))]),
             errors_by_code: BTreeMap::new(),
             timeseries: Timeseries {

@@ -1,17 +1,21 @@
 //! One simulation run, from scenario file to report.
 //!
-//! The order is: read the scenario, start (or find) the topology, ask storage for the
-//! current version, start the clients, the fault schedule and the per-second ticker, stop
+//! The order is: read the scenario, seed the users and start the embedded topology (or
+//! find the `--target`), load profile's certificate, ask storage for the current
+//! version, start the clients, the fault schedule and the per-second ticker, stop
 //! everything at the deadline, stop the embedded server, judge and write the report.
 //! Ctrl-C or SIGTERM cut the run short but still stop the server and write the report.
 
 use crate::faults::{run_faults, FaultRecord};
 use crate::metrics::{IntervalPoint, Metrics};
-use crate::report::{Environment, Measured, Report, ScenarioInfo, REPORT_SCHEMA};
+use crate::report::{Environment, Measured, Report, ScenarioInfo, ServerInfo, REPORT_SCHEMA};
 use crate::scenario::{Fault, Scenario, ScenarioError};
 use crate::script::{discover_version, run_client, ScriptEnv};
 use crate::step::Step;
-use crate::topology::{resolve_server_bin, EmbeddedServer, Topology, TopologyError};
+use crate::tls::{TlsClient, TlsSetupError, TLS_CERT_FILE};
+use crate::topology::{
+    resolve_server_bin, EmbeddedConfig, EmbeddedServer, Topology, TopologyError,
+};
 use crate::{EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_USAGE};
 use std::fmt;
 use std::future::Future;
@@ -47,6 +51,8 @@ pub enum RunError {
     Scenario(ScenarioError),
     /// The topology could not be started or read.
     Topology(TopologyError),
+    /// Profile's certificate could not be loaded.
+    Tls(TlsSetupError),
     /// Storage never named a current version.
     Discovery(String),
     /// The output folder or report could not be written.
@@ -76,6 +82,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Scenario(e) => e.fmt(f),
             RunError::Topology(e) => e.fmt(f),
+            RunError::Tls(e) => e.fmt(f),
             RunError::Discovery(message) => f.write_str(message),
             RunError::Output { path, source } => {
                 write!(f, "cannot write {}: {source}", path.display())
@@ -115,8 +122,11 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
     let mut interrupt = interrupt_signal();
     let (mut report, warnings) = match &options.target {
         Some(path) => {
-            let label = path.display().to_string();
-            let report = simulate(&scenario, options, path, label, &mut interrupt).await?;
+            let target = Target {
+                label: path.display().to_string(),
+                server_applied: false,
+            };
+            let report = simulate(&scenario, options, path, target, &mut interrupt).await?;
             (report, Vec::new())
         }
         None => run_embedded(&scenario, options, &mut interrupt).await?,
@@ -142,10 +152,18 @@ async fn run_embedded(
 ) -> Result<(Report, Vec<String>), RunError> {
     let bin = resolve_server_bin(options.server_bin.as_deref())?;
     let log = options.out_dir.join("server.log");
-    let server = until_interrupted(interrupt, EmbeddedServer::start(&bin, &log)).await??;
+    let config = EmbeddedConfig {
+        users: scenario.population.user_count(),
+        argon2: scenario.server.argon2,
+        token_idle_s: scenario.server.token_idle_s,
+    };
+    let server = until_interrupted(interrupt, EmbeddedServer::start(&bin, &log, config)).await??;
     let topology_path = server.topology_path();
-    let label = "embedded".to_string();
-    let simulated = simulate(scenario, options, &topology_path, label, interrupt).await;
+    let target = Target {
+        label: "embedded".to_string(),
+        server_applied: true,
+    };
+    let simulated = simulate(scenario, options, &topology_path, target, interrupt).await;
     let mut warnings = Vec::new();
     match server.stop().await {
         Ok(status) if status.success() => {}
@@ -158,27 +176,42 @@ async fn run_embedded(
     Ok((simulated?, warnings))
 }
 
+/// What the clients run against.
+struct Target {
+    /// `embedded`, or the `--target` path.
+    label: String,
+    /// Whether the simulator started the server with the scenario's `[server]` settings.
+    server_applied: bool,
+}
+
 /// Runs the clients against a live topology and measures them.
 async fn simulate(
     scenario: &Scenario,
     options: &RunOptions,
     topology_path: &Path,
-    target_label: String,
+    target: Target,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Result<Report, RunError> {
     let topology = Topology::read(topology_path)?;
     let storage = topology.addr("storage", topology_path)?;
+    let profile = topology.addr("profile", topology_path)?;
+    let cert = topology_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(TLS_CERT_FILE);
+    let tls = TlsClient::from_pem_file(&cert).map_err(RunError::Tls)?;
     let current_version = until_interrupted(interrupt, discover_version(storage))
         .await?
         .map_err(RunError::Discovery)?;
     let clients = scenario.population.clients;
     let duration = Duration::from_secs(scenario.scenario.duration_s);
     eprintln!(
-        "catwar-sim: {} (seed {}): {clients} clients for {} s against {target_label}, storage {storage}, \
-         current version {current_version}",
+        "catwar-sim: {} (seed {}): {clients} clients for {} s against {}, storage {storage}, \
+         profile {profile}, current version {current_version}",
         scenario.scenario.name,
         scenario.scenario.seed,
-        duration.as_secs()
+        duration.as_secs(),
+        target.label
     );
 
     let started_at_unix_ms = SystemTime::now()
@@ -188,9 +221,13 @@ async fn simulate(
     let metrics = Metrics::new(start);
     let env = Arc::new(ScriptEnv {
         storage,
+        profile,
+        tls,
         current_version,
         stale_version: scenario.population.stale_version.clone(),
-        stale_probability: scenario.script.stale_version,
+        users: scenario.population.user_count(),
+        branches: scenario.script.clone(),
+        token_idle_s: scenario.server.token_idle_s,
         think_time_ms: scenario.load.think_time_ms,
         file_nodes_killed: scenario.faults.iter().any(Fault::kills_file_node),
         seed: scenario.scenario.seed,
@@ -237,7 +274,7 @@ async fn simulate(
         faults,
         measured: Measured::from_snapshot(&metrics.snapshot()),
     };
-    Ok(unjudged_report(scenario, options, target_label, ran))
+    Ok(unjudged_report(scenario, options, target, ran))
 }
 
 /// What a finished simulation produced.
@@ -250,12 +287,7 @@ struct Ran {
 }
 
 /// The report of a run, before its thresholds are judged.
-fn unjudged_report(
-    scenario: &Scenario,
-    options: &RunOptions,
-    target_label: String,
-    ran: Ran,
-) -> Report {
+fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ran: Ran) -> Report {
     Report {
         schema: REPORT_SCHEMA.to_string(),
         scenario: ScenarioInfo {
@@ -267,7 +299,13 @@ fn unjudged_report(
         started_at_unix_ms: ran.started_at_unix_ms,
         duration_s: ran.duration_s,
         interrupted: ran.interrupted,
-        environment: Environment::current(target_label),
+        environment: Environment::current(target.label),
+        server: ServerInfo {
+            argon2: scenario.server.argon2.name().to_string(),
+            token_idle_s: scenario.server.token_idle_s,
+            users: scenario.population.user_count(),
+            applied: target.server_applied,
+        },
         steps: ran.measured.steps,
         errors_by_code: ran.measured.errors_by_code,
         timeseries: ran.measured.timeseries,
@@ -302,8 +340,10 @@ async fn tick(metrics: Arc<Metrics>, start: Instant, mut stop: watch::Receiver<b
 }
 
 fn progress_line(point: &IntervalPoint) -> String {
+    // Only the steps that ran this second: eight columns of zeros help nobody.
     let steps: Vec<String> = Step::ALL
         .iter()
+        .filter(|step| point.steps[step.index()].requests > 0)
         .map(|step| {
             let figures = point.steps[step.index()];
             let p99 = figures.p99_us.map_or("-".to_string(), |us| {

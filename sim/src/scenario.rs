@@ -662,6 +662,73 @@ mod tests {
         assert_eq!(scenario.load.model, LoadModel::Closed);
         assert_eq!(scenario.load.think_time_ms, 1000);
         assert!(scenario.faults.is_empty() && scenario.thresholds.is_empty());
+        assert_eq!(scenario.population.user_count(), 100);
+        let script = &scenario.script;
+        assert_eq!(
+            (script.wrong_password, script.ranking, script.ip_change, script.idle, script.start),
+            (0.02, 0.5, 0.02, 0.0, 1.0)
+        );
+        assert_eq!(scenario.server.argon2, Argon2Preset::Fast);
+        assert_eq!(scenario.server.token_idle_s, 600);
+    }
+
+    #[test]
+    fn login_and_lobby_fields_parse() {
+        let text = "[scenario]\nname = \"x\"\nduration_s = 20\n\
+                    [population]\nclients = 50\nusers = 7\n\
+                    [script]\nwrong_password = 0.5\nranking = 0\nip_change = 1\nidle = 0.1\nstart = 0.0\n\
+                    [server]\nargon2 = \"owasp\"\ntoken_idle_s = 3\n";
+        let scenario = Scenario::parse(text).unwrap();
+        assert_eq!(scenario.population.user_count(), 7);
+        assert_eq!(scenario.script.wrong_password, 0.5);
+        assert_eq!(scenario.script.ip_change, 1.0);
+        assert_eq!(scenario.script.idle, 0.1);
+        assert_eq!(scenario.script.start, 0.0);
+        assert_eq!(scenario.server.argon2, Argon2Preset::Owasp);
+        assert_eq!(scenario.server.argon2.name(), "owasp");
+        assert_eq!(scenario.server.token_idle_s, 3);
+    }
+
+    #[test]
+    fn login_and_lobby_errors_name_their_field() {
+        let base = "[scenario]\nname = \"x\"\nduration_s = 20\n";
+        for field in ["wrong_password", "ranking", "ip_change", "idle", "start"] {
+            assert_eq!(
+                invalid_field(&format!("{base}[script]\n{field} = -0.1\n")),
+                format!("script.{field}")
+            );
+        }
+        assert_eq!(
+            invalid_field(&format!("{base}[population]\nusers = 0\n")),
+            "population.users"
+        );
+        assert_eq!(
+            invalid_field(&format!("{base}[server]\ntoken_idle_s = 0\n")),
+            "server.token_idle_s"
+        );
+        assert_eq!(
+            invalid_field(&format!("{base}[population]\nclients = {}\n", CLIENTS_MAX + 1)),
+            "population.clients"
+        );
+        // The idle branch sleeps token_idle_s + 1 s; 20 s cannot hold a 15 s timeout.
+        let idle = |timeout: u64| {
+            format!("{base}[script]\nidle = 0.5\n[server]\ntoken_idle_s = {timeout}\n")
+        };
+        assert_eq!(invalid_field(&idle(15)), "script.idle");
+        assert!(Scenario::parse(&idle(14)).is_ok());
+        // Without the idle branch any timeout goes.
+        assert!(Scenario::parse(&format!("{base}[server]\ntoken_idle_s = 600\n")).is_ok());
+        for (text, named) in [
+            (format!("{base}[server]\nargon2 = \"slow\"\n"), "argon2"),
+            (format!("{base}[server]\nflags = [\"--x\"]\n"), "flags"),
+        ] {
+            match Scenario::parse(&text) {
+                Err(ScenarioError::Syntax(message)) => {
+                    assert!(message.contains(named), "{message}")
+                }
+                other => panic!("expected a syntax error, got {other:?}"),
+            }
+        }
     }
 
     #[test]

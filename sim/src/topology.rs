@@ -1,9 +1,11 @@
 //! The server topology: reading `topology.json`, and starting and stopping the embedded
-//! `catwar-server up` when no `--target` is given.
+//! `catwar-server up` when no `--target` is given. The embedded data folder is seeded
+//! with the scenario's users (`catwar-server users seed`) before `up` starts.
 //!
 //! `up` supervises one process per service and rewrites `topology.json` whenever a child
 //! is restarted, so the file is read again right before every fault.
 
+use crate::scenario::Argon2Preset;
 use serde::Deserialize;
 use std::fmt;
 use std::fs::File;
@@ -123,6 +125,17 @@ pub fn resolve_server_bin(flag: Option<&Path>) -> Result<PathBuf, TopologyError>
     }
 }
 
+/// What the embedded server is started with: the scenario's `[server]` and users.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedConfig {
+    /// Users to seed, `user1` to `userN`.
+    pub users: u64,
+    /// The password hashing preset, for seeding and for `up`.
+    pub argon2: Argon2Preset,
+    /// `up --token-idle-s`.
+    pub token_idle_s: u64,
+}
+
 /// A `catwar-server up` started by the simulator in a temporary data folder.
 ///
 /// `up` runs in its own process group, so that the whole topology can be killed at once
@@ -137,9 +150,14 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Starts `bin up --data <tempdir> --base-port 0`, logging to `log`, and waits until
-    /// its topology.json is written.
-    pub async fn start(bin: &Path, log: &Path) -> Result<EmbeddedServer, TopologyError> {
+    /// Seeds a temporary data folder with `bin users seed`, then starts
+    /// `bin up --data <tempdir> --base-port 0` with the configured knobs, both logging to
+    /// `log`, and waits until its topology.json is written.
+    pub async fn start(
+        bin: &Path,
+        log: &Path,
+        config: EmbeddedConfig,
+    ) -> Result<EmbeddedServer, TopologyError> {
         let start_error =
             |what: &str, e: std::io::Error| TopologyError::Start(format!("{what}: {e}"));
         let data = tempfile::Builder::new()
@@ -148,17 +166,39 @@ impl EmbeddedServer {
             .map_err(|e| start_error("cannot create a temporary data folder", e))?;
         let log_file = File::create(log)
             .map_err(|e| start_error(&format!("cannot create {}", log.display()), e))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(|e| start_error("cannot share the log file", e))?;
+        let log_handle = || {
+            log_file
+                .try_clone()
+                .map_err(|e| start_error("cannot share the log file", e))
+        };
+        let argon2 = config.argon2.name();
+        let seeded = Command::new(bin)
+            .args(["users", "seed", "--data"])
+            .arg(data.path())
+            .args(["--count", &config.users.to_string(), "--argon2", argon2])
+            .stdin(Stdio::null())
+            .stdout(log_handle()?)
+            .stderr(log_handle()?)
+            // An interrupted start drops this future; the seeding must not outlive it.
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| start_error(&format!("cannot run {} users seed", bin.display()), e))?;
+        if !seeded.success() {
+            return Err(TopologyError::Start(format!(
+                "`users seed` exited with {seeded}; {}",
+                log_tail(log)
+            )));
+        }
         let child = Command::new(bin)
             .arg("up")
             .arg("--data")
             .arg(data.path())
-            .args(["--base-port", "0"])
+            .args(["--base-port", "0", "--argon2", argon2])
+            .args(["--token-idle-s", &config.token_idle_s.to_string()])
             .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
+            .stdout(log_handle()?)
+            .stderr(log_handle()?)
             .process_group(0)
             .spawn()
             .map_err(|e| start_error(&format!("cannot run {}", bin.display()), e))?;
@@ -206,13 +246,7 @@ impl EmbeddedServer {
     }
 
     fn start_failure(&self, what: &str) -> TopologyError {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-        TopologyError::Start(format!(
-            "{what}; last lines of {}:\n{tail}",
-            self.log.display()
-        ))
+        TopologyError::Start(format!("{what}; {}", log_tail(&self.log)))
     }
 
     /// Sends SIGTERM to `up` and waits for it; after [`SHUTDOWN_WAIT_MS`] kills the whole
@@ -243,6 +277,14 @@ impl Drop for EmbeddedServer {
             signal_group(self.pid, libc::SIGKILL);
         }
     }
+}
+
+/// The last lines of the server log, to quote in a start failure.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+    format!("last lines of {}:\n{tail}", log.display())
 }
 
 /// Sends `signal` to one process.

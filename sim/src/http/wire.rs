@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A failed exchange, and whether any of the response had arrived: if none had, the
 /// server may simply have closed an idle keep-alive connection.
-pub(super) struct Exchange {
-    pub(super) error: HttpError,
-    pub(super) response_started: bool,
+pub(crate) struct Exchange {
+    pub(crate) error: HttpError,
+    pub(crate) response_started: bool,
 }
 
 impl Exchange {
@@ -34,7 +34,7 @@ struct Head {
 }
 
 /// Writes one request and reads its response; returns whether the connection stays open.
-pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     request: &[u8],
     buf: &mut Vec<u8>,
