@@ -699,12 +699,18 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
 
 fn queue(conn: &mut Conn, response: Response, keep_alive: bool) {
     let keep_alive = keep_alive && !response.close;
-    conn.out
-        .push_back(Chunk::Owned(response.head_bytes(keep_alive), 0));
+    let mut head = response.head_bytes(keep_alive);
+    // An owned body travels in the head's buffer: one write per answer, not two.
     match response.body {
-        Body::Empty => {}
-        Body::Owned(bytes) => conn.out.push_back(Chunk::Owned(bytes, 0)),
-        Body::Shared(buf, range) => conn.out.push_back(Chunk::Shared(buf, range)),
+        Body::Empty => conn.out.push_back(Chunk::Owned(head, 0)),
+        Body::Owned(bytes) => {
+            head.extend_from_slice(&bytes);
+            conn.out.push_back(Chunk::Owned(head, 0));
+        }
+        Body::Shared(buf, range) => {
+            conn.out.push_back(Chunk::Owned(head, 0));
+            conn.out.push_back(Chunk::Shared(buf, range));
+        }
     }
     if !keep_alive {
         conn.close_after_flush = true;

@@ -35,6 +35,13 @@ pub struct JobPool {
 impl JobPool {
     /// Starts `workers` threads named `name-N` sharing a queue of `queue_max` jobs.
     pub fn new(name: &str, workers: usize, queue_max: usize) -> std::io::Result<JobPool> {
+        JobPool::with_nice(name, workers, queue_max, 0)
+    }
+
+    /// Like [`JobPool::new`], with worker threads at this nice value (Linux applies it
+    /// per thread). CPU-heavy pools run niced so the event loops that share the cores
+    /// keep their latency while the pool is saturated.
+    pub fn with_nice(name: &str, workers: usize, queue_max: usize, nice: i32) -> std::io::Result<JobPool> {
         assert!(workers > 0, "a job pool needs at least one worker");
         let (tx, rx) = mpsc::sync_channel::<Job>(queue_max);
         let rx = Arc::new(Mutex::new(rx));
@@ -43,7 +50,17 @@ impl JobPool {
                 let rx = Arc::clone(&rx);
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
-                    .spawn(move || work(&rx))
+                    .spawn(move || {
+                        if nice != 0 {
+                            // SAFETY: setpriority on this thread's own id; failure only
+                            // leaves the default priority.
+                            unsafe {
+                                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                                libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+                            }
+                        }
+                        work(&rx)
+                    })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(JobPool { tx: Some(tx), workers })

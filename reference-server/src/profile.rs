@@ -45,6 +45,9 @@ pub const SESSION_AGE_S_MAX: i64 = 24 * 3600;
 const TOKEN_ATTEMPTS_MAX: u32 = 4;
 /// How long profile waits for the lobby to drop a revoked token from its cache.
 const REVOKE_NOTICE_TIMEOUT_MS: u64 = 1000;
+/// Nice value of the login workers: argon2 saturates the cores during a login storm, and
+/// the event loops of every service on the machine must still answer promptly.
+pub const LOGIN_WORKER_NICE: i32 = 10;
 /// The header that carries the internal key on calls between services.
 pub const INTERNAL_KEY_HEADER: &str = "x-catwar-internal";
 /// The meta key of the internal key shared by services through the DB.
@@ -370,7 +373,7 @@ pub fn start(listener: TcpListener, config: ProfileConfig, limits: Limits) -> Re
         limiter: Mutex::new(Limiter::default()),
         collisions: AtomicU64::new(0),
     });
-    let pool = JobPool::new("login", config.workers, LOGIN_QUEUE_MAX)?;
+    let pool = JobPool::with_nice("login", config.workers, LOGIN_QUEUE_MAX, LOGIN_WORKER_NICE)?;
     let server = Server::new(listener, Profile { shared, pool }, limits)?.with_tls(acceptor);
     Ok(Running::new(server.spawn("profile")?, Arc::new(AtomicBool::new(false))))
 }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks of the login and lobby path, each a ratio against a reference measured in
+# the same run on this machine:
+#   1. logins/s with --argon2 owasp  vs  login workers / one argon2 verification (criterion)
+#   2. logins/s with --argon2 fast   vs  openssl s_time -new handshakes/s on the same port
+#   3. lobby GET /v1/me req/s (wrk, keep-alive) vs nginx returning a same-size JSON body,
+#      server pinned to core 0 and wrk to core 1
+#   4. lobby GET /v1/me p99 while logins saturate the pool vs idle p99
+# Traffic goes to 127.0.0.1 only. DURATION_S (default 10) sets each wrk run's length.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION_S=${DURATION_S:-10}
+WORKERS=2
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
+need wrk wrk; need nginx nginx-light; need taskset util-linux; need openssl openssl
+
+cargo build --release --workspace --locked
+bin=target/release/catwar-server
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+addr() { python3 -c 'import json,sys; print(next(s["addr"] for s in json.load(open(sys.argv[1]))["services"] if s["name"]==sys.argv[2]))' "$1/topology.json" "$2"; }
+pid_of() { python3 -c 'import json,sys; print(next(s["pid"] for s in json.load(open(sys.argv[1]))["services"] if s["name"]==sys.argv[2]))' "$1/topology.json" "$2"; }
+up() { # up DIR ARGON2: seed users, start the topology, wait for topology.json
+  local dir=$1 preset=$2 users=$3
+  "$bin" users seed --data "$dir" --count "$users" --argon2 "$preset" >/dev/null
+  "$bin" up --data "$dir" --base-port 0 --argon2 "$preset" --login-workers "$WORKERS" --file-nodes 1 >"$dir/up.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do [ -f "$dir/topology.json" ] && return; sleep 0.1; done
+  echo "topology did not come up: $dir/up.log" >&2; exit 1
+}
+rps() { grep -E '^Requests/sec' | awk '{print $2}'; }
+p99() { grep -E '^ +99%' | awk '{print $2}'; }
+to_ms() { python3 -c 'import sys; v=sys.argv[1]; print(float(v[:-2]) if v.endswith("ms") else float(v[:-2])/1000 if v.endswith("us") else float(v[:-1])*1000)' "$1"; }
+
+echo "== argon2 verification time (criterion)"
+bench=$(cargo bench --bench login --locked -- --output-format bencher argon2_verify 2>/dev/null | grep '^test')
+echo "$bench"
+owasp_ns=$(echo "$bench" | awk '/owasp/ {print $5}')
+
+echo "== 1. logins/s, argon2 owasp, $WORKERS workers"
+d1=$work/owasp; mkdir -p "$d1"; up "$d1" owasp 200
+profile=$(addr "$d1" profile)
+out=$(USERS=200 wrk -t1 -c8 -d"${DURATION_S}s" -s ci/wrk/login.lua "https://$profile")
+echo "$out" | grep -E 'Requests/sec|Non-2xx|Socket errors' || true
+owasp_rps=$(echo "$out" | rps)
+python3 -c "e=$WORKERS/($owasp_ns/1e9); print(f'logins/s {float($owasp_rps):.1f}, expected {e:.1f} (workers / {$owasp_ns/1e6:.2f} ms), ratio {float($owasp_rps)/e:.2f} (goal >= 0.9)')"
+
+echo "== 4. lobby p99 idle vs while owasp logins saturate the pool"
+curl -s --cacert "$d1/tls/cert.pem" "https://localhost:${profile##*:}/v1/login" -d '{"id":"user1","password":"pw-user1"}' >"$work/t.json"
+token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$work/t.json")
+lobby=$(addr "$d1" lobby)
+idle=$(TOKEN=$token wrk -t1 -c4 -d"${DURATION_S}s" --latency -s ci/wrk/bearer.lua "http://$lobby/v1/me" | p99)
+USERS=200 wrk -t1 -c8 -d"$((DURATION_S + 2))s" -s ci/wrk/login.lua "https://$profile" >"$work/storm.txt" &
+storm=$!; sleep 1
+busy=$(TOKEN=$token wrk -t1 -c4 -d"${DURATION_S}s" --latency -s ci/wrk/bearer.lua "http://$lobby/v1/me" | p99)
+wait "$storm"
+python3 -c "i=$(to_ms "$idle"); b=$(to_ms "$busy"); print(f'lobby /v1/me p99 idle {i:.3f} ms, during login storm {b:.3f} ms, ratio {b/i:.2f} (goal <= 2)')"
+
+echo "== 2. logins/s, argon2 fast, vs openssl s_time -new"
+d2=$work/fast; mkdir -p "$d2"; up "$d2" fast 10000
+profile=$(addr "$d2" profile)
+out=$(USERS=10000 wrk -t2 -c32 -d"${DURATION_S}s" -s ci/wrk/login.lua "https://$profile")
+echo "$out" | grep -E 'Requests/sec|Non-2xx|Socket errors' || true
+fast_rps=$(echo "$out" | rps)
+st=$(openssl s_time -new -connect "$profile" -time "$DURATION_S" 2>/dev/null | grep 'connections in .* real seconds')
+echo "s_time: $st"
+python3 - "$fast_rps" "$st" <<'PY'
+import re, sys
+rps = float(sys.argv[1]); n, secs = map(float, re.search(r"(\d+) connections in ([\d.]+) real", sys.argv[2]).groups())
+print(f"logins/s {rps:.0f}, s_time handshakes/s {n/secs:.0f}, ratio {rps/(n/secs):.2f} (goal >= 0.8)")
+PY
+
+echo "== 3. lobby GET /v1/me vs nginx, server on core 0, wrk on core 1"
+curl -s --cacert "$d2/tls/cert.pem" "https://localhost:${profile##*:}/v1/login" -d '{"id":"user1","password":"pw-user1"}' >"$work/t.json"
+token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$work/t.json")
+lobby=$(addr "$d2" lobby)
+taskset -a -cp 0 "$(pid_of "$d2" lobby)" >/dev/null
+body=$(curl -s -H "Authorization: Bearer $token" "http://$lobby/v1/me")
+lobby_rps=$(TOKEN=$token taskset -c 1 wrk -t1 -c32 -d"${DURATION_S}s" -s ci/wrk/bearer.lua "http://$lobby/v1/me" | rps)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port;
+    location /v1/me { default_type application/json; return 200 '$body'; }
+  }
+}
+NGINX
+taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!); sleep 0.5
+nginx_rps=$(TOKEN=$token taskset -c 1 wrk -t1 -c32 -d"${DURATION_S}s" -s ci/wrk/bearer.lua "http://127.0.0.1:$port/v1/me" | rps)
+python3 -c "print(f'lobby {float($lobby_rps):.0f} req/s, nginx {float($nginx_rps):.0f} req/s, ratio {float($lobby_rps)/float($nginx_rps):.2f} (goal >= 1.0); body {len(\"\"\"$body\"\"\")} bytes')"
