@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     revoked INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS matches (
+    id INTEGER PRIMARY KEY,
+    play TEXT NOT NULL,
+    ended_ms INTEGER NOT NULL,
+    ticks INTEGER NOT NULL,
+    winner TEXT NOT NULL,
+    results TEXT NOT NULL
+);
 ";
 
 /// A DB failure, with the file it concerns.

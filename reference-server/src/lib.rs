@@ -8,7 +8,8 @@
 //!   the bounded job queue and thread pool for slow work.
 //! - Services, one file (or folder) each, named as in the scenario: [`storage`],
 //!   [`balancer`], [`balancer_observer`] (heartbeat and epoch rules), [`file_node`],
-//!   [`profile`] (TLS login), [`lobby`] (sessions, user data, ranking, routing).
+//!   [`profile`] (TLS login), [`lobby`] (sessions, user data, ranking, routing),
+//!   [`play`] (match loop, results), [`router`], [`observer`] (relay and spawners).
 //! - Their shared parts: [`db`] (SQLite user DB), [`users`] (argon2id, `users seed`),
 //!   [`token`] (session tokens), [`ticket`] (play tickets), [`tls`] (certificate).
 //! - Running them: [`config`] (the knobs of `up`), [`topology`] (plan and
@@ -26,8 +27,11 @@ pub mod file_node;
 pub mod http;
 pub mod jobs;
 pub mod lobby;
+pub mod observer;
+pub mod play;
 pub mod profile;
 pub mod resources;
+pub mod router;
 pub mod service;
 pub mod storage;
 pub mod supervisor;

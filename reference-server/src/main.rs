@@ -55,6 +55,21 @@ enum Cmd {
         #[command(subcommand)]
         command: UsersCmd,
     },
+    /// Relay one match's state stream to watchers until it ends (started by play servers).
+    Observer {
+        /// The play server that owns the match.
+        #[arg(long, value_name = "ADDR")]
+        play: std::net::SocketAddr,
+        /// The match id.
+        #[arg(long = "match", value_name = "M")]
+        match_id: u64,
+        /// The data folder of the topology.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Where watchers connect; port 0 picks one, printed as `listening ADDR`.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Run one service of a plan in this process (started by `up`).
     #[command(hide = true)]
     Serve {
@@ -105,6 +120,11 @@ fn main() -> ExitCode {
         Cmd::Up { data, base_port, config, knobs } => up(data, base_port, config, knobs),
         Cmd::Kill { service, data } => kill(&service, &data),
         Cmd::Users { command } => users(command),
+        Cmd::Observer { play, match_id, data, listen } => {
+            init_logging("observer");
+            let args = catwar_server::observer::ObserverArgs { play, match_id, data_dir: data, listen };
+            catwar_server::observer::run(&args).map_err(anyhow::Error::from)
+        }
         Cmd::Serve { service, plan } => serve(&service, &plan),
     };
     match result {

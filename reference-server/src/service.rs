@@ -12,7 +12,12 @@ use crate::balancer::{self, BalancerConfig};
 use crate::balancer_observer::Role;
 use crate::event_loop::{Limits, ServerHandle};
 use crate::file_node;
+use crate::config::ObserverBackend;
 use crate::lobby::{self, LobbyConfig};
+use crate::observer::process::ProcessSpawner;
+use crate::observer::{DockerUnavailable, Spawner};
+use crate::play::{self, PlayConfig};
+use crate::router::{self, RouterConfig};
 use crate::profile::{self, ProfileConfig};
 use crate::resources::{Catalog, ResourceError};
 use crate::storage::{self, StorageConfig};
@@ -21,18 +26,37 @@ use crate::topology::{Plan, ServiceKind, TopologyError};
 /// Granularity of background threads' sleeps, so a stop is noticed quickly.
 const STOP_POLL_MS: u64 = 20;
 
-/// A service running in this process: its server plus any background threads.
+/// The main loop of a running service: an HTTP server or a loop of its own.
 #[derive(Debug)]
+enum Main {
+    Http(ServerHandle),
+    Thread { thread: JoinHandle<io::Result<()>>, waker: Arc<mio::Waker> },
+}
+
+/// A service running in this process: its main loop plus any background threads.
 pub struct Running {
-    server: ServerHandle,
+    addr: std::net::SocketAddr,
+    main: Main,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    on_shutdown: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("addr", &self.addr).field("threads", &self.threads.len()).finish()
+    }
 }
 
 impl Running {
-    /// Wraps a started server; `stop` is the flag its background threads watch.
+    /// Wraps a started HTTP server; `stop` is the flag its background threads watch.
     pub fn new(server: ServerHandle, stop: Arc<AtomicBool>) -> Running {
-        Running { server, stop, threads: Vec::new() }
+        Running { addr: server.addr(), main: Main::Http(server), stop, threads: Vec::new(), on_shutdown: Vec::new() }
+    }
+
+    /// Wraps a loop running on `thread` that returns once `stop` is set and `waker` woke it.
+    pub fn from_thread(addr: std::net::SocketAddr, thread: JoinHandle<io::Result<()>>, stop: Arc<AtomicBool>, waker: Arc<mio::Waker>) -> Running {
+        Running { addr, main: Main::Thread { thread, waker }, stop, threads: Vec::new(), on_shutdown: Vec::new() }
     }
 
     /// Starts a named background thread that belongs to this service.
@@ -42,18 +66,33 @@ impl Running {
         Ok(())
     }
 
-    /// The service's address.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.server.addr()
+    /// Runs `f` at shutdown, after every thread has ended (children to stop, say).
+    pub fn on_shutdown(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_shutdown.push(Box::new(f));
     }
 
-    /// Stops the server and the background threads and waits for them.
+    /// The service's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops the main loop, then the background threads, and waits for all of them.
     pub fn shutdown(self) -> io::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
+        let result = match self.main {
+            Main::Http(server) => server.shutdown(),
+            Main::Thread { thread, waker } => {
+                let _ = waker.wake();
+                thread.join().map_err(|_| io::Error::other("service thread panicked"))?
+            }
+        };
         for thread in self.threads {
             let _ = thread.join();
         }
-        self.server.shutdown()
+        for f in self.on_shutdown {
+            f();
+        }
+        result
     }
 }
 
@@ -173,6 +212,30 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                 match_fill_timeout_s: settings.match_fill_timeout_s,
             };
             lobby::start(listener, config, limits).map_err(StartError::Setup)?
+        }
+        ServiceKind::Play(_) => {
+            let spawner: Arc<dyn Spawner> = match settings.observer_backend {
+                ObserverBackend::Process => {
+                    let exe = std::env::current_exe()?;
+                    Arc::new(ProcessSpawner::new(exe, plan.data_dir.clone()))
+                }
+                ObserverBackend::Docker => Arc::new(DockerUnavailable),
+            };
+            let config = PlayConfig {
+                data_dir: plan.data_dir.clone(),
+                public: plan.addr_of(name)?,
+                lobby: Some(plan.addr_of("lobby")?),
+                players_per_match: settings.players_per_match,
+                fill_timeout: Duration::from_secs(settings.match_fill_timeout_s),
+                match_ticks: settings.match_ticks,
+                tick_hz: settings.tick_hz,
+                spawner,
+            };
+            play::start(listener, config).map_err(StartError::Setup)?
+        }
+        ServiceKind::Router => {
+            let config = RouterConfig { data_dir: plan.data_dir.clone(), play_servers: plan.play_servers() };
+            router::start(listener, config, limits).map_err(StartError::Setup)?
         }
     };
     Ok(running)

@@ -27,6 +27,10 @@ pub enum ServiceKind {
     Profile,
     /// `lobby`.
     Lobby,
+    /// `play-N`.
+    Play(usize),
+    /// `router`.
+    Router,
 }
 
 impl ServiceKind {
@@ -38,7 +42,13 @@ impl ServiceKind {
             "balancer-observer" => Some(ServiceKind::BalancerObserver),
             "profile" => Some(ServiceKind::Profile),
             "lobby" => Some(ServiceKind::Lobby),
-            _ => name.strip_prefix("file-node-")?.parse().ok().map(ServiceKind::FileNode),
+            "router" => Some(ServiceKind::Router),
+            _ => {
+                if let Some(i) = name.strip_prefix("play-") {
+                    return i.parse().ok().map(ServiceKind::Play);
+                }
+                name.strip_prefix("file-node-")?.parse().ok().map(ServiceKind::FileNode)
+            }
         }
     }
 
@@ -51,6 +61,8 @@ impl ServiceKind {
             ServiceKind::FileNode(i) => 20 + i as u16,
             ServiceKind::Profile => 100,
             ServiceKind::Lobby => 200,
+            ServiceKind::Play(i) => 300 + i as u16,
+            ServiceKind::Router => 400,
         }
     }
 }
@@ -64,6 +76,8 @@ impl fmt::Display for ServiceKind {
             ServiceKind::FileNode(i) => write!(f, "file-node-{i}"),
             ServiceKind::Profile => write!(f, "profile"),
             ServiceKind::Lobby => write!(f, "lobby"),
+            ServiceKind::Play(i) => write!(f, "play-{i}"),
+            ServiceKind::Router => write!(f, "router"),
         }
     }
 }
@@ -117,7 +131,9 @@ impl Plan {
     /// Plans every service: fixed ports from `base_port`, or free ports when it is 0.
     pub fn new(data_dir: PathBuf, settings: Settings, base_port: u16) -> Result<Plan, TopologyError> {
         let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes).map(ServiceKind::FileNode).collect();
-        kinds.extend([ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::Storage, ServiceKind::Lobby, ServiceKind::Profile]);
+        kinds.extend([ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::Storage]);
+        kinds.extend((0..settings.play_servers).map(ServiceKind::Play));
+        kinds.extend([ServiceKind::Lobby, ServiceKind::Profile, ServiceKind::Router]);
         let addrs = if base_port == 0 {
             free_loopback_ports(kinds.len()).map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
         } else {
@@ -252,7 +268,9 @@ mod tests {
         assert_eq!(port("profile"), 7200);
         assert_eq!(port("lobby"), 7300);
         assert_eq!(plan.file_nodes().len(), 3);
-        assert!(plan.addr_of("router").is_err());
+        assert_eq!(port("play-1"), 7401);
+        assert_eq!(port("router"), 7500);
+        assert!(plan.addr_of("play-2").is_err());
     }
 
     #[test]
@@ -266,7 +284,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in [ServiceKind::Storage, ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::FileNode(7), ServiceKind::Profile, ServiceKind::Lobby] {
+        for kind in [ServiceKind::Storage, ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::FileNode(7), ServiceKind::Profile, ServiceKind::Lobby, ServiceKind::Play(3), ServiceKind::Router] {
             assert_eq!(ServiceKind::parse(&kind.to_string()), Some(kind));
         }
         assert_eq!(ServiceKind::parse("file-node-x"), None);

@@ -86,20 +86,27 @@ impl PlayDirectory {
         }
     }
 
-    /// Seats a player: the least-loaded live server and its filling match.
+    /// Seats a player. A match that is filling and has open seats is filled first, so
+    /// matches start full; otherwise the least-loaded live server (least players, then
+    /// fewest matches) opens a new match.
     pub fn seat(&mut self, now_ms: i64) -> Option<(SocketAddr, u64)> {
-        let server = self
-            .servers
-            .iter_mut()
-            .filter(|s| s.up)
-            .min_by_key(|s| (s.players + s.assigned, s.matches))?;
-        let full = |f: &Filling| f.seats >= self.players_per_match || now_ms - f.opened_ms >= self.fill_timeout_ms;
-        if server.filling.as_ref().is_none_or(full) {
-            self.next_match += 1;
-            server.filling = Some(Filling { match_id: self.next_match, seats: 0, opened_ms: now_ms });
-            server.matches += 1;
-        }
-        let filling = server.filling.as_mut().expect("set above");
+        let (ppm, fill_ms) = (self.players_per_match, self.fill_timeout_ms);
+        let open = |f: &Filling| f.seats < ppm && now_ms - f.opened_ms < fill_ms;
+        let load = |s: &PlayServer| (s.players + s.assigned, s.matches);
+        let filling = self.servers.iter().enumerate().filter(|(_, s)| s.up && s.filling.as_ref().is_some_and(open)).min_by_key(|(_, s)| load(s)).map(|(i, _)| i);
+        let i = match filling {
+            Some(i) => i,
+            None => {
+                let (i, _) = self.servers.iter().enumerate().filter(|(_, s)| s.up).min_by_key(|(_, s)| load(s))?;
+                self.next_match += 1;
+                let server = &mut self.servers[i];
+                server.filling = Some(Filling { match_id: self.next_match, seats: 0, opened_ms: now_ms });
+                server.matches += 1;
+                i
+            }
+        };
+        let server = &mut self.servers[i];
+        let filling = server.filling.as_mut().expect("a filling match was chosen or opened");
         filling.seats += 1;
         server.assigned += 1;
         Some((server.addr, filling.match_id))
@@ -126,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn seats_fill_one_match_at_a_time_on_the_least_loaded_server() {
+    fn matches_fill_first_then_open_on_the_least_loaded_server() {
         let mut d = PlayDirectory::new(&[addr(1), addr(2)], 2, 5000, 0);
         assert_eq!(d.seat(0), None, "no server has answered yet");
         d.report(addr(1), Some(PlayLoad { players: 10, matches: 3 }));
@@ -137,7 +144,7 @@ mod tests {
         assert_eq!(m1, m1b, "two seats of one match");
         let (_, m2) = d.seat(0).unwrap();
         assert_ne!(m2, m1, "a full match is not seated again");
-        // A match past the fill timeout closes even if not full.
+        // A match past the fill timeout takes nobody more.
         let (_, m3) = d.seat(6000).unwrap();
         assert_ne!(m3, m2);
         d.report(addr(2), None);

@@ -1,0 +1,226 @@
+//! Match observers: a program that subscribes to one match on its play server and relays
+//! the state stream to any number of watchers, from its first tick, in order, with no
+//! gaps, then `end`, then exits.
+//!
+//! The relay is small and short-lived, so it uses a thread per watcher: a match has a
+//! handful of watchers and lasts half a minute. Play servers start observers through a
+//! [`Spawner`]: [`process::ProcessSpawner`] (a child process, the default).
+
+pub mod process;
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::db::{self, DbPool};
+use crate::profile::INTERNAL_KEY_META;
+use crate::token::{token_hash, well_formed};
+
+/// Watchers one observer serves at once.
+pub const WATCHERS_MAX: usize = 1024;
+/// A watcher must send its `watch` line within this long.
+const WATCH_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// After `end`, watchers get this long to take the rest of the stream before the
+/// observer exits.
+const LINGER_MS: u64 = 3_000;
+/// Longest line read from a watcher or the play server.
+const LINE_BYTES_MAX: u64 = 64 * 1024;
+/// A watcher that cannot take a line within this long is dropped.
+const WATCHER_WRITE_TIMEOUT_MS: u64 = 5_000;
+
+/// Why an observer could not be started or run.
+#[derive(Debug)]
+pub enum ObserverError {
+    /// Sockets, files or processes failed.
+    Io(String, io::Error),
+    /// The play server refused or lost the subscription.
+    Play(String),
+    /// The backend is not usable here; the text says what to do.
+    Backend(String),
+}
+
+impl fmt::Display for ObserverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObserverError::Io(what, e) => write!(f, "{what}: {e}"),
+            ObserverError::Play(why) => write!(f, "play server: {why}"),
+            ObserverError::Backend(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for ObserverError {}
+
+/// Starts one more observer for a match and returns where watchers connect.
+pub trait Spawner: Send + Sync + fmt::Debug {
+    /// Starts an observer of `match_id` on the play server at `play`.
+    fn spawn(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError>;
+    /// Stops every observer still running (the play server is stopping).
+    fn stop_all(&self);
+}
+
+/// The `docker` backend's stand-in until the Docker spawner lands: every start fails
+/// with an error that says so, instead of silently using processes.
+#[derive(Debug)]
+pub struct DockerUnavailable;
+
+impl Spawner for DockerUnavailable {
+    fn spawn(&self, _play: SocketAddr, _match_id: u64) -> Result<SocketAddr, ObserverError> {
+        Err(ObserverError::Backend("--observer-backend docker is not built into this server yet; use process".into()))
+    }
+
+    fn stop_all(&self) {}
+}
+
+/// What `catwar-server observer` is given.
+#[derive(Debug, Clone)]
+pub struct ObserverArgs {
+    /// The play server that owns the match.
+    pub play: SocketAddr,
+    /// The match.
+    pub match_id: u64,
+    /// The data folder (internal key, sessions for watchers' tokens).
+    pub data_dir: PathBuf,
+    /// Where to listen for watchers; port 0 picks one.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+struct Feed {
+    lines: Vec<Arc<str>>,
+    /// Set when the stream is over: `None` ended normally, `Some(code)` was lost.
+    over: Option<Option<&'static str>>,
+}
+
+type Shared = Arc<(Mutex<Feed>, Condvar)>;
+
+/// Runs an observer until its match ends. The first line on stdout is
+/// `listening ADDR`, which the spawner waits for.
+pub fn run(args: &ObserverArgs) -> Result<(), ObserverError> {
+    let db = Arc::new(DbPool::new(&args.data_dir.join(db::DB_FILE)).map_err(|e| ObserverError::Backend(e.to_string()))?);
+    let key = db
+        .with(|c| db::meta(c, INTERNAL_KEY_META))
+        .map_err(|e| ObserverError::Backend(e.to_string()))?
+        .ok_or_else(|| ObserverError::Backend("the user DB has no internal key yet; start the topology first".into()))?;
+    let listener = TcpListener::bind(args.listen).map_err(|e| ObserverError::Io(format!("--listen {}", args.listen), e))?;
+    let addr = listener.local_addr().map_err(|e| ObserverError::Io("listener".into(), e))?;
+    let mut play = TcpStream::connect(args.play).map_err(|e| ObserverError::Io(format!("--play {}", args.play), e))?;
+    let subscribe = serde_json::json!({"t": "subscribe", "match": args.match_id, "key": key}).to_string();
+    writeln!(play, "{subscribe}").map_err(|e| ObserverError::Io("subscribe".into(), e))?;
+    let mut reader = BufReader::new(play.try_clone().map_err(|e| ObserverError::Io("play socket".into(), e))?);
+    let mut first = String::new();
+    (&mut reader).take(LINE_BYTES_MAX).read_line(&mut first).map_err(|e| ObserverError::Io("subscribe answer".into(), e))?;
+    if !first.contains("\"subscribed\"") {
+        return Err(ObserverError::Play(first.trim().to_string()));
+    }
+    println!("listening {addr}");
+    io::stdout().flush().map_err(|e| ObserverError::Io("stdout".into(), e))?;
+    let shared: Shared = Arc::new((Mutex::new(Feed::default()), Condvar::new()));
+    let (s, m) = (Arc::clone(&shared), args.match_id);
+    std::thread::spawn(move || accept_watchers(listener, s, db, m));
+    let lost = relay(reader, &shared);
+    let (lock, ready) = &*shared;
+    lock.lock().expect("feed lock").over = Some(lost);
+    ready.notify_all();
+    std::thread::sleep(Duration::from_millis(LINGER_MS));
+    match lost {
+        None => Ok(()),
+        Some(code) => Err(ObserverError::Play(code.into())),
+    }
+}
+
+/// Copies the play server's lines into the feed until `end`; returns the loss code if
+/// the stream broke first.
+fn relay(mut reader: BufReader<TcpStream>, shared: &Shared) -> Option<&'static str> {
+    let (lock, ready) = &**shared;
+    loop {
+        let mut line = String::new();
+        match (&mut reader).take(LINE_BYTES_MAX).read_line(&mut line) {
+            Ok(0) | Err(_) => return Some("play_lost"),
+            Ok(_) => {}
+        }
+        let line = line.trim_end();
+        let end = line.contains("\"t\":\"end\"");
+        lock.lock().expect("feed lock").lines.push(line.into());
+        ready.notify_all();
+        if end {
+            return None;
+        }
+    }
+}
+
+fn accept_watchers(listener: TcpListener, shared: Shared, db: Arc<DbPool>, match_id: u64) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming().flatten() {
+        if active.load(Ordering::SeqCst) >= WATCHERS_MAX {
+            let _ = (&stream).write_all(b"{\"t\":\"error\",\"error\":\"busy\"}\n");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (s, d, a) = (Arc::clone(&shared), Arc::clone(&db), Arc::clone(&active));
+        std::thread::spawn(move || {
+            let _ = watch(stream, &s, &d, match_id);
+            a.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Serves one watcher: checks its `watch` line, then streams the feed from the start.
+fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS)))?;
+    stream.set_write_timeout(Some(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)))?;
+    let mut out = stream.try_clone()?;
+    let mut line = String::new();
+    BufReader::new(stream).take(LINE_BYTES_MAX).read_line(&mut line)?;
+    if let Err(code) = check_watch(&line, db, match_id) {
+        return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}");
+    }
+    let (lock, ready) = &**shared;
+    let mut sent = 0;
+    loop {
+        let (batch, over) = {
+            let mut feed = lock.lock().expect("feed lock");
+            while feed.lines.len() == sent && feed.over.is_none() {
+                feed = ready.wait(feed).expect("feed lock");
+            }
+            (feed.lines[sent..].to_vec(), feed.over)
+        };
+        sent += batch.len();
+        let mut bytes = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum());
+        for l in &batch {
+            bytes.extend_from_slice(l.as_bytes());
+            bytes.push(b'\n');
+        }
+        out.write_all(&bytes)?;
+        if let Some(lost) = over {
+            if lock.lock().expect("feed lock").lines.len() == sent {
+                if let Some(code) = lost {
+                    writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}")?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn check_watch(line: &str, db: &DbPool, match_id: u64) -> Result<(), &'static str> {
+    let v: Value = serde_json::from_str(line).map_err(|_| "bad_json")?;
+    if v.get("t").and_then(Value::as_str) != Some("watch") {
+        return Err("expected_watch");
+    }
+    if v.get("match").and_then(Value::as_u64) != Some(match_id) {
+        return Err("unknown_match");
+    }
+    let token = v.get("token").and_then(Value::as_str).filter(|t| well_formed(t)).ok_or("access_denied")?;
+    let session = db.with(|c| db::session(c, &token_hash(token))).map_err(|_| "unavailable")?;
+    match session {
+        Some(s) if !s.revoked => Ok(()),
+        _ => Err("access_denied"),
+    }
+}

@@ -1,0 +1,466 @@
+//! Play server: newline-delimited JSON over TCP, an authoritative match loop at a fixed
+//! tick rate, and match observers started on request.
+//!
+//! The loop is mio's `tcp_server` shape with a clock: `poll` sleeps until the next tick
+//! at most, every tick advances every running match and sends each player its `state`.
+//! Nothing here waits on the DB or on a child process: results go to the writer thread
+//! ([`results`]) and observer starts to a spawner thread, and both answer through the
+//! waker. Lines (SPEC §3 play server):
+//! `join`, `input` from players; `status` from the lobby; `observe` from the router and
+//! `subscribe` from match observers (both with the internal key).
+
+pub mod game;
+pub mod results;
+mod wire;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener as MioListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::db::{self, DbPool};
+use crate::event_loop::{interrupted, would_block};
+use crate::observer::Spawner;
+use crate::profile::INTERNAL_KEY_META;
+use crate::service::Running;
+use crate::ticket::{self, TICKET_KEY_META};
+
+use game::Game;
+use results::{Finished, Report};
+use wire::{Conn, Role};
+
+/// Open connections; beyond it new ones are closed at once.
+const CONNS_MAX: usize = 16_000;
+/// Tick lateness samples kept for the p99 in `status`.
+const LATENESS_SAMPLES_MAX: usize = 10_000;
+/// A tick later than this many periods is not run late: the clock skips ahead and the
+/// skipped ticks are counted as missed.
+const TICKS_BEHIND_MAX: u32 = 5;
+/// Spent ticket nonces are forgotten this long after their ticket expired.
+const NONCE_PRUNE_MS: i64 = 1_000;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// Everything a play server needs.
+#[derive(Debug, Clone)]
+pub struct PlayConfig {
+    /// The data folder (user DB: results, ticket and internal keys).
+    pub data_dir: PathBuf,
+    /// The address tickets are bound to (this server's public address).
+    pub public: SocketAddr,
+    /// The lobby to tell about new results, if any.
+    pub lobby: Option<SocketAddr>,
+    /// Players in a full match.
+    pub players_per_match: u32,
+    /// A match starts after this with at least one player.
+    pub fill_timeout: Duration,
+    /// Ticks per match.
+    pub match_ticks: u64,
+    /// Ticks per second.
+    pub tick_hz: u32,
+    /// Starts match observers.
+    pub spawner: Arc<dyn Spawner>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Filling(Instant),
+    Running,
+    Committing,
+}
+
+#[derive(Debug)]
+struct Match {
+    game: Game,
+    phase: Phase,
+    /// Connection (key, generation) of each player, by player index.
+    players: Vec<Option<(usize, u64)>>,
+    subscribers: Vec<(usize, u64)>,
+}
+
+/// Tick-clock figures reported in `status`.
+#[derive(Debug, Default)]
+struct Clock {
+    ticks: u64,
+    missed: u64,
+    lateness_us: Vec<u32>,
+}
+
+impl Clock {
+    fn record(&mut self, late: Duration) {
+        self.ticks += 1;
+        if self.lateness_us.len() >= LATENESS_SAMPLES_MAX {
+            self.lateness_us.remove(0);
+        }
+        self.lateness_us.push(late.as_micros().min(u32::MAX as u128) as u32);
+    }
+
+    fn late_p99_us(&self) -> u32 {
+        let mut sorted = self.lateness_us.clone();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() * 99 / 100).copied().unwrap_or(0)
+    }
+}
+
+struct SpawnRequest {
+    key: usize,
+    gen: u64,
+    match_id: u64,
+}
+
+type SpawnReply = (usize, u64, Result<SocketAddr, String>);
+
+/// The play server's state, owned by its loop thread.
+struct Play {
+    poll: Poll,
+    listener: MioListener,
+    conns: Slab<Conn>,
+    next_gen: u64,
+    matches: HashMap<u64, Match>,
+    config: PlayConfig,
+    ticket_key: Vec<u8>,
+    internal_key: String,
+    nonces: HashMap<String, i64>,
+    results_tx: Sender<Finished>,
+    reports: Receiver<Report>,
+    spawn_tx: Sender<SpawnRequest>,
+    spawned: Receiver<SpawnReply>,
+    stop: Arc<AtomicBool>,
+    clock: Clock,
+}
+
+impl Play {
+    fn run(mut self) -> io::Result<()> {
+        let period = Duration::from_secs_f64(1.0 / self.config.tick_hz as f64);
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + period;
+        let mut last_prune = Instant::now();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+                if !interrupted(&err) {
+                    return Err(err);
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    WAKER => self.collect(),
+                    Token(key) => self.drive(key),
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick + period * TICKS_BEHIND_MAX {
+                let behind = (now - next_tick).as_nanos() / period.as_nanos();
+                self.clock.missed += behind as u64;
+                next_tick = now;
+            }
+            while now >= next_tick {
+                self.clock.record(now - next_tick);
+                self.tick();
+                next_tick += period;
+            }
+            if last_prune.elapsed() >= Duration::from_millis(NONCE_PRUNE_MS as u64) {
+                let cutoff = db::now_ms() - NONCE_PRUNE_MS;
+                self.nonces.retain(|_, expires| *expires > cutoff);
+                last_prune = Instant::now();
+            }
+        }
+    }
+
+    fn accept(&mut self) -> io::Result<()> {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(pair) => pair,
+                Err(err) if would_block(&err) => return Ok(()),
+                Err(err) if interrupted(&err) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    return Ok(());
+                }
+            };
+            if self.conns.len() >= CONNS_MAX {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            self.poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE | Interest::WRITABLE)?;
+            self.next_gen += 1;
+            entry.insert(Conn::new(stream, self.next_gen));
+        }
+    }
+
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let lines = match conn.read_lines() {
+            Ok(lines) => lines,
+            Err(code) => {
+                conn.send_error(code);
+                conn.closing = true;
+                Vec::new()
+            }
+        };
+        for line in lines {
+            self.handle(key, &line);
+        }
+        self.flush_or_close(key);
+    }
+
+    fn flush_or_close(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let failed = conn.flush().is_err();
+        if failed || conn.done() {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    fn handle(&mut self, key: usize, line: &[u8]) {
+        let msg = match wire::parse(line) {
+            Ok(msg) => msg,
+            Err(code) => return self.conns[key].bad(code),
+        };
+        match msg {
+            wire::In::Status => {
+                let players: usize = self.matches.values().map(|m| m.players.iter().flatten().count()).sum();
+                let line = serde_json::json!({
+                    "t": "status", "players": players, "matches": self.matches.len(),
+                    "ticks": self.clock.ticks, "ticks_missed": self.clock.missed, "tick_late_p99_us": self.clock.late_p99_us(),
+                });
+                self.conns[key].send_line(&line.to_string());
+            }
+            wire::In::Join { ticket } => self.join(key, &ticket),
+            wire::In::Input { seq, dx, dy, fire } => self.input(key, seq, dx, dy, fire),
+            wire::In::Subscribe { key: k, .. } | wire::In::Observe { key: k, .. } if !self.internal(&k) => {
+                self.conns[key].bad("forbidden")
+            }
+            wire::In::Subscribe { match_id, .. } => match self.matches.get_mut(&match_id) {
+                Some(m) => {
+                    let conn = &mut self.conns[key];
+                    conn.role = Role::Subscriber(match_id);
+                    m.subscribers.push((key, conn.gen));
+                    conn.send_line(&format!("{{\"t\":\"subscribed\",\"match\":{match_id}}}"));
+                }
+                None => self.conns[key].bad("unknown_match"),
+            },
+            wire::In::Observe { match_id, .. } => {
+                if self.matches.contains_key(&match_id) {
+                    let gen = self.conns[key].gen;
+                    let _ = self.spawn_tx.send(SpawnRequest { key, gen, match_id });
+                } else {
+                    self.conns[key].send_error("unknown_match");
+                }
+            }
+        }
+    }
+
+    fn internal(&self, key: &str) -> bool {
+        crate::token::ct_eq(key.as_bytes(), self.internal_key.as_bytes())
+    }
+
+    fn join(&mut self, key: usize, ticket_text: &str) {
+        if !matches!(self.conns[key].role, Role::New) {
+            return self.conns[key].bad("already_joined");
+        }
+        let now_ms = db::now_ms();
+        let claims = match ticket::verify(&self.ticket_key, self.config.public, ticket_text, now_ms) {
+            Ok(claims) => claims,
+            Err(ticket::TicketError::Expired) => return self.conns[key].bad("ticket_expired"),
+            Err(_) => return self.conns[key].bad("ticket_invalid"),
+        };
+        if self.nonces.contains_key(&claims.nonce) {
+            return self.conns[key].bad("ticket_used");
+        }
+        let ppm = self.config.players_per_match as usize;
+        let m = self.matches.entry(claims.match_id).or_insert_with(|| Match {
+            game: Game::default(),
+            phase: Phase::Filling(Instant::now()),
+            players: Vec::new(),
+            subscribers: Vec::new(),
+        });
+        let rejoin = m.game.player_of(&claims.user);
+        let p = match (rejoin, &m.phase) {
+            (Some(p), Phase::Filling(_) | Phase::Running) => p,
+            (None, Phase::Filling(_)) if m.game.players() < ppm => {
+                m.players.push(None);
+                m.game.add(&claims.user)
+            }
+            (None, Phase::Filling(_)) => return self.conns[key].bad("match_full"),
+            _ => return self.conns[key].bad("match_started"),
+        };
+        self.nonces.insert(claims.nonce, claims.expires_ms);
+        let conn = &mut self.conns[key];
+        m.players[p] = Some((key, conn.gen));
+        conn.role = Role::Player(claims.match_id, p);
+        conn.send_line(&format!("{{\"t\":\"joined\",\"match\":{},\"player\":{p}}}", claims.match_id));
+        if m.game.players() == ppm {
+            if let Phase::Filling(_) = m.phase {
+                m.phase = Phase::Running;
+            }
+        }
+    }
+
+    fn input(&mut self, key: usize, seq: u64, dx: f64, dy: f64, fire: bool) {
+        let Role::Player(match_id, p) = self.conns[key].role else {
+            return self.conns[key].bad("not_joined");
+        };
+        let Some(m) = self.matches.get_mut(&match_id) else {
+            return self.conns[key].bad("match_over");
+        };
+        if let Err(e) = m.game.input(p, seq, dx, dy, fire) {
+            self.conns[key].bad(e.code());
+        }
+    }
+
+    /// One tick of every match: start filled ones, step running ones, send states, and
+    /// hand finished ones to the results writer.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let ppm = self.config.players_per_match as usize;
+        let mut touched = Vec::new();
+        for (&id, m) in self.matches.iter_mut() {
+            if let Phase::Filling(opened) = m.phase {
+                let full = m.game.players() >= ppm;
+                if full || (now.duration_since(opened) >= self.config.fill_timeout && m.game.players() > 0) {
+                    m.phase = Phase::Running;
+                }
+            }
+            if m.phase != Phase::Running {
+                continue;
+            }
+            m.game.step();
+            let tick = m.game.tick();
+            let players = m.game.view().to_string();
+            for (p, slot) in m.players.iter().enumerate() {
+                let Some((key, gen)) = *slot else { continue };
+                let ack = m.game.ack(p);
+                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
+                    conn.send_line(&format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":{ack},\"players\":{players}}}"));
+                    touched.push(key);
+                }
+            }
+            let observed = format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":0,\"players\":{players}}}");
+            for &(key, gen) in &m.subscribers {
+                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
+                    conn.send_line(&observed);
+                    touched.push(key);
+                }
+            }
+            if tick >= self.config.match_ticks || m.game.decided() {
+                m.phase = Phase::Committing;
+                let (winner, outcomes) = m.game.outcomes();
+                let _ = self.results_tx.send(Finished { match_id: id, ticks: tick, winner, outcomes });
+            }
+        }
+        for key in touched {
+            self.flush_or_close(key);
+        }
+    }
+
+    /// Takes the writer's reports and the spawner's answers.
+    fn collect(&mut self) {
+        while let Ok((match_id, result)) = self.reports.try_recv() {
+            let Some(m) = self.matches.remove(&match_id) else { continue };
+            let line = match &result {
+                Ok(rows) => {
+                    let winner = rows.iter().find(|r| r.won).map_or(0, |r| r.player);
+                    serde_json::json!({"t": "end", "match": match_id, "winner": winner, "results": rows}).to_string()
+                }
+                Err(e) => {
+                    tracing::error!(match_id, error = %e, "results could not be saved");
+                    r#"{"t":"error","error":"results_not_saved"}"#.to_string()
+                }
+            };
+            let targets: Vec<(usize, u64)> = m.players.iter().flatten().copied().chain(m.subscribers.iter().copied()).collect();
+            for (key, gen) in targets {
+                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
+                    conn.send_line(&line);
+                    conn.role = Role::Done;
+                    self.flush_or_close(key);
+                }
+            }
+        }
+        while let Ok((key, gen, result)) = self.spawned.try_recv() {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else { continue };
+            match result {
+                Ok(addr) => conn.send_line(&format!("{{\"t\":\"observer\",\"addr\":\"{addr}\"}}")),
+                Err(e) => conn.send_line(&serde_json::json!({"t": "error", "error": "observer_failed", "detail": e}).to_string()),
+            }
+            self.flush_or_close(key);
+        }
+    }
+}
+
+/// Why a play server could not start.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Starts a play server with its results writer and observer spawner.
+pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, StartError> {
+    listener.set_nonblocking(true)?;
+    let mut listener = MioListener::from_std(listener);
+    let poll = Poll::new()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let db = Arc::new(DbPool::new(&config.data_dir.join(db::DB_FILE))?);
+    let new_key = || crate::token::random_hex(32).expect("OS random source");
+    let ticket_key = db.with(|c| db::meta_or_init(c, TICKET_KEY_META, new_key))?.into_bytes();
+    let internal_key = db.with(|c| db::meta_or_init(c, INTERNAL_KEY_META, new_key))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (results_tx, results_rx) = mpsc::channel();
+    let (reports_tx, reports) = mpsc::channel();
+    let (spawn_tx, spawn_rx) = mpsc::channel::<SpawnRequest>();
+    let (spawned_tx, spawned) = mpsc::channel();
+    let public = config.public;
+    let lobby = config.lobby.map(|l| (l, internal_key.clone()));
+    let spawner = Arc::clone(&config.spawner);
+    let play = Play {
+        poll,
+        listener,
+        conns: Slab::with_capacity(1024),
+        next_gen: 0,
+        matches: HashMap::new(),
+        config,
+        ticket_key,
+        internal_key,
+        nonces: HashMap::new(),
+        results_tx,
+        reports,
+        spawn_tx,
+        spawned,
+        stop: Arc::clone(&stop),
+        clock: Clock::default(),
+    };
+    let server = std::thread::Builder::new().name("play".into()).spawn(move || play.run())?;
+    let mut running = Running::from_thread(public, server, Arc::clone(&stop), Arc::clone(&waker));
+    let w = Arc::clone(&waker);
+    running.add_thread("play-results", move || results::run(db, public, lobby, results_rx, reports_tx, w))?;
+    let sp = Arc::clone(&spawner);
+    running.add_thread("play-spawner", move || {
+        for request in spawn_rx {
+            let result = sp.spawn(public, request.match_id).map_err(|e| e.to_string());
+            if spawned_tx.send((request.key, request.gen, result)).is_err() {
+                return;
+            }
+            let _ = waker.wake();
+        }
+    })?;
+    running.on_shutdown(move || spawner.stop_all());
+    Ok(running)
+}

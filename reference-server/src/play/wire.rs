@@ -1,0 +1,243 @@
+//! The play server's line protocol: connections that read and write newline-delimited
+//! JSON, and the parsing of every message a client may send.
+
+use std::io::{self, Read, Write};
+
+use mio::net::TcpStream;
+use serde_json::Value;
+
+use crate::event_loop::{interrupted, would_block};
+
+/// Longest line accepted (SPEC §3 play server).
+pub const LINE_BYTES_MAX: usize = 64 * 1024;
+/// Unsent output one connection may hold; a client that reads slower than the tick rate
+/// writes is dropped instead of growing memory.
+pub const OUT_BYTES_MAX: usize = 1024 * 1024;
+/// Bad lines a client may send before it is disconnected.
+pub const BAD_LINES_MAX: u32 = 10;
+/// Bytes read per `read` call.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// What a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Connected, not joined.
+    New,
+    /// A player: match id and player index.
+    Player(u64, usize),
+    /// A match observer receiving the state stream of a match.
+    Subscriber(u64),
+    /// Its match ended; it gets nothing more.
+    Done,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Distinguishes connections that reuse a slab key.
+    pub gen: u64,
+    /// What it is.
+    pub role: Role,
+    /// Set to close once the output is flushed.
+    pub closing: bool,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    bad_lines: u32,
+    read_closed: bool,
+}
+
+impl Conn {
+    /// A new connection.
+    pub fn new(stream: TcpStream, gen: u64) -> Conn {
+        Conn { stream, gen, role: Role::New, closing: false, inbuf: Vec::new(), out: Vec::new(), out_pos: 0, bad_lines: 0, read_closed: false }
+    }
+
+    /// Reads until `WouldBlock` and returns the complete lines; an overlong line is an
+    /// error code.
+    pub fn read_lines(&mut self) -> Result<Vec<Vec<u8>>, &'static str> {
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    break;
+                }
+                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => continue,
+                Err(_) => {
+                    self.read_closed = true;
+                    break;
+                }
+            }
+            if self.inbuf.len() > LINE_BYTES_MAX && !self.inbuf.contains(&b'\n') {
+                return Err("line_too_long");
+            }
+        }
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(end) = self.inbuf[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.inbuf[start..start + end];
+            if line.len() > LINE_BYTES_MAX {
+                return Err("line_too_long");
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                lines.push(line.to_vec());
+            }
+            start += end + 1;
+        }
+        self.inbuf.drain(..start);
+        if self.inbuf.len() > LINE_BYTES_MAX {
+            return Err("line_too_long");
+        }
+        Ok(lines)
+    }
+
+    /// Queues one line; past the output cap the client is a slow consumer and is closed.
+    pub fn send_line(&mut self, line: &str) {
+        if self.out.len() - self.out_pos > OUT_BYTES_MAX {
+            self.closing = true;
+            return;
+        }
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    /// Queues `{"t":"error","error":code}`.
+    pub fn send_error(&mut self, code: &str) {
+        self.send_line(&format!("{{\"t\":\"error\",\"error\":\"{code}\"}}"));
+    }
+
+    /// Answers a bad line; too many of them and the connection closes.
+    pub fn bad(&mut self, code: &str) {
+        self.send_error(code);
+        self.bad_lines += 1;
+        if self.bad_lines >= BAD_LINES_MAX {
+            self.closing = true;
+        }
+    }
+
+    /// Writes queued output until `WouldBlock`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > OUT_BYTES_MAX {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// True when the connection should close now: asked to, or the peer left, and
+    /// everything queued is written.
+    pub fn done(&self) -> bool {
+        let flushed = self.out_pos >= self.out.len();
+        flushed && (self.closing || self.read_closed)
+    }
+}
+
+/// A parsed client line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum In {
+    /// `{"t":"status"}` (lobby).
+    Status,
+    /// `{"t":"join","ticket":T}`.
+    Join {
+        /// The ticket.
+        ticket: String,
+    },
+    /// `{"t":"input","seq":n,"dx":x,"dy":y,"fire":b}`.
+    Input {
+        /// Increasing sequence number.
+        seq: u64,
+        /// Direction x in [-1, 1].
+        dx: f64,
+        /// Direction y in [-1, 1].
+        dy: f64,
+        /// Trigger pressed.
+        fire: bool,
+    },
+    /// `{"t":"subscribe","match":M,"key":K}` (match observer).
+    Subscribe {
+        /// Match id.
+        match_id: u64,
+        /// Internal key.
+        key: String,
+    },
+    /// `{"t":"observe","match":M,"key":K}` (router).
+    Observe {
+        /// Match id.
+        match_id: u64,
+        /// Internal key.
+        key: String,
+    },
+}
+
+/// Parses a line; the error is the code sent back.
+pub fn parse(line: &[u8]) -> Result<In, &'static str> {
+    let v: Value = serde_json::from_slice(line).map_err(|_| "bad_json")?;
+    let field = |name: &str| v.get(name).ok_or("missing_field");
+    let string = |name: &str| field(name)?.as_str().map(str::to_string).ok_or("wrong_type");
+    let number = |name: &str| field(name)?.as_f64().ok_or("wrong_type");
+    let whole = |name: &str| field(name)?.as_u64().ok_or("wrong_type");
+    match v.get("t").and_then(Value::as_str).ok_or("missing_type")? {
+        "status" => Ok(In::Status),
+        "join" => Ok(In::Join { ticket: string("ticket")? }),
+        "input" => Ok(In::Input {
+            seq: whole("seq")?,
+            dx: number("dx")?,
+            dy: number("dy")?,
+            fire: field("fire")?.as_bool().ok_or("wrong_type")?,
+        }),
+        "subscribe" => Ok(In::Subscribe { match_id: whole("match")?, key: string("key")? }),
+        "observe" => Ok(In::Observe { match_id: whole("match")?, key: string("key")? }),
+        _ => Err("unknown_type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn messages_parse_and_bad_ones_name_the_problem() {
+        assert_eq!(parse(br#"{"t":"join","ticket":"x"}"#), Ok(In::Join { ticket: "x".into() }));
+        assert_eq!(
+            parse(br#"{"t":"input","seq":3,"dx":0.5,"dy":-1,"fire":true}"#),
+            Ok(In::Input { seq: 3, dx: 0.5, dy: -1.0, fire: true })
+        );
+        assert_eq!(parse(b"{"), Err("bad_json"));
+        assert_eq!(parse(br#"{"t":"dance"}"#), Err("unknown_type"));
+        assert_eq!(parse(br#"{"x":1}"#), Err("missing_type"));
+        assert_eq!(parse(br#"{"t":"input","seq":-1,"dx":0,"dy":0,"fire":false}"#), Err("wrong_type"));
+        assert_eq!(parse(br#"{"t":"input","seq":1,"dx":"0","dy":0,"fire":false}"#), Err("wrong_type"));
+        assert_eq!(parse(br#"{"t":"join"}"#), Err("missing_field"));
+    }
+
+    proptest! {
+        #[test]
+        fn no_line_makes_the_parser_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn inputs_round_trip(seq in 1u64..u64::MAX / 2, dx in -1.0f64..1.0, dy in -1.0f64..1.0, fire: bool) {
+            let line = serde_json::json!({"t": "input", "seq": seq, "dx": dx, "dy": dy, "fire": fire}).to_string();
+            prop_assert_eq!(parse(line.as_bytes()), Ok(In::Input { seq, dx, dy, fire }));
+        }
+    }
+}

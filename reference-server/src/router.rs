@@ -1,0 +1,147 @@
+//! Router: `GET /v1/observer?match=M` (Bearer) asks the play server that owns match M to
+//! start one more match observer and answers its endpoint.
+//!
+//! The router knows the play servers but not which owns a match, so a worker asks each
+//! in turn until one accepts; the token is checked against the user DB first, with the
+//! lobby's rules for unknown, revoked and foreign-IP tokens.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::db::{self, DbPool};
+use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::http::{self, Request, Response};
+use crate::jobs::{defer_to_pool, JobPool};
+use crate::profile::INTERNAL_KEY_META;
+use crate::service::Running;
+use crate::token::{token_hash, well_formed};
+
+/// Threads asking play servers for observers; a Docker start can take a while, so a few
+/// run at once.
+const ROUTER_WORKERS: usize = 4;
+/// Observer requests waiting for a worker; beyond it the answer is 503 `busy`.
+const ROUTER_QUEUE_MAX: usize = 256;
+/// How long a play server may take to start an observer (a cold container included).
+const OBSERVE_TIMEOUT_MS: u64 = 10_000;
+/// Longest answer line read from a play server.
+const ANSWER_BYTES_MAX: u64 = 4096;
+
+/// Everything the router needs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The data folder (sessions, internal key).
+    pub data_dir: PathBuf,
+    /// Every play server.
+    pub play_servers: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    db: DbPool,
+    key: String,
+    play_servers: Vec<SocketAddr>,
+}
+
+/// The router's request handler.
+#[derive(Debug)]
+pub struct Router {
+    shared: Arc<Shared>,
+    pool: JobPool,
+}
+
+enum Asked {
+    Observer(String),
+    Unknown,
+    Failed(String),
+}
+
+impl Shared {
+    fn observer(&self, token: &str, ip: std::net::IpAddr, match_id: u64) -> Response {
+        let session = match self.db.with(|c| db::session(c, &token_hash(token))) {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::error!(%e, "router could not read sessions");
+                return Response::error(503, "unavailable", "user DB unavailable; retry shortly").with_header("Retry-After", "1");
+            }
+        };
+        match session {
+            Some(s) if !s.revoked && s.ip == ip.to_string() => {}
+            Some(s) if !s.revoked => return Response::error(401, "login_again", "this token was issued to another IP; log in again"),
+            _ => return Response::error(401, "access_denied", "unknown, revoked or missing token"),
+        }
+        let mut failures = Vec::new();
+        for &play in &self.play_servers {
+            match self.ask(play, match_id) {
+                Asked::Observer(addr) => return Response::json(200, &serde_json::json!({ "observer": addr })),
+                Asked::Unknown => {}
+                Asked::Failed(why) => failures.push(format!("{play}: {why}")),
+            }
+        }
+        if failures.is_empty() {
+            Response::error(404, "unknown_match", &format!("no play server runs match {match_id}"))
+        } else {
+            Response::error(503, "unavailable", &failures.join("; ")).with_header("Retry-After", "1")
+        }
+    }
+
+    fn ask(&self, play: SocketAddr, match_id: u64) -> Asked {
+        let timeout = Duration::from_millis(OBSERVE_TIMEOUT_MS);
+        let attempt = || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&play, timeout)?;
+            stream.set_read_timeout(Some(timeout))?;
+            let line = serde_json::json!({"t": "observe", "match": match_id, "key": self.key}).to_string();
+            writeln!(stream, "{line}")?;
+            let mut answer = String::new();
+            BufReader::new(stream.take(ANSWER_BYTES_MAX)).read_line(&mut answer)?;
+            Ok(answer)
+        };
+        let answer = match attempt() {
+            Ok(answer) => answer,
+            Err(e) => return Asked::Failed(e.to_string()),
+        };
+        let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+        match (v["t"].as_str(), v["addr"].as_str(), v["error"].as_str()) {
+            (Some("observer"), Some(addr), _) => Asked::Observer(addr.to_string()),
+            (_, _, Some("unknown_match")) => Asked::Unknown,
+            _ => Asked::Failed(answer.trim().to_string()),
+        }
+    }
+}
+
+impl Handler for Router {
+    fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v1/observer") => {}
+            ("GET", "/healthz") => return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"}))),
+            (_, "/v1/observer" | "/healthz") => return Reply::Now(http::method_not_allowed(&req)),
+            _ => return Reply::Now(http::not_found(&req)),
+        }
+        let Some(token) = req.bearer().filter(|t| well_formed(t)).map(str::to_string) else {
+            return Reply::Now(Response::error(401, "access_denied", "unknown, revoked or missing token"));
+        };
+        let Some(match_id) = req.query_param("match").and_then(|m| m.parse::<u64>().ok()) else {
+            return Reply::Now(Response::error(400, "bad_request", "query match: must be a match id"));
+        };
+        let (shared, ip) = (Arc::clone(&self.shared), req.peer.ip());
+        defer_to_pool(&self.pool, ctx, move || shared.observer(&token, ip, match_id))
+    }
+}
+
+/// Why the router could not start.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Starts the router on `listener`.
+pub fn start(listener: TcpListener, config: RouterConfig, limits: Limits) -> Result<Running, StartError> {
+    let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
+    let key = db.with(|c| db::meta_or_init(c, INTERNAL_KEY_META, || crate::token::random_hex(32).expect("OS random source")))?;
+    let shared = Arc::new(Shared { db, key, play_servers: config.play_servers });
+    let pool = JobPool::new("router", ROUTER_WORKERS, ROUTER_QUEUE_MAX)?;
+    let server = Server::new(listener, Router { shared, pool }, limits)?;
+    Ok(Running::new(server.spawn("router")?, Arc::new(AtomicBool::new(false))))
+}
