@@ -39,7 +39,7 @@ pub struct Running {
     main: Main,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    on_shutdown: Vec<Box<dyn FnOnce() + Send>>,
+    on_shutdown: Vec<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -67,7 +67,7 @@ impl Running {
     }
 
     /// Runs `f` at shutdown, after every thread has ended (children to stop, say).
-    pub fn on_shutdown(&mut self, f: impl FnOnce() + Send + 'static) {
+    pub fn on_shutdown(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
         self.on_shutdown.push(Box::new(f));
     }
 

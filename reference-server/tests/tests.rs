@@ -6,4 +6,5 @@ mod failover;
 mod file_node;
 mod http_limits;
 mod login_lobby;
+mod play;
 mod topology;

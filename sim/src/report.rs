@@ -16,8 +16,9 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+mod summary;
 
 /// The schema tag of every report this version writes.
 pub const REPORT_SCHEMA: &str = "catwar-sim/report/v1";
@@ -337,123 +338,6 @@ impl Report {
         std::fs::write(&path, text)?;
         Ok(path)
     }
-
-    /// The summary table printed at the end of a run.
-    pub fn summary(&self) -> String {
-        let mut out = String::new();
-        let server = &self.server;
-        let _ = writeln!(
-            out,
-            "server: argon2 {}, token idle {} s, {} users ({})",
-            server.argon2,
-            server.token_idle_s,
-            server.users,
-            if server.applied {
-                "as started by catwar-sim"
-            } else {
-                "as declared for the target"
-            }
-        );
-        let name_width = self.steps.keys().map(String::len).max().unwrap_or(4).max(4);
-        let _ = writeln!(
-            out,
-            "{:<name_width$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}   (latency in ms)",
-            "step", "count", "errors", "p50", "p90", "p99", "p99.9", "max"
-        );
-        for (name, step) in self.steps_in_script_order() {
-            let _ = writeln!(
-                out,
-                "{name:<name_width$} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                step.count,
-                step.errors,
-                ms(step.p50_us),
-                ms(step.p90_us),
-                ms(step.p99_us),
-                ms(step.p999_us),
-                ms(step.max_us)
-            );
-        }
-        if !self.errors_by_code.is_empty() {
-            let codes: Vec<String> = self
-                .errors_by_code
-                .iter()
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect();
-            let _ = writeln!(out, "errors by code: {}", codes.join(", "));
-        }
-        let expected: Vec<String> = self
-            .steps_in_script_order()
-            .flat_map(|(name, step)| {
-                step.expected_by_code
-                    .iter()
-                    .map(move |(code, n)| format!("{name} {code} {n}"))
-            })
-            .collect();
-        if !expected.is_empty() {
-            let _ = writeln!(out, "expected refusals: {}", expected.join(", "));
-        }
-        self.summarize_failover(&mut out);
-        for threshold in &self.thresholds {
-            let actual = threshold
-                .actual
-                .map_or("none".to_string(), |v| format!("{v:.3}"));
-            let verdict = if threshold.pass { "pass" } else { "FAIL" };
-            let _ = writeln!(
-                out,
-                "threshold {verdict} {} {} (actual {actual})",
-                threshold.metric, threshold.condition
-            );
-        }
-        for invariant in &self.invariants {
-            let verdict = if invariant.violations == 0 {
-                "ok  "
-            } else {
-                "VIOLATED"
-            };
-            let _ = writeln!(
-                out,
-                "invariant {verdict} {} ({} checked, {} violations)",
-                invariant.name, invariant.checked, invariant.violations
-            );
-        }
-        out
-    }
-
-    /// Steps in the order of the script, then any the script no longer has.
-    fn steps_in_script_order(&self) -> impl Iterator<Item = (&String, &StepReport)> {
-        let position = |name: &str| Step::from_name(name).map_or(usize::MAX, Step::index);
-        let mut steps: Vec<(&String, &StepReport)> = self.steps.iter().collect();
-        steps.sort_by_key(|(name, _)| position(name));
-        steps.into_iter()
-    }
-
-    fn summarize_failover(&self, out: &mut String) {
-        let failover = &self.failover;
-        if failover.kills.is_empty() {
-            return;
-        }
-        let gaps: Vec<String> = failover
-            .kills
-            .iter()
-            .map(|k| {
-                k.gap_ms
-                    .map_or("unmeasured".to_string(), |g| format!("{g:.1} ms"))
-            })
-            .collect();
-        let unavailable: u64 = failover.kills.iter().map(|k| k.unavailable).sum();
-        let _ = writeln!(
-            out,
-            "failover: {} balancer kill(s), gaps {}; median {}, max {}; {unavailable} unavailable answers",
-            failover.kills.len(),
-            gaps.join(", "),
-            failover.median_ms.map_or("-".to_string(), |g| format!("{g:.1} ms")),
-            failover.max_ms.map_or("-".to_string(), |g| format!("{g:.1} ms")),
-        );
-    }
-}
-
-fn ms(us: Option<u64>) -> String {
-    us.map_or("-".to_string(), |us| format!("{:.2}", us as f64 / 1000.0))
 }
 
 #[cfg(test)]

@@ -30,6 +30,12 @@ use tokio::task::JoinSet;
 const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
 /// A progress line goes to stderr this often; every second would flood CI logs.
 const PROGRESS_EVERY_S: u64 = 5;
+/// Sockets one client may hold at once: its kept-alive connections and one TLS
+/// connection to profile.
+const FDS_PER_CLIENT: u64 = crate::http::CLIENT_CONNECTIONS_MAX as u64 + 1;
+/// Descriptors the simulator needs besides its clients' sockets: the runtime's, the
+/// server log, the report, standard streams.
+const FDS_BASE: u64 = 64;
 
 /// What `catwar-sim run` was asked to do.
 #[derive(Clone, Debug)]
@@ -120,7 +126,8 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         source,
     })?;
     let mut interrupt = interrupt_signal();
-    let (mut report, warnings) = match &options.target {
+    let fd_warning = raise_open_files_limit(scenario.population.clients);
+    let (mut report, mut warnings) = match &options.target {
         Some(path) => {
             let target = Target {
                 label: path.display().to_string(),
@@ -131,6 +138,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         }
         None => run_embedded(&scenario, options, &mut interrupt).await?,
     };
+    warnings.extend(fd_warning);
     report.judge(&scenario.thresholds);
     let report_path = report.write(out_dir).map_err(|source| RunError::Output {
         path: out_dir.join("report.json"),
@@ -229,6 +237,7 @@ async fn simulate(
         branches: scenario.script.clone(),
         token_idle_s: scenario.server.token_idle_s,
         think_time_ms: scenario.load.think_time_ms,
+        start_spread_ms: scenario.load.start_window_ms(),
         file_nodes_killed: scenario.faults.iter().any(Fault::kills_file_node),
         seed: scenario.scenario.seed,
         deadline: start + duration,
@@ -358,6 +367,42 @@ fn progress_line(point: &IntervalPoint) -> String {
         })
         .collect();
     format!("[{:>4} s] {}", point.t_s + 1, steps.join(" | "))
+}
+
+/// Raises this process's soft limit on open files to its hard limit, before the embedded
+/// server is spawned so that it inherits the limit too: a default soft limit of 1024
+/// would stop a few hundred clients. Returns a warning when even the hard limit is
+/// below what `clients` may need; the run goes on, and failed connections show as errors.
+fn raise_open_files_limit(clients: u64) -> Option<String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given, which lives here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Some(format!(
+            "cannot read the open files limit: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given, which lives here.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = clients.saturating_mul(FDS_PER_CLIENT) + FDS_BASE;
+    (limit.rlim_cur < needed).then(|| {
+        format!(
+            "{clients} clients may need {needed} open files, but the limit is {}; \
+             raise it (ulimit -n) or expect connect errors",
+            limit.rlim_cur
+        )
+    })
 }
 
 /// Ctrl-C or SIGTERM, as a flag that turns true once.

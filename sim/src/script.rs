@@ -79,6 +79,8 @@ pub struct ScriptEnv {
     pub token_idle_s: u64,
     /// Mean pause after a session (`load.think_time_ms`).
     pub think_time_ms: u64,
+    /// The window in which first sessions start (`load.start_spread_ms`).
+    pub start_spread_ms: u64,
     /// Whether the scenario kills file nodes, which makes dead endpoints expected.
     pub file_nodes_killed: bool,
     /// The scenario seed.
@@ -135,8 +137,9 @@ enum Via {
 
 impl VirtualClient {
     async fn run(&mut self) {
-        // Starts spread over one think time, so the run does not open with a stampede.
-        let first_pause = self.rng.random_range(0..=self.env.think_time_ms);
+        // Starts spread over `load.start_spread_ms`: one think time unless the scenario
+        // asks for a stampede.
+        let first_pause = self.rng.random_range(0..=self.env.start_spread_ms);
         if !self.pause_ms(first_pause).await {
             return;
         }

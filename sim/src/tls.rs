@@ -46,7 +46,11 @@ impl fmt::Display for TlsSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsSetupError::Read { path, source } => {
-                write!(f, "cannot read profile's certificate {}: {source}", path.display())
+                write!(
+                    f,
+                    "cannot read profile's certificate {}: {source}",
+                    path.display()
+                )
             }
             TlsSetupError::Certificate { path, message } => {
                 write!(f, "profile's certificate {}: {message}", path.display())
@@ -146,7 +150,15 @@ mod tests {
         let cert = dir.join(format!("{name}.pem"));
         let key = dir.join(format!("{name}.key"));
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
             .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
             .arg("-keyout")
@@ -162,7 +174,10 @@ mod tests {
 
     /// A TLS server that answers one request with a login grant and returns what it
     /// read, up to the client's close, and the client's address.
-    async fn serve_one(cert: &[u8], key: &[u8]) -> (SocketAddr, tokio::task::JoinHandle<(String, SocketAddr)>) {
+    async fn serve_one(
+        cert: &[u8],
+        key: &[u8],
+    ) -> (SocketAddr, tokio::task::JoinHandle<(String, SocketAddr)>) {
         let identity = native_tls::Identity::from_pkcs8(cert, key).unwrap();
         let acceptor: tokio_native_tls::TlsAcceptor =
             native_tls::TlsAcceptor::new(identity).unwrap().into();
@@ -236,6 +251,9 @@ mod tests {
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, "not a certificate").unwrap();
         let error = TlsClient::from_pem_file(&garbage).unwrap_err();
-        assert!(matches!(error, TlsSetupError::Certificate { .. }), "{error}");
+        assert!(
+            matches!(error, TlsSetupError::Certificate { .. }),
+            "{error}"
+        );
     }
 }

@@ -61,6 +61,9 @@ pub fn read_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("report.json is JSON")
 }
 
+/// Users seeded for a test's own topology; scenarios run against it log in as these.
+pub const TARGET_USERS: u64 = 10;
+
 /// A `catwar-server up` started by a test, stopped with SIGTERM when dropped.
 pub struct Topology {
     child: Child,
@@ -69,14 +72,23 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Starts `catwar-server up --base-port 0` and waits for its topology.json.
+    /// Seeds [`TARGET_USERS`] users, starts `catwar-server up --base-port 0` with the
+    /// fast password preset and waits for its topology.json.
     pub fn start() -> Topology {
         let data = tempfile::tempdir().expect("temporary folder");
+        let seeded = Command::new(server_bin())
+            .args(["users", "seed", "--data"])
+            .arg(data.path())
+            .args(["--count", &TARGET_USERS.to_string(), "--argon2", "fast"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("catwar-server users seed runs");
+        assert!(seeded.success(), "users seed failed");
         let child = Command::new(server_bin())
             .arg("up")
             .arg("--data")
             .arg(data.path())
-            .args(["--base-port", "0"])
+            .args(["--base-port", "0", "--argon2", "fast"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

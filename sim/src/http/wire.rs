@@ -2,7 +2,7 @@
 //! any byte stream, plain TCP or TLS, within the head and body bounds.
 
 use super::{
-    HttpError, Response, HTTP_BODY_BYTES_MAX, HTTP_HEAD_BYTES_MAX, HTTP_HEADERS_MAX,
+    HttpError, Response, HTTP_BODY_BYTES_MAX, HTTP_HEADERS_MAX, HTTP_HEAD_BYTES_MAX,
     READ_CHUNK_BYTES,
 };
 use std::io;
@@ -57,7 +57,8 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
-    buf: &mut Vec<u8>) -> Result<Head, Exchange> {
+    buf: &mut Vec<u8>,
+) -> Result<Head, Exchange> {
     buf.clear();
     loop {
         if let Some(head) = parse_head(buf).map_err(Exchange::started)? {
@@ -162,4 +163,3 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         keep_alive,
     }))
 }
-

@@ -5,7 +5,7 @@
 use super::account::Session;
 use super::answer::Failure;
 use super::identity::moved_ip;
-use super::{VirtualClient, Via};
+use super::{Via, VirtualClient};
 use crate::http::{Request, Response};
 use crate::step::{Invariant, Step};
 use rand::Rng;
@@ -30,7 +30,10 @@ impl VirtualClient {
     /// `GET /v1/me`: the player's own data, which must be the player's.
     pub(super) async fn me(&mut self, session: &Session) {
         let request = Request::get(ME).bearer(&session.token);
-        if let Some(reply) = self.call(Step::LobbyMe, Via::Lobby(session.lobby), &request).await {
+        if let Some(reply) = self
+            .call(Step::LobbyMe, Via::Lobby(session.lobby), &request)
+            .await
+        {
             self.expect_ok(Step::LobbyMe, reply, |r| parse_me(r, &self.user));
         }
     }
@@ -51,7 +54,10 @@ impl VirtualClient {
     /// `no_capacity`, counted by code like any refusal.
     pub(super) async fn start(&mut self, session: &Session) {
         let request = Request::post(START).bearer(&session.token);
-        if let Some(reply) = self.call(Step::LobbyStart, Via::Lobby(session.lobby), &request).await {
+        if let Some(reply) = self
+            .call(Step::LobbyStart, Via::Lobby(session.lobby), &request)
+            .await
+        {
             self.expect_ok(Step::LobbyStart, reply, parse_start);
         }
     }
@@ -112,7 +118,9 @@ fn object_with(response: &Response, what: &str, keys: &[&str]) -> Result<Object,
 
 fn has_keys(object: &Object, what: &str, keys: &[&str]) -> Result<(), Failure> {
     match keys.iter().find(|key| !object.contains_key(**key)) {
-        Some(key) => Err(Failure::bad_response(format!("{what} answer without {key:?}"))),
+        Some(key) => Err(Failure::bad_response(format!(
+            "{what} answer without {key:?}"
+        ))),
         None => Ok(()),
     }
 }
@@ -159,7 +167,9 @@ fn parse_ranking(response: &Response) -> Result<(), Failure> {
         }
     }
     if !ranks.windows(2).all(|pair| pair[0] <= pair[1]) {
-        return Err(Failure::bad_response("ranking entries out of order".to_string()));
+        return Err(Failure::bad_response(
+            "ranking entries out of order".to_string(),
+        ));
     }
     Ok(())
 }

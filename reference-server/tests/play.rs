@@ -1,0 +1,297 @@
+//! Play server, router and process observers, in-process: matches from join to end,
+//! results committed before `end`, ticket rules, bad lines, and observers that relay
+//! every tick in order.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use catwar_server::config::Argon2Preset;
+use catwar_server::db;
+use catwar_server::event_loop::{bind_loopback, Limits};
+use catwar_server::lobby::{self, LobbyConfig};
+use catwar_server::observer::process::ProcessSpawner;
+use catwar_server::play::{self, PlayConfig};
+use catwar_server::router::{self, RouterConfig};
+use catwar_server::service::Running;
+use catwar_server::{ticket, token, users};
+
+use crate::util::{connect, exchange, wait_for};
+
+const TICKS: u64 = 40;
+
+struct Arena {
+    dir: tempfile::TempDir,
+    play: Option<Running>,
+    play_addr: SocketAddr,
+    lobby: Running,
+    router: Running,
+}
+
+impl Arena {
+    fn start() -> Arena {
+        let dir = tempfile::tempdir().unwrap();
+        users::seed(dir.path(), 10, Argon2Preset::Fast).unwrap();
+        let play_listener = bind_loopback().unwrap();
+        let play_addr = play_listener.local_addr().unwrap();
+        let lobby = lobby::start(
+            bind_loopback().unwrap(),
+            LobbyConfig { data_dir: dir.path().into(), token_idle_s: 600, play_servers: vec![play_addr], players_per_match: 2, match_fill_timeout_s: 5 },
+            Limits::default(),
+        )
+        .unwrap();
+        let spawner = Arc::new(ProcessSpawner::new(env!("CARGO_BIN_EXE_catwar-server").into(), dir.path().into()));
+        let play = play::start(
+            play_listener,
+            PlayConfig {
+                data_dir: dir.path().into(),
+                public: play_addr,
+                lobby: Some(lobby.addr()),
+                players_per_match: 2,
+                fill_timeout: Duration::from_secs(5),
+                match_ticks: TICKS,
+                tick_hz: 50,
+                spawner,
+            },
+        )
+        .unwrap();
+        let router = router::start(
+            bind_loopback().unwrap(),
+            RouterConfig { data_dir: dir.path().into(), play_servers: vec![play_addr] },
+            Limits::default(),
+        )
+        .unwrap();
+        Arena { dir, play: Some(play), play_addr, lobby, router }
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        db::open(&self.dir.path().join(db::DB_FILE)).unwrap()
+    }
+
+    fn ticket(&self, user: &str, match_id: u64) -> String {
+        let key = db::meta(&self.db(), ticket::TICKET_KEY_META).unwrap().unwrap();
+        ticket::issue(key.as_bytes(), self.play_addr, match_id, user, db::now_ms()).unwrap()
+    }
+
+    /// A session token for `user` from 127.0.0.1, written straight to the DB.
+    fn token(&self, user: &str) -> String {
+        let t = token::new_token(user, b"test").unwrap();
+        let now = db::now_ms();
+        let row = db::SessionRow {
+            token_hash: token::token_hash(&t),
+            user_id: user.into(),
+            ip: "127.0.0.1".into(),
+            lobby: self.lobby.addr().to_string(),
+            created_ms: now,
+            last_used_ms: now,
+            revoked: false,
+        };
+        assert!(db::insert_session(&self.db(), &row).unwrap());
+        t
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        if let Some(play) = self.play.take() {
+            let _ = play.shutdown();
+        }
+    }
+}
+
+struct Line {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Line {
+    fn connect(addr: SocketAddr) -> Line {
+        let stream = connect(addr);
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Line { stream, reader }
+    }
+
+    fn send(&mut self, v: serde_json::Value) {
+        writeln!(self.stream, "{v}").unwrap();
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next line, or None once the server closed the connection.
+    fn recv(&mut self) -> Option<serde_json::Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
+        }
+    }
+
+    fn join(addr: SocketAddr, ticket: &str) -> (Line, serde_json::Value) {
+        let mut line = Line::connect(addr);
+        line.send(serde_json::json!({"t": "join", "ticket": ticket}));
+        let answer = line.recv().unwrap();
+        (line, answer)
+    }
+}
+
+#[test]
+fn a_match_runs_to_its_end_and_results_are_committed_before_end() {
+    let arena = Arena::start();
+    let (mut a, joined) = Line::join(arena.play_addr, &arena.ticket("user1", 7));
+    assert_eq!(joined, serde_json::json!({"t": "joined", "match": 7, "player": 0}));
+    let (mut b, joined) = Line::join(arena.play_addr, &arena.ticket("user2", 7));
+    assert_eq!(joined["player"], 1);
+    let mut ticks = Vec::new();
+    let mut seq = 0;
+    let end = loop {
+        seq += 1;
+        a.send(serde_json::json!({"t": "input", "seq": seq, "dx": 0.6, "dy": 0.0, "fire": true}));
+        b.send(serde_json::json!({"t": "input", "seq": seq, "dx": -0.6, "dy": 0.0, "fire": false}));
+        let msg = a.recv().unwrap();
+        match msg["t"].as_str().unwrap() {
+            "state" => {
+                ticks.push(msg["tick"].as_u64().unwrap());
+                assert!(msg["ack"].as_u64().unwrap() <= seq, "ack never runs ahead of what was sent");
+                assert_eq!(msg["players"].as_array().unwrap().len(), 2);
+            }
+            "end" => break msg,
+            other => panic!("unexpected {other}: {msg}"),
+        }
+    };
+    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "every tick, in order");
+    assert!(ticks.len() as u64 <= TICKS);
+    // The results in `end` are already in the DB.
+    let conn = arena.db();
+    for r in end["results"].as_array().unwrap() {
+        let row = db::user_row(&conn, r["id"].as_str().unwrap()).unwrap().unwrap();
+        assert_eq!((row.wins, row.losses, row.rating, row.xp), (r["wins"].as_i64().unwrap(), r["losses"].as_i64().unwrap(), r["rating"].as_i64().unwrap(), r["xp"].as_i64().unwrap()));
+        assert_eq!(row.wins + row.losses, 1);
+    }
+    let recorded: i64 = conn.query_row("SELECT COUNT(*) FROM matches WHERE id = 7", [], |r| r.get(0)).unwrap();
+    assert_eq!(recorded, 1);
+    // The lobby shows the new stats at once.
+    let token = arena.token("user1");
+    let (me, _) = exchange(arena.lobby.addr(), format!("GET /v1/me HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
+    assert_eq!(me.json()["wins"].as_i64().unwrap() + me.json()["losses"].as_i64().unwrap(), 1);
+}
+
+#[test]
+fn tickets_are_single_use_bound_and_unforgeable() {
+    let arena = Arena::start();
+    let t = arena.ticket("user3", 9);
+    let (_keep, first) = Line::join(arena.play_addr, &t);
+    assert_eq!(first["t"], "joined");
+    let (_, replay) = Line::join(arena.play_addr, &t);
+    assert_eq!(replay["error"], "ticket_used");
+    let forged = t.replacen("user3", "user4", 1);
+    assert_eq!(Line::join(arena.play_addr, &forged).1["error"], "ticket_invalid");
+    let key = db::meta(&arena.db(), ticket::TICKET_KEY_META).unwrap().unwrap();
+    let elsewhere = ticket::issue(key.as_bytes(), "127.0.0.1:1".parse().unwrap(), 9, "user4", db::now_ms()).unwrap();
+    assert_eq!(Line::join(arena.play_addr, &elsewhere).1["error"], "ticket_invalid");
+    let expired = ticket::issue(key.as_bytes(), arena.play_addr, 9, "user4", db::now_ms() - ticket::TICKET_TTL_MS - 1000).unwrap();
+    assert_eq!(Line::join(arena.play_addr, &expired).1["error"], "ticket_expired");
+}
+
+#[test]
+fn bad_lines_get_errors_and_persistent_offenders_are_disconnected() {
+    let arena = Arena::start();
+    let mut offender = Line::connect(arena.play_addr);
+    offender.send_raw(b"not json\n");
+    assert_eq!(offender.recv().unwrap()["error"], "bad_json");
+    offender.send(serde_json::json!({"t": "input", "seq": 1, "dx": 0, "dy": 0, "fire": false}));
+    assert_eq!(offender.recv().unwrap()["error"], "not_joined");
+    let (mut player, _) = Line::join(arena.play_addr, &arena.ticket("user5", 11));
+    player.send(serde_json::json!({"t": "input", "seq": 1, "dx": 3.0, "dy": 0, "fire": false}));
+    assert_eq!(player.recv().unwrap()["error"], "too_fast");
+    player.send(serde_json::json!({"t": "input", "seq": 2, "dx": 0.1, "dy": 0, "fire": false}));
+    player.send(serde_json::json!({"t": "input", "seq": 2, "dx": 0.1, "dy": 0, "fire": false}));
+    assert_eq!(player.recv().unwrap()["error"], "stale_seq");
+    let mut errors = 2;
+    loop {
+        offender.send_raw(b"{\"t\":\"dance\"}\n");
+        match offender.recv() {
+            Some(v) => {
+                assert_eq!(v["error"], "unknown_type");
+                errors += 1;
+            }
+            None => break,
+        }
+        assert!(errors <= 20, "never disconnected");
+    }
+    // A line longer than 64 KiB without an end is refused too.
+    let mut huge = Line::connect(arena.play_addr);
+    huge.send_raw(&vec![b'x'; 70 * 1024]);
+    assert_eq!(huge.recv().unwrap()["error"], "line_too_long");
+    // Everyone else is still served.
+    let mut probe = Line::connect(arena.play_addr);
+    probe.send(serde_json::json!({"t": "status"}));
+    assert_eq!(probe.recv().unwrap()["t"], "status");
+}
+
+#[test]
+fn the_router_starts_an_observer_that_relays_every_tick_in_order_then_exits() {
+    let arena = Arena::start();
+    let token = arena.token("user6");
+    let (mut a, _) = Line::join(arena.play_addr, &arena.ticket("user6", 21));
+    let ask = |t: &str, m: &str| {
+        let (raw, _) = exchange(arena.router.addr(), format!("GET /v1/observer?match={m} HTTP/1.1\r\nAuthorization: Bearer {t}\r\n\r\n").as_bytes());
+        raw
+    };
+    assert_eq!(ask(&"0".repeat(64), "21").status, 401);
+    assert_eq!(ask(&token, "999").status, 404);
+    let raw = ask(&token, "21");
+    assert_eq!(raw.status, 200, "{:?}", String::from_utf8_lossy(&raw.body));
+    let observer: SocketAddr = raw.json()["observer"].as_str().unwrap().parse().unwrap();
+    let mut bad = Line::connect(observer);
+    bad.send(serde_json::json!({"t": "watch", "match": 21, "token": "0".repeat(64)}));
+    assert_eq!(bad.recv().unwrap()["error"], "access_denied");
+    let mut watcher = Line::connect(observer);
+    watcher.send(serde_json::json!({"t": "watch", "match": 21, "token": token}));
+    // The second player never comes: the match starts after the fill timeout with one.
+    let mut seq = 0;
+    let player_end = loop {
+        seq += 1;
+        a.send(serde_json::json!({"t": "input", "seq": seq, "dx": 0.0, "dy": 0.5, "fire": false}));
+        let msg = a.recv().unwrap();
+        if msg["t"] == "end" {
+            break msg;
+        }
+    };
+    let mut ticks = Vec::new();
+    let watcher_end = loop {
+        let msg = watcher.recv().expect("the stream ends with end");
+        match msg["t"].as_str().unwrap() {
+            "state" => ticks.push(msg["tick"].as_u64().unwrap()),
+            "end" => break msg,
+            other => panic!("unexpected {other}"),
+        }
+    };
+    assert_eq!(watcher_end, player_end);
+    assert!(!ticks.is_empty());
+    assert_eq!(ticks, (ticks[0]..ticks[0] + ticks.len() as u64).collect::<Vec<_>>(), "no gaps, in order");
+    assert_eq!(*ticks.last().unwrap(), TICKS);
+    // The observer exits after its match: its port stops accepting.
+    wait_for("the observer to exit", || TcpStream::connect(observer).is_err().then_some(()));
+}
+
+#[test]
+fn stopping_the_play_server_stops_its_observers() {
+    let mut arena = Arena::start();
+    let token = arena.token("user7");
+    let (_a, _) = Line::join(arena.play_addr, &arena.ticket("user7", 31));
+    let mut observers = Vec::new();
+    for _ in 0..3 {
+        let (raw, _) = exchange(arena.router.addr(), format!("GET /v1/observer?match=31 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
+        observers.push(raw.json()["observer"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+    }
+    for &o in &observers {
+        assert!(TcpStream::connect(o).is_ok());
+    }
+    arena.play.take().unwrap().shutdown().unwrap();
+    for &o in &observers {
+        wait_for("observers to be stopped", || TcpStream::connect(o).is_err().then_some(()));
+    }
+}

@@ -1,0 +1,215 @@
+//! Scenario parsing and validation: defaults, the shipped scenarios, and errors that
+//! name their field.
+
+use super::*;
+
+const SMOKE: &str = include_str!("../../../scenarios/smoke.toml");
+const LOGIN_STORM: &str = include_str!("../../../scenarios/login-storm.toml");
+
+fn invalid_field(text: &str) -> String {
+    match Scenario::parse(text) {
+        Err(ScenarioError::Invalid { field, .. }) => field,
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[test]
+fn smoke_scenario_parses() {
+    let scenario = Scenario::parse(SMOKE).unwrap();
+    assert_eq!(scenario.scenario.name, "smoke");
+    assert_eq!(scenario.scenario.seed, 42);
+    assert!(scenario.scenario.duration_s < 40);
+    assert_eq!(scenario.population.clients, 200);
+    assert_eq!(scenario.script.stale_version, 0.3);
+    assert!(scenario.script.idle > 0.0 && scenario.script.start == 0.0);
+    assert_eq!(scenario.server.token_idle_s, 3);
+    assert_eq!(scenario.faults.len(), 1);
+    assert!(scenario.faults[0].kills_balancer());
+    let metrics: Vec<&str> = scenario
+        .thresholds
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    for metric in [
+        "login.p99",
+        "lobby.me.p99",
+        "tokens.collisions",
+        "failover.gap",
+    ] {
+        assert!(
+            metrics.contains(&metric),
+            "{metric} missing from {metrics:?}"
+        );
+    }
+}
+
+#[test]
+fn login_storm_scenario_parses() {
+    let scenario = Scenario::parse(LOGIN_STORM).unwrap();
+    assert_eq!(scenario.population.clients, 2000);
+    assert!(scenario.load.start_window_ms() < scenario.load.think_time_ms);
+    assert_eq!(scenario.script.stale_version, 0.0);
+    assert!(scenario.faults.is_empty());
+}
+
+#[test]
+fn defaults_fill_missing_sections() {
+    let scenario = Scenario::parse("[scenario]\nname = \"tiny\"\n").unwrap();
+    assert_eq!(scenario.scenario.seed, 1);
+    assert_eq!(scenario.scenario.duration_s, 30);
+    assert_eq!(scenario.population.clients, 100);
+    assert_eq!(scenario.population.stale_version, "1.0.0");
+    assert_eq!(scenario.load.model, LoadModel::Closed);
+    assert_eq!(scenario.load.think_time_ms, 1000);
+    assert!(scenario.faults.is_empty() && scenario.thresholds.is_empty());
+    assert_eq!(scenario.population.user_count(), 100);
+    assert_eq!(scenario.load.start_window_ms(), 1000);
+    let script = &scenario.script;
+    assert_eq!(
+        (
+            script.wrong_password,
+            script.ranking,
+            script.ip_change,
+            script.idle,
+            script.start
+        ),
+        (0.02, 0.5, 0.02, 0.0, 1.0)
+    );
+    assert_eq!(scenario.server.argon2, Argon2Preset::Fast);
+    assert_eq!(scenario.server.token_idle_s, 600);
+}
+
+#[test]
+fn login_and_lobby_fields_parse() {
+    let text = "[scenario]\nname = \"x\"\nduration_s = 20\n\
+                [population]\nclients = 50\nusers = 7\n\
+                [script]\nwrong_password = 0.5\nranking = 0\nip_change = 1\nidle = 0.1\nstart = 0.0\n\
+                [server]\nargon2 = \"owasp\"\ntoken_idle_s = 3\n";
+    let scenario = Scenario::parse(text).unwrap();
+    assert_eq!(scenario.population.user_count(), 7);
+    assert_eq!(scenario.script.wrong_password, 0.5);
+    assert_eq!(scenario.script.ip_change, 1.0);
+    assert_eq!(scenario.script.idle, 0.1);
+    assert_eq!(scenario.script.start, 0.0);
+    assert_eq!(scenario.server.argon2, Argon2Preset::Owasp);
+    assert_eq!(scenario.server.argon2.name(), "owasp");
+    assert_eq!(scenario.server.token_idle_s, 3);
+}
+
+#[test]
+fn login_and_lobby_errors_name_their_field() {
+    let base = "[scenario]\nname = \"x\"\nduration_s = 20\n";
+    for field in ["wrong_password", "ranking", "ip_change", "idle", "start"] {
+        assert_eq!(
+            invalid_field(&format!("{base}[script]\n{field} = -0.1\n")),
+            format!("script.{field}")
+        );
+    }
+    assert_eq!(
+        invalid_field(&format!("{base}[population]\nusers = 0\n")),
+        "population.users"
+    );
+    assert_eq!(
+        invalid_field(&format!("{base}[load]\nstart_spread_ms = 3600001\n")),
+        "load.start_spread_ms"
+    );
+    assert_eq!(
+        invalid_field(&format!("{base}[server]\ntoken_idle_s = 0\n")),
+        "server.token_idle_s"
+    );
+    assert_eq!(
+        invalid_field(&format!(
+            "{base}[population]\nclients = {}\n",
+            CLIENTS_MAX + 1
+        )),
+        "population.clients"
+    );
+    // The idle branch sleeps token_idle_s + 1 s; 20 s cannot hold a 15 s timeout.
+    let idle =
+        |timeout: u64| format!("{base}[script]\nidle = 0.5\n[server]\ntoken_idle_s = {timeout}\n");
+    assert_eq!(invalid_field(&idle(15)), "script.idle");
+    assert!(Scenario::parse(&idle(14)).is_ok());
+    // Without the idle branch any timeout goes.
+    assert!(Scenario::parse(&format!("{base}[server]\ntoken_idle_s = 600\n")).is_ok());
+    for (text, named) in [
+        (format!("{base}[server]\nargon2 = \"slow\"\n"), "argon2"),
+        (format!("{base}[server]\nflags = [\"--x\"]\n"), "flags"),
+    ] {
+        match Scenario::parse(&text) {
+            Err(ScenarioError::Syntax(message)) => {
+                assert!(message.contains(named), "{message}")
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let text = "[scenario]\nname = \"x\"\n[population]\nclientz = 5\n";
+    match Scenario::parse(text) {
+        Err(ScenarioError::Syntax(message)) => {
+            assert!(message.contains("clientz"), "{message}")
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    let base = "[scenario]\nname = \"x\"\nduration_s = 10\n";
+    assert_eq!(
+        invalid_field(&format!("{base}[population]\nclients = 0\n")),
+        "population.clients"
+    );
+    assert_eq!(
+        invalid_field(&format!("{base}[load]\nmodel = \"open\"\n")),
+        "load.model"
+    );
+    assert_eq!(
+        invalid_field(&format!("{base}[script]\nstale_version = 1.5\n")),
+        "script.stale_version"
+    );
+    assert_eq!(
+        invalid_field("[scenario]\nname = \"a b\"\n"),
+        "scenario.name"
+    );
+    assert_eq!(
+        invalid_field("[scenario]\nname = \"x\"\nduration_s = 0\n"),
+        "scenario.duration_s"
+    );
+    assert_eq!(
+        invalid_field(&format!("{base}[population]\nstale_version = \"../etc\"\n")),
+        "population.stale_version"
+    );
+    let fault = |at: &str, service: &str| {
+        format!("{base}[[faults]]\nat_s = {at}\naction = \"kill\"\nservice = \"{service}\"\n")
+    };
+    assert_eq!(invalid_field(&fault("10.0", "balancer")), "faults[0].at_s");
+    assert_eq!(
+        invalid_field(&fault("1.0", "balancer-2")),
+        "faults[0].service"
+    );
+    assert!(Scenario::parse(&fault("1.0", "file-node-2")).is_ok());
+}
+
+#[test]
+fn unknown_threshold_metric_is_an_error() {
+    let text = "[scenario]\nname = \"x\"\n[thresholds]\n\"update.check.p42\" = \"< 1ms\"\n";
+    assert_eq!(invalid_field(text), "thresholds.\"update.check.p42\"");
+}
+
+#[test]
+fn failover_threshold_needs_a_balancer_kill() {
+    let text = "[scenario]\nname = \"x\"\n[thresholds]\n\"failover.gap\" = \"< 1s\"\n";
+    assert_eq!(invalid_field(text), "thresholds.\"failover.gap\"");
+}
+
+#[test]
+fn mistyped_value_is_a_syntax_error_naming_the_field() {
+    let text = "[scenario]\nname = \"x\"\nseed = \"forty-two\"\n";
+    match Scenario::parse(text) {
+        Err(ScenarioError::Syntax(message)) => assert!(message.contains("seed"), "{message}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
