@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The project's test command (README): every test, then the smoke simulation gated by
-# its thresholds and by the committed baseline. One release build serves all three.
+# its thresholds and by the committed baseline. One release build serves the tests, the
+# image and the smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --workspace --all-targets --locked
+# The Docker tests run the project's own image; it is built from this same binary.
+bash ci/build-image.sh
 cargo nextest run --release --workspace --locked --no-fail-fast
 
 out=target/ci/smoke

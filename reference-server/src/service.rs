@@ -15,7 +15,8 @@ use crate::file_node;
 use crate::config::ObserverBackend;
 use crate::lobby::{self, LobbyConfig};
 use crate::observer::process::ProcessSpawner;
-use crate::observer::{DockerUnavailable, Spawner};
+use crate::observer::docker::DockerSpawner;
+use crate::observer::Spawner;
 use crate::play::{self, PlayConfig};
 use crate::router::{self, RouterConfig};
 use crate::profile::{self, ProfileConfig};
@@ -219,7 +220,9 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                     let exe = std::env::current_exe()?;
                     Arc::new(ProcessSpawner::new(exe, plan.data_dir.clone()))
                 }
-                ObserverBackend::Docker => Arc::new(DockerUnavailable),
+                ObserverBackend::Docker => {
+                    Arc::new(DockerSpawner::new(plan.data_dir.clone()).map_err(|e| StartError::Setup(Box::new(e)))?)
+                }
             };
             let config = PlayConfig {
                 data_dir: plan.data_dir.clone(),

@@ -12,6 +12,7 @@ use catwar_server::db;
 use catwar_server::event_loop::{bind_loopback, Limits};
 use catwar_server::lobby::{self, LobbyConfig};
 use catwar_server::observer::process::ProcessSpawner;
+use catwar_server::observer::Spawner;
 use catwar_server::play::{self, PlayConfig};
 use catwar_server::router::{self, RouterConfig};
 use catwar_server::service::Running;
@@ -19,18 +20,24 @@ use catwar_server::{ticket, token, users};
 
 use crate::util::{connect, exchange, wait_for};
 
-const TICKS: u64 = 40;
+pub const TICKS: u64 = 40;
 
-struct Arena {
-    dir: tempfile::TempDir,
-    play: Option<Running>,
-    play_addr: SocketAddr,
-    lobby: Running,
-    router: Running,
+pub struct Arena {
+    pub dir: tempfile::TempDir,
+    pub play: Option<Running>,
+    pub play_addr: SocketAddr,
+    pub lobby: Running,
+    pub router: Running,
 }
 
 impl Arena {
-    fn start() -> Arena {
+    pub fn start() -> Arena {
+        Arena::start_with(|dir| Arc::new(ProcessSpawner::new(env!("CARGO_BIN_EXE_catwar-server").into(), dir.into())))
+    }
+
+    /// An arena whose play server starts observers with the spawner `make` builds for
+    /// the data folder.
+    pub fn start_with(make: impl FnOnce(&std::path::Path) -> Arc<dyn Spawner>) -> Arena {
         let dir = tempfile::tempdir().unwrap();
         users::seed(dir.path(), 10, Argon2Preset::Fast).unwrap();
         let play_listener = bind_loopback().unwrap();
@@ -41,7 +48,7 @@ impl Arena {
             Limits::default(),
         )
         .unwrap();
-        let spawner = Arc::new(ProcessSpawner::new(env!("CARGO_BIN_EXE_catwar-server").into(), dir.path().into()));
+        let spawner = make(dir.path());
         let play = play::start(
             play_listener,
             PlayConfig {
@@ -65,17 +72,17 @@ impl Arena {
         Arena { dir, play: Some(play), play_addr, lobby, router }
     }
 
-    fn db(&self) -> rusqlite::Connection {
+    pub fn db(&self) -> rusqlite::Connection {
         db::open(&self.dir.path().join(db::DB_FILE)).unwrap()
     }
 
-    fn ticket(&self, user: &str, match_id: u64) -> String {
+    pub fn ticket(&self, user: &str, match_id: u64) -> String {
         let key = db::meta(&self.db(), ticket::TICKET_KEY_META).unwrap().unwrap();
         ticket::issue(key.as_bytes(), self.play_addr, match_id, user, db::now_ms()).unwrap()
     }
 
     /// A session token for `user` from 127.0.0.1, written straight to the DB.
-    fn token(&self, user: &str) -> String {
+    pub fn token(&self, user: &str) -> String {
         let t = token::new_token(user, b"test").unwrap();
         let now = db::now_ms();
         let row = db::SessionRow {
@@ -100,19 +107,19 @@ impl Drop for Arena {
     }
 }
 
-struct Line {
+pub struct Line {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
 impl Line {
-    fn connect(addr: SocketAddr) -> Line {
+    pub fn connect(addr: SocketAddr) -> Line {
         let stream = connect(addr);
         let reader = BufReader::new(stream.try_clone().unwrap());
         Line { stream, reader }
     }
 
-    fn send(&mut self, v: serde_json::Value) {
+    pub fn send(&mut self, v: serde_json::Value) {
         writeln!(self.stream, "{v}").unwrap();
     }
 
@@ -121,7 +128,7 @@ impl Line {
     }
 
     /// The next line, or None once the server closed the connection.
-    fn recv(&mut self) -> Option<serde_json::Value> {
+    pub fn recv(&mut self) -> Option<serde_json::Value> {
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) | Err(_) => None,
@@ -129,7 +136,7 @@ impl Line {
         }
     }
 
-    fn join(addr: SocketAddr, ticket: &str) -> (Line, serde_json::Value) {
+    pub fn join(addr: SocketAddr, ticket: &str) -> (Line, serde_json::Value) {
         let mut line = Line::connect(addr);
         line.send(serde_json::json!({"t": "join", "ticket": ticket}));
         let answer = line.recv().unwrap();

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod docker;
 mod failover;
 mod file_node;
 mod http_limits;

@@ -4,8 +4,10 @@
 //!
 //! The relay is small and short-lived, so it uses a thread per watcher: a match has a
 //! handful of watchers and lasts half a minute. Play servers start observers through a
-//! [`Spawner`]: [`process::ProcessSpawner`] (a child process, the default).
+//! [`Spawner`]: [`process::ProcessSpawner`] (a child process, the default) or
+//! [`docker::DockerSpawner`] (a container of the project's own image).
 
+pub mod docker;
 pub mod process;
 
 use std::fmt;
@@ -63,19 +65,6 @@ pub trait Spawner: Send + Sync + fmt::Debug {
     fn spawn(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError>;
     /// Stops every observer still running (the play server is stopping).
     fn stop_all(&self);
-}
-
-/// The `docker` backend's stand-in until the Docker spawner lands: every start fails
-/// with an error that says so, instead of silently using processes.
-#[derive(Debug)]
-pub struct DockerUnavailable;
-
-impl Spawner for DockerUnavailable {
-    fn spawn(&self, _play: SocketAddr, _match_id: u64) -> Result<SocketAddr, ObserverError> {
-        Err(ObserverError::Backend("--observer-backend docker is not built into this server yet; use process".into()))
-    }
-
-    fn stop_all(&self) {}
 }
 
 /// What `catwar-server observer` is given.

@@ -1,0 +1,122 @@
+//! The `docker` backend: each observer is a container of the project's own image
+//! (`catwar-server:local`, built with no registry by `ci/build-image.sh`), started
+//! through the Docker API with host networking so it listens and subscribes on loopback
+//! like a process observer. Containers are labelled with their topology's data folder,
+//! removed by the engine when their match ends (`AutoRemove`), and removed by
+//! [`Spawner::stop_all`] when the play server stops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::{ObserverError, Spawner};
+
+/// The image every role runs from; `ci/build-image.sh` makes it.
+pub const IMAGE: &str = "catwar-server:local";
+/// The label that ties a container to its topology, for cleanup.
+pub const DATA_LABEL: &str = "catwar.data";
+/// A cold container start takes a few hundred milliseconds; a stalled engine more.
+const START_TIMEOUT_MS: u64 = 15_000;
+
+/// Starts observers as containers.
+#[derive(Debug)]
+pub struct DockerSpawner {
+    docker: Docker,
+    runtime: tokio::runtime::Runtime,
+    data_dir: PathBuf,
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> ObserverError {
+    ObserverError::Backend(format!("docker: {what}: {e}"))
+}
+
+impl DockerSpawner {
+    /// Connects to the local engine and checks that the image exists, so a topology
+    /// configured for Docker fails at start with a message that says what to do.
+    pub fn new(data_dir: PathBuf) -> Result<DockerSpawner, ObserverError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ObserverError::Io("tokio runtime".into(), e))?;
+        let docker = Docker::connect_with_local_defaults().map_err(|e| backend("no engine (is the daemon running?)", e))?;
+        runtime
+            .block_on(docker.ping())
+            .map_err(|e| backend("the engine does not answer (is the daemon running?)", e))?;
+        runtime
+            .block_on(docker.inspect_image(IMAGE))
+            .map_err(|e| backend(&format!("image {IMAGE} is missing; build it with `bash ci/build-image.sh`"), e))?;
+        Ok(DockerSpawner { docker, runtime, data_dir })
+    }
+
+    async fn start(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError> {
+        let data = self.data_dir.display().to_string();
+        let labels = HashMap::from([
+            ("catwar.role".to_string(), "observer".to_string()),
+            ("catwar.match".to_string(), match_id.to_string()),
+            (DATA_LABEL.to_string(), data.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(IMAGE.to_string()),
+            cmd: Some(
+                ["observer", "--play", &play.to_string(), "--match", &match_id.to_string(), "--data", &data]
+                    .map(str::to_string)
+                    .to_vec(),
+            ),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                binds: Some(vec![format!("{data}:{data}")]),
+                auto_remove: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("catwar-observer-{match_id}-{}", crate::token::random_hex(4).map_err(|e| backend("name", e))?);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = self.docker.create_container(Some(options), body).await.map_err(|e| backend("create", e))?;
+        self.docker.start_container(&created.id, None).await.map_err(|e| backend("start", e))?;
+        let logs = LogsOptionsBuilder::new().follow(true).stdout(true).build();
+        let mut stream = self.docker.logs(&created.id, Some(logs));
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            out.push_str(&chunk.map_err(|e| backend("reading the observer's output", e))?.to_string());
+            if let Some(addr) = out.lines().find_map(|l| l.trim().strip_prefix("listening ").and_then(|a| a.parse().ok())) {
+                return Ok(addr);
+            }
+        }
+        Err(ObserverError::Backend(format!("docker: observer container {name} exited before listening: {out:?}")))
+    }
+}
+
+impl Spawner for DockerSpawner {
+    fn spawn(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError> {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(START_TIMEOUT_MS);
+        let addr = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, self.start(play, match_id)).await })
+            .map_err(|_| ObserverError::Backend(format!("docker: observer did not listen within {START_TIMEOUT_MS} ms")))??;
+        tracing::info!(match_id, %addr, start_ms = started.elapsed().as_secs_f64() * 1000.0, "observer container started");
+        Ok(addr)
+    }
+
+    fn stop_all(&self) {
+        let filters = HashMap::from([("label", vec![format!("{DATA_LABEL}={}", self.data_dir.display())])]);
+        let list = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        self.runtime.block_on(async {
+            let Ok(containers) = self.docker.list_containers(Some(list)).await else { return };
+            for id in containers.into_iter().filter_map(|c| c.id) {
+                let force = RemoveContainerOptionsBuilder::new().force(true).build();
+                let _ = self.docker.remove_container(&id, Some(force)).await;
+            }
+        });
+    }
+}
