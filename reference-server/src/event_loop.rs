@@ -454,18 +454,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn accept(&mut self) -> io::Result<()> {
-        loop {
-            let (mut stream, peer) = match self.listener.accept() {
-                Ok(pair) => pair,
-                Err(err) if would_block(&err) => return Ok(()),
-                Err(err) if interrupted(&err) => continue,
-                // Running out of descriptors or a reset before accept must not end the
-                // service; the client sees a refused or reset connection.
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    return Ok(());
-                }
-            };
+        while let Some((mut stream, peer)) = accept_one(&self.listener) {
             if self.conns.len() >= self.limits.conns_max {
                 // A TLS client could not read a plaintext answer; it just sees the close.
                 if self.tls.is_none() {
@@ -505,6 +494,7 @@ impl<H: Handler> Server<H> {
                 last_progress: Instant::now(),
             });
         }
+        Ok(())
     }
 
     /// Reads, answers and writes as far as possible; closes the connection when done.
@@ -826,6 +816,23 @@ fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
             peer,
         },
     })
+}
+
+/// Accepts one pending connection, or `None` once none is left. Running out of
+/// descriptors or a reset before accept must not end a service: the client sees a
+/// refused or reset connection and the loop goes on.
+pub fn accept_one(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        match listener.accept() {
+            Ok(pair) => return Some(pair),
+            Err(err) if would_block(&err) => return None,
+            Err(err) if interrupted(&err) => continue,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                return None;
+            }
+        }
+    }
 }
 
 /// True for the error a non-blocking socket returns when it has nothing to give.

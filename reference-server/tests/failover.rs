@@ -89,6 +89,11 @@ impl Cluster {
         self.balancers[i].take().unwrap().shutdown().unwrap();
     }
 
+    fn storage(&self) -> Running {
+        let config = StorageConfig::new(Arc::clone(&self.catalog), self.balancer_addrs.to_vec());
+        storage::start(bind_loopback().unwrap(), config, Limits::default()).unwrap()
+    }
+
     fn restart_balancer(&mut self, i: usize) {
         let listener = TcpListener::bind(self.balancer_addrs[i]).unwrap();
         let role = if i == 0 { Role::Primary } else { Role::Observer };
@@ -130,12 +135,7 @@ fn observer_takes_over_with_a_higher_epoch_and_the_old_balancer_stays_standby() 
 fn storage_follows_the_highest_epoch_across_a_failover() {
     let mut cluster = Cluster::start();
     cluster.wait_settled(0);
-    let storage = storage::start(
-        bind_loopback().unwrap(),
-        StorageConfig::new(Arc::clone(&cluster.catalog), cluster.balancer_addrs.to_vec()),
-        Limits::default(),
-    )
-    .unwrap();
+    let storage = cluster.storage();
     let check = format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}");
     let before = get(storage.addr(), &check).json();
     assert_eq!(before["update"], true);
@@ -161,12 +161,7 @@ fn storage_follows_the_highest_epoch_across_a_failover() {
 fn no_answer_names_a_dead_file_node() {
     let mut cluster = Cluster::start();
     cluster.wait_settled(0);
-    let storage = storage::start(
-        bind_loopback().unwrap(),
-        StorageConfig::new(Arc::clone(&cluster.catalog), cluster.balancer_addrs.to_vec()),
-        Limits::default(),
-    )
-    .unwrap();
+    let storage = cluster.storage();
     let dead = cluster.node_addrs[1];
     cluster.nodes[1].take().unwrap().shutdown().unwrap();
     // Once the balancer has seen the node fail, neither a pick nor an update names it.

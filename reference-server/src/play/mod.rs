@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::db::{self, DbPool};
-use crate::event_loop::{interrupted, would_block};
+use crate::event_loop::{accept_one, interrupted};
 use crate::observer::Spawner;
 use crate::profile::INTERNAL_KEY_META;
 use crate::service::Running;
@@ -181,16 +181,7 @@ impl Play {
     }
 
     fn accept(&mut self) -> io::Result<()> {
-        loop {
-            let (mut stream, _) = match self.listener.accept() {
-                Ok(pair) => pair,
-                Err(err) if would_block(&err) => return Ok(()),
-                Err(err) if interrupted(&err) => continue,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    return Ok(());
-                }
-            };
+        while let Some((mut stream, _)) = accept_one(&self.listener) {
             if self.conns.len() >= CONNS_MAX {
                 continue;
             }
@@ -200,6 +191,7 @@ impl Play {
             self.next_gen += 1;
             entry.insert(Conn::new(stream, self.next_gen));
         }
+        Ok(())
     }
 
     fn drive(&mut self, key: usize) {
