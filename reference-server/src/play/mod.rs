@@ -44,6 +44,9 @@ const LATENESS_SAMPLES_MAX: usize = 10_000;
 /// A tick later than this many periods is not run late: the clock skips ahead and the
 /// skipped ticks are counted as missed.
 const TICKS_BEHIND_MAX: u32 = 5;
+/// Events handled between two looks at the clock, so a due tick is not held back by a
+/// long batch of input lines.
+const TICK_CHECK_EVENTS: usize = 64;
 /// Spent ticket nonces are forgotten this long after their ticket expired.
 const NONCE_PRUNE_MS: i64 = 1_000;
 
@@ -154,11 +157,17 @@ impl Play {
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            for event in events.iter() {
+            for (i, event) in events.iter().enumerate() {
                 match event.token() {
                     LISTENER => self.accept()?,
                     WAKER => self.collect(),
                     Token(key) => self.drive(key),
+                }
+                // A long batch of inputs must not hold back a tick that is due.
+                if i % TICK_CHECK_EVENTS == TICK_CHECK_EVENTS - 1 && Instant::now() >= next_tick {
+                    self.clock.record(Instant::now() - next_tick);
+                    self.tick();
+                    next_tick += period;
                 }
             }
             let now = Instant::now();
