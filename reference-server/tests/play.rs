@@ -190,9 +190,17 @@ fn tickets_are_single_use_bound_and_unforgeable() {
     let arena = Arena::start();
     let t = arena.ticket("user3", 9);
     let (_keep, first) = Line::join(arena.play_addr, &t);
+    assert_eq!(first["player"], 0);
     assert_eq!(first["t"], "joined");
     let (_, replay) = Line::join(arena.play_addr, &t);
     assert_eq!(replay["error"], "ticket_used");
+    // A second ticket for the same user and match is a reconnect: it takes the seat and
+    // the old connection is told so and closed.
+    let (mut old, _) = (_keep, ());
+    let (_new, rejoined) = Line::join(arena.play_addr, &arena.ticket("user3", 9));
+    assert_eq!(rejoined["player"], 0);
+    assert_eq!(old.recv().unwrap()["error"], "replaced");
+    assert!(old.recv().is_none(), "the replaced connection is closed");
     let forged = t.replacen("user3", "user4", 1);
     assert_eq!(Line::join(arena.play_addr, &forged).1["error"], "ticket_invalid");
     let key = db::meta(&arena.db(), ticket::TICKET_KEY_META).unwrap().unwrap();

@@ -12,8 +12,10 @@
 //! - [`run`]: one run from scenario to report: clients, faults, ticker, shutdown.
 //! - [`script`]: what one virtual client does, step by step.
 //! - [`http`]: the minimal keep-alive HTTP/1.1 client the script talks through.
+//! - [`lines`]: the newline-delimited JSON client for play servers and match observers.
 //! - [`tls`]: one-request TLS connections to profile, verified against its certificate.
 //! - [`tokens`]: every token issued during the run, for `tokens.unique`.
+//! - [`ledger`]: every match result the clients saw, checked against the user DB.
 //! - [`step`]: the timed steps and the invariants, by name.
 //! - [`metrics`]: sharded HDR histograms, counts, errors, per-second series.
 //! - [`failover`]: balancer failover gaps from the picks around each kill.
@@ -27,6 +29,8 @@ pub mod compare;
 pub mod failover;
 pub mod faults;
 pub mod http;
+pub mod ledger;
+pub mod lines;
 pub mod metrics;
 pub mod report;
 pub mod run;

@@ -8,7 +8,9 @@
 //! however long the run. Latency histograms hold successful requests only; failed ones
 //! count as requests and as errors by code. An expected refusal (the `login_failed` a
 //! wrong password must get, the `login_again` after an IP change) is a success of its
-//! step, counted by code apart from errors.
+//! step, counted by code apart from errors. A late one (a tick interval beyond its
+//! bound) is both: its latency goes into the histograms, so that the percentiles show
+//! the lateness, and it counts as an error by code.
 
 use crate::failover::{merge_windows, FailoverTracker, KillWindow, Pick};
 use crate::step::{Invariant, Step};
@@ -271,6 +273,15 @@ impl Metrics {
         point
     }
 
+    /// Adds checks of `invariant` made once for the whole run, such as the comparison of
+    /// the ledger with the DB after the clients stopped.
+    pub fn add_invariant(&self, invariant: Invariant, count: InvariantCount) {
+        let mut shard = lock(&self.shards[0]);
+        let total = &mut shard.invariants[invariant.index()];
+        total.checked += count.checked;
+        total.violations += count.violations;
+    }
+
     /// Merges every shard into one snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let mut steps: Vec<StepTotals> = Step::ALL.iter().map(|_| StepTotals::new()).collect();
@@ -304,6 +315,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How a timed request turned out.
+#[derive(Clone, Copy)]
+enum Outcome<'a> {
+    /// Answered as hoped.
+    Success,
+    /// Refused with the code the script expected.
+    Expected(&'a str),
+    /// Completed past its bound; an error with this code.
+    Late(&'a str),
+}
+
 /// The handle a virtual client records through.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -327,18 +349,37 @@ impl Recorder {
         self.record_success(step, started, done, Some(code));
     }
 
+    /// Records a `step` that completed, but later than its bound allows, such as a tick
+    /// interval of more than 1.5 periods: its latency is recorded, and it is an error
+    /// with `code`.
+    pub fn late(&self, step: Step, code: &str, started: Instant, done: Instant) {
+        self.record(step, started, done, Outcome::Late(code));
+    }
+
     fn record_success(&self, step: Step, started: Instant, done: Instant, code: Option<&str>) {
+        self.record(
+            step,
+            started,
+            done,
+            code.map_or(Outcome::Success, Outcome::Expected),
+        );
+    }
+
+    fn record(&self, step: Step, started: Instant, done: Instant, outcome: Outcome<'_>) {
         let latency_us = done.saturating_duration_since(started).as_micros() as u64;
         let latency_us = latency_us.clamp(LATENCY_US_MIN, LATENCY_US_MAX);
         let mut shard = self.shard();
         let totals = &mut shard.steps[step.index()];
         totals.count += 1;
         totals.latency.saturating_record(latency_us);
-        if let Some(code) = code {
-            count_code(&mut totals.expected_by_code, code);
+        match outcome {
+            Outcome::Success => {}
+            Outcome::Expected(code) => count_code(&mut totals.expected_by_code, code),
+            Outcome::Late(code) => totals.add_error(code),
         }
         let interval = &mut shard.interval[step.index()];
         interval.requests += 1;
+        interval.errors += u64::from(matches!(outcome, Outcome::Late(_)));
         interval.latency.saturating_record(latency_us);
     }
 
@@ -382,105 +423,4 @@ impl Recorder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn records_merge_across_shards_and_intervals_drain() {
-        let start = Instant::now();
-        let metrics = Metrics::new(start);
-        for client in 0..40u64 {
-            let recorder = metrics.recorder(client);
-            let latency = Duration::from_micros(1000 + client * 100);
-            recorder.success(Step::UpdateCheck, start, start + latency);
-            if client % 10 == 0 {
-                recorder.failure(Step::FileDownload, "io");
-                recorder.invariant(Invariant::DownloadsSha256, client == 20);
-            }
-        }
-        let first = metrics.close_interval();
-        assert_eq!(first.t_s, 0);
-        assert_eq!(first.steps[Step::UpdateCheck.index()].requests, 40);
-        assert_eq!(first.steps[Step::FileDownload.index()].errors, 4);
-        let second = metrics.close_interval();
-        assert_eq!(second.t_s, 1);
-        assert_eq!(second.steps[Step::UpdateCheck.index()].requests, 0);
-        assert_eq!(second.steps[Step::UpdateCheck.index()].p99_us, None);
-
-        let snapshot = metrics.snapshot();
-        let check = &snapshot.steps[Step::UpdateCheck.index()];
-        assert_eq!(
-            (check.count, check.errors, check.latency.len()),
-            (40, 0, 40)
-        );
-        assert_eq!(check.latency.max(), check.latency.highest_equivalent(4900));
-        let download = &snapshot.steps[Step::FileDownload.index()];
-        assert_eq!(download.errors_by_code.get("io"), Some(&4));
-        let sha = snapshot.invariants[Invariant::DownloadsSha256.index()];
-        assert_eq!((sha.checked, sha.violations), (4, 1));
-        assert_eq!(snapshot.series.len(), 2);
-    }
-
-    #[test]
-    fn expected_refusals_are_successes_counted_by_code() {
-        let start = Instant::now();
-        let metrics = Metrics::new(start);
-        let recorder = metrics.recorder(3);
-        let done = start + Duration::from_millis(2);
-        recorder.expected(Step::Login, "login_failed", start, done);
-        recorder.success(Step::Login, start, done);
-        recorder.failure(Step::Login, "busy");
-        let point = metrics.close_interval();
-        assert_eq!(point.steps[Step::Login.index()].requests, 3);
-        assert_eq!(point.steps[Step::Login.index()].errors, 1);
-        let login = &metrics.snapshot().steps[Step::Login.index()];
-        assert_eq!((login.count, login.errors, login.latency.len()), (3, 1, 2));
-        assert_eq!(login.expected_by_code.get("login_failed"), Some(&1));
-        assert_eq!(login.errors_by_code.get("busy"), Some(&1));
-    }
-
-    #[test]
-    fn tokens_are_unique_across_clients_and_shards() {
-        let metrics = Metrics::new(Instant::now());
-        let token = |n: u8| {
-            let hex = format!("{n:02x}").repeat(32);
-            TokenPrefix::of(&hex).unwrap()
-        };
-        for client in 0..40u64 {
-            metrics.recorder(client).token_issued(token(client as u8));
-        }
-        // Client 1 is handed client 21's token again, from another shard.
-        metrics.recorder(1).token_issued(token(21));
-        let unique = metrics.snapshot().invariants[Invariant::TokensUnique.index()];
-        assert_eq!((unique.checked, unique.violations), (41, 1));
-    }
-
-    #[test]
-    fn error_codes_are_bounded() {
-        let mut totals = StepTotals::new();
-        for n in 0..(ERROR_CODES_MAX + 10) {
-            totals.add_error(&format!("code{n}"));
-        }
-        totals.add_error(&"x".repeat(500));
-        assert_eq!(totals.errors, ERROR_CODES_MAX as u64 + 11);
-        assert_eq!(totals.errors_by_code.len(), ERROR_CODES_MAX + 1);
-        assert_eq!(totals.errors_by_code[ERROR_CODE_OVERFLOW], 11);
-    }
-
-    #[test]
-    fn kill_windows_see_picks_from_every_shard() {
-        let start = Instant::now();
-        let metrics = Metrics::new(start);
-        let at = |ms| start + Duration::from_millis(ms);
-        metrics.recorder(1).pick(at(900), 1);
-        metrics.mark_kill(at(1000));
-        metrics.recorder(2).storage_unavailable(at(1100));
-        metrics.recorder(3).pick(at(1600), 2);
-        let windows = metrics.snapshot().kill_windows;
-        assert_eq!(windows.len(), 1);
-        let gap = windows[0].gap();
-        assert_eq!(gap.gap_ms, Some(700.0));
-        assert_eq!(gap.unavailable, 1);
-    }
-}
+mod tests;

@@ -125,6 +125,16 @@ pub struct ServerInfo {
     pub token_idle_s: u64,
     /// Seeded users.
     pub users: u64,
+    /// Players in a full match.
+    pub players_per_match: u32,
+    /// Seconds after which a match starts with whoever joined.
+    pub match_fill_timeout_s: u64,
+    /// Ticks in a match.
+    pub match_ticks: u64,
+    /// The play servers' tick rate.
+    pub tick_hz: u32,
+    /// How observers are started, `process` or `docker`.
+    pub observer_backend: String,
     /// True when catwar-sim started the server with these settings; false when they are
     /// only declared for a `--target`.
     pub applied: bool,
@@ -382,6 +392,11 @@ mod tests {
                 argon2: "fast".into(),
                 token_idle_s: 600,
                 users: 10,
+                players_per_match: 4,
+                match_fill_timeout_s: 5,
+                match_ticks: 600,
+                tick_hz: 20,
+                observer_backend: "process".into(),
                 applied: true,
             },
             steps: BTreeMap::from([("update.check".to_string(), StepReport::from_totals(check))]),

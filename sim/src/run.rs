@@ -3,15 +3,17 @@
 //! The order is: read the scenario, seed the users and start the embedded topology (or
 //! find the `--target`), load profile's certificate, ask storage for the current
 //! version, start the clients, the fault schedule and the per-second ticker, stop
-//! everything at the deadline, stop the embedded server, judge and write the report.
+//! everything at the deadline, compare the clients' ledger of match results with the
+//! user DB, stop the embedded server, judge and write the report.
 //! Ctrl-C or SIGTERM cut the run short but still stop the server and write the report.
 
 use crate::faults::{run_faults, FaultRecord};
-use crate::metrics::{IntervalPoint, Metrics};
+use crate::ledger::{self, Mode};
+use crate::metrics::{IntervalPoint, InvariantCount, Metrics};
 use crate::report::{Environment, Measured, Report, ScenarioInfo, ServerInfo, REPORT_SCHEMA};
 use crate::scenario::{Fault, Scenario, ScenarioError};
-use crate::script::{discover_version, run_client, ScriptEnv};
-use crate::step::Step;
+use crate::script::{discover_version, run_client, PlayPlan, ScriptEnv};
+use crate::step::{Invariant, Step};
 use crate::tls::{TlsClient, TlsSetupError, TLS_CERT_FILE};
 use crate::topology::{
     resolve_server_bin, EmbeddedConfig, EmbeddedServer, Topology, TopologyError,
@@ -30,9 +32,11 @@ use tokio::task::JoinSet;
 const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
 /// A progress line goes to stderr this often; every second would flood CI logs.
 const PROGRESS_EVERY_S: u64 = 5;
-/// Sockets one client may hold at once: its kept-alive connections and one TLS
-/// connection to profile.
-const FDS_PER_CLIENT: u64 = crate::http::CLIENT_CONNECTIONS_MAX as u64 + 1;
+/// Sockets one client may hold at once: its kept-alive connections, one TLS connection
+/// to profile, and while it plays, its play server, the router and an observer.
+const FDS_PER_CLIENT: u64 = crate::http::CLIENT_CONNECTIONS_MAX as u64 + 4;
+/// The user DB in the folder of topology.json (SPEC §3).
+const DB_FILE: &str = "catwar.db";
 /// Descriptors the simulator needs besides its clients' sockets: the runtime's, the
 /// server log, the report, standard streams.
 const FDS_BASE: u64 = 64;
@@ -162,10 +166,9 @@ async fn run_embedded(
     let log = options.out_dir.join("server.log");
     let config = EmbeddedConfig {
         users: scenario.population.user_count(),
-        argon2: scenario.server.argon2,
-        token_idle_s: scenario.server.token_idle_s,
+        server: scenario.server.clone(),
     };
-    let server = until_interrupted(interrupt, EmbeddedServer::start(&bin, &log, config)).await??;
+    let server = until_interrupted(interrupt, EmbeddedServer::start(&bin, &log, &config)).await??;
     let topology_path = server.topology_path();
     let target = Target {
         label: "embedded".to_string(),
@@ -203,10 +206,9 @@ async fn simulate(
     let topology = Topology::read(topology_path)?;
     let storage = topology.addr("storage", topology_path)?;
     let profile = topology.addr("profile", topology_path)?;
-    let cert = topology_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(TLS_CERT_FILE);
+    let router = topology.addr("router", topology_path)?;
+    let data_dir = topology_path.parent().unwrap_or(Path::new("."));
+    let cert = data_dir.join(TLS_CERT_FILE);
     let tls = TlsClient::from_pem_file(&cert).map_err(RunError::Tls)?;
     let current_version = until_interrupted(interrupt, discover_version(storage))
         .await?
@@ -230,12 +232,15 @@ async fn simulate(
     let env = Arc::new(ScriptEnv {
         storage,
         profile,
+        router,
         tls,
         current_version,
         stale_version: scenario.population.stale_version.clone(),
         users: scenario.population.user_count(),
         branches: scenario.script.clone(),
         token_idle_s: scenario.server.token_idle_s,
+        play: PlayPlan::new(&scenario.server, &scenario.script),
+        ledger: ledger::Ledger::default(),
         think_time_ms: scenario.load.think_time_ms,
         start_spread_ms: scenario.load.start_window_ms(),
         file_nodes_killed: scenario.faults.iter().any(Fault::kills_file_node),
@@ -275,6 +280,15 @@ async fn simulate(
     let _ = stop.send(true);
     let faults = faults.await.expect("the fault schedule does not panic");
     ticker.await.expect("the ticker does not panic");
+    // An interrupted run proves nothing, and its clients' matches were cut off.
+    if !interrupted {
+        let mode = if target.server_applied {
+            Mode::Exact
+        } else {
+            Mode::AtLeast
+        };
+        check_results(&env, &data_dir.join(DB_FILE), mode, &metrics).await;
+    }
 
     let ran = Ran {
         started_at_unix_ms,
@@ -284,6 +298,32 @@ async fn simulate(
         measured: Measured::from_snapshot(&metrics.snapshot()),
     };
     Ok(unjudged_report(scenario, options, target, ran))
+}
+
+/// Compares the clients' ledger with the user DB (`results.no_loss`) and adds the
+/// outcome to `metrics`. The embedded topology was seeded by the simulator and served no
+/// one else, so its DB must match exactly; a DB that cannot be read leaves the invariant
+/// unchecked, with a warning.
+async fn check_results(env: &ScriptEnv, db: &Path, mode: Mode, metrics: &Metrics) {
+    match ledger::check(&env.ledger, db, mode, env.play.normal_length()).await {
+        Ok(verdict) => {
+            eprintln!(
+                "catwar-sim: results.no_loss: {} matches and users checked against {}, {} violations",
+                verdict.checked,
+                db.display(),
+                verdict.violations
+            );
+            for problem in &verdict.problems {
+                eprintln!("catwar-sim: results.no_loss violated: {problem}");
+            }
+            let count = InvariantCount {
+                checked: verdict.checked,
+                violations: verdict.violations,
+            };
+            metrics.add_invariant(Invariant::ResultsNoLoss, count);
+        }
+        Err(e) => eprintln!("catwar-sim: warning: {e}"),
+    }
 }
 
 /// What a finished simulation produced.
@@ -313,6 +353,11 @@ fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ra
             argon2: scenario.server.argon2.name().to_string(),
             token_idle_s: scenario.server.token_idle_s,
             users: scenario.population.user_count(),
+            players_per_match: scenario.server.players_per_match,
+            match_fill_timeout_s: scenario.server.match_fill_timeout_s,
+            match_ticks: scenario.server.match_ticks,
+            tick_hz: scenario.server.tick_hz,
+            observer_backend: scenario.server.observer_backend.name().to_string(),
             applied: target.server_applied,
         },
         steps: ran.measured.steps,

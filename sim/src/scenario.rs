@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `scenario.name` | required | letters, digits, `.`, `_`, `-` |
 //! | `scenario.seed` | 1 | drives every random choice |
-//! | `scenario.duration_s` | 30 | length of the run |
+//! | `scenario.duration_s` | 60 | length of the run |
 //! | `population.clients` | 100 | virtual clients |
 //! | `population.users` | `clients` | seeded users; client k logs in as `user{k % users + 1}` |
 //! | `population.stale_version` | `"1.0.0"` | the version stale clients report |
@@ -18,17 +18,25 @@
 //! | `script.ranking` | 0.5 | probability of a ranking page after `/v1/me` |
 //! | `script.ip_change` | 0.02 | probability of a source-IP change mid-session |
 //! | `script.idle` | 0.0 | probability of idling past the token timeout, then refreshing |
-//! | `script.start` | 1.0 | probability of `POST /v1/start` at the end of a session |
+//! | `script.start` | 1.0 | probability of starting, joining and playing a match |
+//! | `script.input_hz` | 10 | inputs per second a player sends during its match |
+//! | `script.observe` | 0.3 | probability of also watching the match through an observer |
 //! | `server.argon2` | `"fast"` | password hashing preset of the embedded server (`"owasp"`) |
 //! | `server.token_idle_s` | 600 | the token idle timeout of the embedded server |
+//! | `server.players_per_match` | 4 | players in a full match |
+//! | `server.match_fill_timeout_s` | 5 | a match starts after this with whoever joined |
+//! | `server.match_ticks` | 600 | ticks in a match |
+//! | `server.tick_hz` | 20 | the play servers' tick rate |
+//! | `server.observer_backend` | `"process"` | how observers start (`"docker"`) |
 //! | `[[faults]]` | none | `at_s`, `action = "kill"`, `service` (a topology name) |
 //! | `[thresholds]` | none | `"metric" = "condition"`, see [`crate::threshold`] |
 //!
 //! `[server]` configures the embedded topology. With `--target` the simulator cannot
-//! configure the server: the section is then only recorded in the report, and
-//! `server.token_idle_s` must equal the target's `--token-idle-s`, because the idle branch
-//! sleeps just past it (a login answer that names another timeout is counted as the
-//! error `idle_timeout_mismatch`).
+//! configure the server: the section is then only recorded in the report, and it must
+//! match the target's flags all the same: the idle branch sleeps just past
+//! `server.token_idle_s` (a login answer that names another timeout is counted as the
+//! error `idle_timeout_mismatch`), late ticks are judged against `server.tick_hz`, and
+//! clients only start a match that the fill timeout and `match_ticks` let end in the run.
 //!
 //! Unknown fields are errors, and every semantic error names its field.
 
@@ -37,7 +45,8 @@ mod sections;
 mod tests;
 
 pub use sections::{
-    Argon2Preset, Fault, FaultAction, Load, LoadModel, Meta, Population, Script, Server,
+    Argon2Preset, Fault, FaultAction, Load, LoadModel, Meta, ObserverBackend, Population, Script,
+    Server,
 };
 
 use crate::threshold::{Metric, Threshold};
@@ -68,6 +77,21 @@ const THINK_TIME_MS_MAX: u64 = 3_600_000;
 const NAME_BYTES_MAX: usize = 64;
 /// A scenario schedules at most this many faults; more would be a chaos test, not a script.
 const FAULTS_MAX: usize = 1_000;
+/// `catwar-server up` takes 1 to 64 players per match.
+const PLAYERS_PER_MATCH_MAX: u32 = 64;
+/// `catwar-server up` waits at most an hour for a match to fill.
+const MATCH_FILL_TIMEOUT_S_MAX: u64 = 3_600;
+/// `catwar-server up` takes 1 to a million ticks per match.
+const MATCH_TICKS_MAX: u64 = 1_000_000;
+/// `catwar-server up` ticks at 1 to 1000 Hz.
+const TICK_HZ_MAX: u32 = 1_000;
+/// The play server keeps only a player's latest input per tick, so inputs faster than
+/// the fastest tick rate are overwritten before they are ever applied.
+const INPUT_HZ_MAX: u32 = TICK_HZ_MAX;
+/// Around its match a session updates, logs in and visits the lobby first, and waits
+/// for the results to be committed after the last tick; on a loaded two-core loopback
+/// that takes a few seconds, which the run must hold besides the match itself.
+const MATCH_SESSION_SLACK_S: u64 = 5;
 
 /// Why a scenario was rejected. Every variant ends in exit code 64.
 #[derive(Debug)]
@@ -186,6 +210,7 @@ impl Scenario {
         validate_script(&raw.script, &raw.server, raw.scenario.duration_s)?;
         validate_faults(&raw.faults, raw.scenario.duration_s)?;
         let thresholds = parse_thresholds(&raw.thresholds, &raw.faults)?;
+        validate_match_fits(&raw.script, &raw.server, raw.scenario.duration_s)?;
         let mut faults = raw.faults;
         faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         Ok(Scenario {
@@ -271,6 +296,35 @@ fn validate_server(server: &Server) -> Result<(), ScenarioError> {
             format!("must be between 1 and {}", TOKEN_IDLE_S_MAX - 1),
         ));
     }
+    in_range(
+        "server.players_per_match",
+        server.players_per_match,
+        1,
+        PLAYERS_PER_MATCH_MAX,
+    )?;
+    in_range(
+        "server.match_fill_timeout_s",
+        server.match_fill_timeout_s,
+        0,
+        MATCH_FILL_TIMEOUT_S_MAX,
+    )?;
+    in_range("server.match_ticks", server.match_ticks, 1, MATCH_TICKS_MAX)?;
+    in_range("server.tick_hz", server.tick_hz, 1, TICK_HZ_MAX)
+}
+
+/// Checks `min <= value <= max`, naming `field` otherwise.
+fn in_range<T: PartialOrd + fmt::Display>(
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ScenarioError> {
+    if value < min || value > max {
+        return Err(ScenarioError::invalid(
+            field,
+            format!("must be between {min} and {max}"),
+        ));
+    }
     Ok(())
 }
 
@@ -283,6 +337,7 @@ fn validate_script(script: &Script, server: &Server, duration_s: u64) -> Result<
             ));
         }
     }
+    in_range("script.input_hz", script.input_hz, 1, INPUT_HZ_MAX)?;
     // The idle branch sleeps one second past the timeout; a run too short to hold that
     // sleep and the rest of the session would never complete the branch.
     let idle_session_s = server.token_idle_s + 1 + IDLE_SESSION_SLACK_S;
@@ -293,6 +348,30 @@ fn validate_script(script: &Script, server: &Server, duration_s: u64) -> Result<
                 "needs scenario.duration_s >= server.token_idle_s + {} ({idle_session_s}); \
                  the idle branch sleeps server.token_idle_s + 1 s",
                 1 + IDLE_SESSION_SLACK_S
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A client that starts a match plays it to its end, so one match and the session around
+/// it must fit in the run, or `script.start` could never be carried out.
+fn validate_match_fits(
+    script: &Script,
+    server: &Server,
+    duration_s: u64,
+) -> Result<(), ScenarioError> {
+    let match_s = server.match_ticks.div_ceil(u64::from(server.tick_hz));
+    let needed_s = server.match_fill_timeout_s + match_s + MATCH_SESSION_SLACK_S;
+    if script.start > 0.0 && duration_s < needed_s {
+        return Err(ScenarioError::invalid(
+            "server.match_ticks",
+            format!(
+                "a match of {} ticks at {} Hz ({match_s} s) after a fill timeout of {} s, plus \
+                 {MATCH_SESSION_SLACK_S} s for the session around it, needs \
+                 scenario.duration_s >= {needed_s}; shorten the match, lengthen the run or \
+                 set script.start = 0",
+                server.match_ticks, server.tick_hz, server.match_fill_timeout_s
             ),
         ));
     }

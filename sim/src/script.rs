@@ -18,7 +18,12 @@
 //! 6. with probability `script.idle` the client idles past the token timeout: the lobby
 //!    must answer `refresh_required`; it refreshes, checks that the old token is dead
 //!    (`access_denied`) and goes on with the new one;
-//! 7. with probability `script.start`, `lobby.start`; `no_capacity` is counted by code;
+//! 7. with probability `script.start`, `lobby.start` (`no_capacity` is counted by code),
+//!    `play.join` at the play server the lobby named, and the match played to its `end`
+//!    (`play.rs`); with probability `script.observe` the client watches it through a
+//!    match observer meanwhile (`observe.rs`). A match that started or filled before the
+//!    join arrived sends the client back to the lobby, a bounded number of times, and no
+//!    match is started that could not end before the run does;
 //! 8. `logout` at profile, then think for `load.think_time_ms`, jittered by ±50 %.
 //!
 //! `429` and `503` answers (other than `no_capacity`) are retried a bounded number of
@@ -30,11 +35,16 @@ mod account;
 mod answer;
 mod identity;
 mod lobby;
+mod observe;
+mod play;
+mod ticks;
 mod update;
 
+pub use play::PlayPlan;
 pub use update::{discover_version, DISCOVERY_TIMEOUT_MS, NO_VERSION};
 
 use crate::http::{HttpClient, Request, Response};
+use crate::ledger::Ledger;
 use crate::metrics::Recorder;
 use crate::scenario::Script;
 use crate::step::Step;
@@ -65,6 +75,8 @@ pub struct ScriptEnv {
     pub storage: SocketAddr,
     /// Profile's address.
     pub profile: SocketAddr,
+    /// The router's address, where observers are asked for.
+    pub router: SocketAddr,
     /// The TLS client that trusts profile's certificate.
     pub tls: TlsClient,
     /// The version storage reports as current.
@@ -77,6 +89,10 @@ pub struct ScriptEnv {
     pub branches: Script,
     /// The token idle timeout the idle branch sleeps past (`server.token_idle_s`).
     pub token_idle_s: u64,
+    /// How matches are played.
+    pub play: PlayPlan,
+    /// Every match result the clients see, for `results.no_loss`.
+    pub ledger: Ledger,
     /// Mean pause after a session (`load.think_time_ms`).
     pub think_time_ms: u64,
     /// The window in which first sessions start (`load.start_spread_ms`).
@@ -193,9 +209,9 @@ impl VirtualClient {
         if self.chance(branches.idle) {
             session = self.idle_past_timeout(session).await?;
         }
-        // Step 7: start a match.
+        // Step 7: start a match and play it, maybe watching it too.
         if self.chance(branches.start) {
-            self.start(&session).await;
+            self.play_match(&session).await;
         }
         Some(session)
     }

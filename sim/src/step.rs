@@ -1,7 +1,7 @@
 //! The steps of the client script that are timed, and the invariants checked on every run.
 //!
-//! Adding a step (say `play.join`) or an invariant is one enum variant more here; metrics,
-//! thresholds and the report pick it up through `ALL` and `name()`.
+//! Adding a step or an invariant is one enum variant more here; metrics, thresholds and
+//! the report pick it up through `ALL` and `name()`.
 
 /// One timed request of the client script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,13 +21,28 @@ pub enum Step {
     Refresh,
     /// `POST /v1/start` at the lobby.
     LobbyStart,
+    /// Connecting to the play server and joining the match: `join` sent → `joined`.
+    PlayJoin,
+    /// From sending input `seq` n to the first `state` whose `ack` is at least n.
+    PlayInputAck,
+    /// Between the arrivals of two consecutive `state` lines of a match; intervals over
+    /// 1.5 tick periods count as late (`tick_late`), skipped ticks as `tick_gap`.
+    PlayTickInterval,
+    /// The whole match as a player lives it, from `joined` to `end`: the fill wait, the
+    /// ticks, and the commit of the results.
+    PlayMatch,
+    /// `GET /v1/observer` at the router, which starts a match observer.
+    RouterObserver,
+    /// From sending `watch` to a match observer to its first `state` line; an observer
+    /// asked for before its match started waits for the match too.
+    ObserverFirstState,
     /// `POST /v1/logout` at profile over a new TLS connection.
     Logout,
 }
 
 impl Step {
     /// Every step, in script order.
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 14] = [
         Step::UpdateCheck,
         Step::FileDownload,
         Step::Login,
@@ -35,6 +50,12 @@ impl Step {
         Step::LobbyRanking,
         Step::Refresh,
         Step::LobbyStart,
+        Step::PlayJoin,
+        Step::PlayInputAck,
+        Step::PlayTickInterval,
+        Step::PlayMatch,
+        Step::RouterObserver,
+        Step::ObserverFirstState,
         Step::Logout,
     ];
 
@@ -48,6 +69,12 @@ impl Step {
             Step::LobbyRanking => "lobby.ranking",
             Step::Refresh => "refresh",
             Step::LobbyStart => "lobby.start",
+            Step::PlayJoin => "play.join",
+            Step::PlayInputAck => "play.input_ack",
+            Step::PlayTickInterval => "play.tick_interval",
+            Step::PlayMatch => "play.match",
+            Step::RouterObserver => "router.observer",
+            Step::ObserverFirstState => "observer.first_state",
             Step::Logout => "logout",
         }
     }
@@ -80,16 +107,29 @@ pub enum Invariant {
     /// A login with a wrong password never yields a token. Checked once per wrong-password
     /// login that got an answer.
     LoginWrongPasswordToken,
+    /// A player receives every tick of its match, in order, from tick 1. Checked once per
+    /// `state` line; a violation is a skipped, repeated or backward tick.
+    PlayTicksInOrder,
+    /// A match observer relays every tick from its first one, in order, then the same
+    /// `end` the player got. Checked once per observed match whose stream began.
+    ObserversEveryTick,
+    /// No match result is lost: after the run every match whose `end` a client saw is in
+    /// the DB, and every user's wins and losses cover what the clients saw (in the
+    /// embedded topology, equal them). Checked once per match and once per user.
+    ResultsNoLoss,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 5] = [
+    pub const ALL: [Invariant; 8] = [
         Invariant::DownloadsSha256,
         Invariant::UpdateLiveEndpoints,
         Invariant::TokensUnique,
         Invariant::LobbyForeignIpServed,
         Invariant::LoginWrongPasswordToken,
+        Invariant::PlayTicksInOrder,
+        Invariant::ObserversEveryTick,
+        Invariant::ResultsNoLoss,
     ];
 
     /// The name used in reports.
@@ -100,6 +140,9 @@ impl Invariant {
             Invariant::TokensUnique => "tokens.unique",
             Invariant::LobbyForeignIpServed => "lobby.foreign_ip_served",
             Invariant::LoginWrongPasswordToken => "login.wrong_password_token",
+            Invariant::PlayTicksInOrder => "play.ticks_in_order",
+            Invariant::ObserversEveryTick => "observers.every_tick",
+            Invariant::ResultsNoLoss => "results.no_loss",
         }
     }
 

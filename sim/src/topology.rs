@@ -5,7 +5,7 @@
 //! `up` supervises one process per service and rewrites `topology.json` whenever a child
 //! is restarted, so the file is read again right before every fault.
 
-use crate::scenario::Argon2Preset;
+use crate::scenario::Server;
 use serde::Deserialize;
 use std::fmt;
 use std::fs::File;
@@ -126,14 +126,35 @@ pub fn resolve_server_bin(flag: Option<&Path>) -> Result<PathBuf, TopologyError>
 }
 
 /// What the embedded server is started with: the scenario's `[server]` and users.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
     /// Users to seed, `user1` to `userN`.
     pub users: u64,
-    /// The password hashing preset, for seeding and for `up`.
-    pub argon2: Argon2Preset,
-    /// `up --token-idle-s`.
-    pub token_idle_s: u64,
+    /// The knobs of `up`; `argon2` also sets the cost of the seeded passwords.
+    pub server: Server,
+}
+
+/// The flags of `catwar-server up` that carry the scenario's `[server]` section.
+pub fn up_args(server: &Server) -> Vec<String> {
+    let flags = [
+        ("--argon2", server.argon2.name().to_string()),
+        ("--token-idle-s", server.token_idle_s.to_string()),
+        ("--players-per-match", server.players_per_match.to_string()),
+        (
+            "--match-fill-timeout-s",
+            server.match_fill_timeout_s.to_string(),
+        ),
+        ("--match-ticks", server.match_ticks.to_string()),
+        ("--tick-hz", server.tick_hz.to_string()),
+        (
+            "--observer-backend",
+            server.observer_backend.name().to_string(),
+        ),
+    ];
+    flags
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
 }
 
 /// A `catwar-server up` started by the simulator in a temporary data folder.
@@ -156,7 +177,7 @@ impl EmbeddedServer {
     pub async fn start(
         bin: &Path,
         log: &Path,
-        config: EmbeddedConfig,
+        config: &EmbeddedConfig,
     ) -> Result<EmbeddedServer, TopologyError> {
         let start_error =
             |what: &str, e: std::io::Error| TopologyError::Start(format!("{what}: {e}"));
@@ -171,7 +192,7 @@ impl EmbeddedServer {
                 .try_clone()
                 .map_err(|e| start_error("cannot share the log file", e))
         };
-        let argon2 = config.argon2.name();
+        let argon2 = config.server.argon2.name();
         let seeded = Command::new(bin)
             .args(["users", "seed", "--data"])
             .arg(data.path())
@@ -194,8 +215,8 @@ impl EmbeddedServer {
             .arg("up")
             .arg("--data")
             .arg(data.path())
-            .args(["--base-port", "0", "--argon2", argon2])
-            .args(["--token-idle-s", &config.token_idle_s.to_string()])
+            .args(["--base-port", "0"])
+            .args(up_args(&config.server))
             .stdin(Stdio::null())
             .stdout(log_handle()?)
             .stderr(log_handle()?)
@@ -330,6 +351,27 @@ mod tests {
             missing.contains("lobby") && missing.contains("topology.json"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn up_gets_every_knob_of_the_server_section() {
+        let server = Server {
+            match_ticks: 100,
+            tick_hz: 50,
+            ..Server::default()
+        };
+        let args = up_args(&server).join(" ");
+        for flag in [
+            "--argon2 fast",
+            "--token-idle-s 600",
+            "--players-per-match 4",
+            "--match-fill-timeout-s 5",
+            "--match-ticks 100",
+            "--tick-hz 50",
+            "--observer-backend process",
+        ] {
+            assert!(args.contains(flag), "{flag} missing from {args}");
+        }
     }
 
     #[test]

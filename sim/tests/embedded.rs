@@ -4,17 +4,18 @@ use crate::util::{
     code, printed, read_report, run_sim, server_bin, write_scenario, Topology, TARGET_USERS,
 };
 
-/// Every branch of the script, often enough to be taken in a few seconds, and a
-/// balancer kill; `start` may meet no play server (`no_capacity`).
+/// Every branch of the script, often enough to be taken in a few seconds, short
+/// matches (two seconds, observed half the time), and a balancer kill. Each client is a
+/// user of its own: two clients of one user in one match would share one seat.
 const FULL_SCENARIO: &str = r#"
 [scenario]
 name = "full-test"
 seed = 7
-duration_s = 9
+duration_s = 10
 
 [population]
 clients = 50
-users = 40
+users = 50
 
 [load]
 think_time_ms = 50
@@ -25,11 +26,16 @@ wrong_password = 0.2
 ranking = 0.5
 ip_change = 0.2
 idle = 0.05
-start = 0.3
+start = 0.5
+observe = 0.5
 
 [server]
 argon2 = "fast"
 token_idle_s = 2
+players_per_match = 4
+match_fill_timeout_s = 1
+match_ticks = 40
+tick_hz = 20
 
 [[faults]]
 at_s = 3.0
@@ -45,7 +51,7 @@ service = "balancer"
 "#;
 
 #[test]
-fn embedded_run_takes_every_branch_and_survives_a_balancer_kill() {
+fn embedded_run_takes_every_branch_plays_observes_and_survives_a_balancer_kill() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), FULL_SCENARIO);
     let out = dir.path().join("out");
@@ -78,6 +84,12 @@ fn embedded_run_takes_every_branch_and_survives_a_balancer_kill() {
         "lobby.me",
         "lobby.ranking",
         "lobby.start",
+        "play.join",
+        "play.input_ack",
+        "play.tick_interval",
+        "play.match",
+        "router.observer",
+        "observer.first_state",
         "logout",
     ] {
         assert!(count(step) > 0, "no {step}: {steps}");
@@ -103,20 +115,32 @@ fn embedded_run_takes_every_branch_and_survives_a_balancer_kill() {
         steps["lobby.me"]
     );
     assert!(count("refresh") > 0, "{}", steps["refresh"]);
-    // Until play servers run, the lobby may only answer no_capacity to start.
-    let start = &steps["lobby.start"];
-    let no_capacity = start["errors_by_code"]["no_capacity"].as_u64().unwrap_or(0);
-    assert_eq!(start["errors"].as_u64().unwrap(), no_capacity, "{start}");
+    // Every joined match reached its end.
+    assert_eq!(steps["play.match"]["errors"], 0, "{}", steps["play.match"]);
 
-    let checked = |name: &str| {
+    let invariant = |name: &str| {
         let invariants = report["invariants"].as_array().unwrap();
         let found = invariants.iter().find(|i| i["name"] == name).unwrap();
-        found["checked"].as_u64().unwrap()
+        let figure = |key: &str| found[key].as_u64().unwrap();
+        (figure("checked"), figure("violations"))
     };
-    assert!(checked("tokens.unique") > 0);
-    assert!(checked("lobby.foreign_ip_served") > 0);
-    assert!(checked("login.wrong_password_token") > 0);
+    for name in [
+        "tokens.unique",
+        "lobby.foreign_ip_served",
+        "login.wrong_password_token",
+        "play.ticks_in_order",
+        "observers.every_tick",
+        "results.no_loss",
+    ] {
+        let (checked, violations) = invariant(name);
+        assert!(checked > 0, "{name} never checked");
+        assert_eq!(violations, 0, "{name}");
+    }
+    // Every match and every user with a result, at least one match per joined client.
+    let (checked, _) = invariant("results.no_loss");
+    assert!(checked >= count("play.match") / 4, "{checked}");
     assert_eq!(report["server"]["argon2"], "fast");
+    assert_eq!(report["server"]["match_ticks"], 40);
     assert_eq!(report["server"]["applied"], true);
 }
 
@@ -129,7 +153,8 @@ fn target_run_fails_an_impossible_threshold_with_exit_1() {
         &format!(
             "[scenario]\nname = \"target-test\"\nduration_s = 3\n\
              [population]\nclients = 10\nusers = {TARGET_USERS}\n\
-             [load]\nthink_time_ms = 50\n[thresholds]\n\"update.check.p50\" = \"< 1us\"\n"
+             [load]\nthink_time_ms = 50\n[script]\nstart = 0.0\n\
+             [thresholds]\n\"update.check.p50\" = \"< 1us\"\n"
         ),
     );
     let out = dir.path().join("out");

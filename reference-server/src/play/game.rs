@@ -150,11 +150,14 @@ impl Game {
     /// Advances one tick: moves every living cat, then resolves shots.
     pub fn step(&mut self) {
         self.tick += 1;
-        for cat in self.cats.iter_mut().filter(|c| c.hp > 0) {
-            cat.x = (cat.x + cat.dx * SPEED_PER_TICK).clamp(0.0, ARENA_SIZE);
-            cat.y = (cat.y + cat.dy * SPEED_PER_TICK).clamp(0.0, ARENA_SIZE);
-            cat.cooldown = cat.cooldown.saturating_sub(1);
+        for cat in self.cats.iter_mut() {
+            // A dead cat's inputs are applied as nothing, but still acknowledged.
             cat.ack = cat.received;
+            if cat.hp > 0 {
+                cat.x = (cat.x + cat.dx * SPEED_PER_TICK).clamp(0.0, ARENA_SIZE);
+                cat.y = (cat.y + cat.dy * SPEED_PER_TICK).clamp(0.0, ARENA_SIZE);
+                cat.cooldown = cat.cooldown.saturating_sub(1);
+            }
         }
         for shooter in 0..self.cats.len() {
             let c = &self.cats[shooter];

@@ -277,6 +277,14 @@ impl Play {
     }
 
     fn join(&mut self, key: usize, ticket_text: &str) {
+        let mut stale = Vec::new();
+        self.seat(key, ticket_text, &mut stale);
+        for old in stale {
+            self.flush_or_close(old);
+        }
+    }
+
+    fn seat(&mut self, key: usize, ticket_text: &str, stale: &mut Vec<usize>) {
         if !matches!(self.conns[key].role, Role::New) {
             return self.conns[key].bad("already_joined");
         }
@@ -307,6 +315,16 @@ impl Play {
             _ => return self.conns[key].bad("match_started"),
         };
         self.nonces.insert(claims.nonce, claims.expires_ms);
+        // A rejoin (a reconnecting client) takes the seat over; the old connection is
+        // told so and closed instead of silently going quiet.
+        if let Some((old_key, old_gen)) = m.players[p] {
+            if let Some(old) = self.conns.get_mut(old_key).filter(|c| c.gen == old_gen && old_key != key) {
+                old.send_error("replaced");
+                old.role = Role::Done;
+                old.closing = true;
+                stale.push(old_key);
+            }
+        }
         let conn = &mut self.conns[key];
         m.players[p] = Some((key, conn.gen));
         conn.role = Role::Player(claims.match_id, p);

@@ -11,10 +11,16 @@ impl Report {
         let server = &self.server;
         let _ = writeln!(
             out,
-            "server: argon2 {}, token idle {} s, {} users ({})",
+            "server: argon2 {}, token idle {} s, {} users, matches of {} players, {} ticks \
+             at {} Hz, fill timeout {} s, {} observers ({})",
             server.argon2,
             server.token_idle_s,
             server.users,
+            server.players_per_match,
+            server.match_ticks,
+            server.tick_hz,
+            server.match_fill_timeout_s,
+            server.observer_backend,
             if server.applied {
                 "as started by catwar-sim"
             } else {

@@ -1,6 +1,7 @@
 //! The sections of a scenario file as typed structs, with their defaults.
 
 use serde::Deserialize;
+use std::time::Duration;
 
 /// `[scenario]`: identity and length of the run.
 #[derive(Clone, Debug, Deserialize)]
@@ -11,7 +12,8 @@ pub struct Meta {
     /// Drives every random choice of every client. Default 1.
     #[serde(default = "Meta::default_seed")]
     pub seed: u64,
-    /// Length of the run in seconds. Default 30.
+    /// Length of the run in seconds. Default 60: long enough for a session around one
+    /// match of the server's default length (5 s fill timeout, 600 ticks at 20 Hz).
     #[serde(default = "Meta::default_duration_s")]
     pub duration_s: u64,
 }
@@ -21,7 +23,7 @@ impl Meta {
         1
     }
     fn default_duration_s() -> u64 {
-        30
+        60
     }
 }
 
@@ -138,9 +140,18 @@ pub struct Script {
     /// and checks that the old token is dead. Default 0.
     #[serde(default)]
     pub idle: f64,
-    /// The client asks the lobby to start a match. Default 1.
+    /// The client asks the lobby to start a match, joins it and plays it to its end.
+    /// Default 1.
     #[serde(default = "Script::default_start")]
     pub start: f64,
+    /// Inputs a player sends per second while its match runs. Default 10: a client that
+    /// samples its stick at half the server's default tick rate.
+    #[serde(default = "Script::default_input_hz")]
+    pub input_hz: u32,
+    /// Right after joining, the client also asks the router for a match observer and
+    /// watches its match through it. Default 0.3.
+    #[serde(default = "Script::default_observe")]
+    pub observe: f64,
 }
 
 impl Script {
@@ -159,9 +170,15 @@ impl Script {
     fn default_start() -> f64 {
         1.0
     }
+    fn default_input_hz() -> u32 {
+        10
+    }
+    fn default_observe() -> f64 {
+        0.3
+    }
 
     /// Every probability with its field name, for validation.
-    pub(super) fn probabilities(&self) -> [(&'static str, f64); 6] {
+    pub(super) fn probabilities(&self) -> [(&'static str, f64); 7] {
         [
             ("script.stale_version", self.stale_version),
             ("script.wrong_password", self.wrong_password),
@@ -169,6 +186,7 @@ impl Script {
             ("script.ip_change", self.ip_change),
             ("script.idle", self.idle),
             ("script.start", self.start),
+            ("script.observe", self.observe),
         ]
     }
 }
@@ -182,6 +200,8 @@ impl Default for Script {
             ip_change: Script::default_ip_change(),
             idle: 0.0,
             start: Script::default_start(),
+            input_hz: Script::default_input_hz(),
+            observe: Script::default_observe(),
         }
     }
 }
@@ -206,6 +226,26 @@ impl Argon2Preset {
     }
 }
 
+/// How the play servers start match observers (`--observer-backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObserverBackend {
+    /// A child process of the play server.
+    Process,
+    /// A container started through the Docker API.
+    Docker,
+}
+
+impl ObserverBackend {
+    /// The name used by `catwar-server --observer-backend` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObserverBackend::Process => "process",
+            ObserverBackend::Docker => "docker",
+        }
+    }
+}
+
 /// `[server]`: the knobs of the embedded topology; informational with `--target`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,14 +259,59 @@ pub struct Server {
     /// the server's own default.
     #[serde(default = "Server::default_token_idle_s")]
     pub token_idle_s: u64,
+    /// Players in a full match. Default 4, the server's own default.
+    #[serde(default = "Server::default_players_per_match")]
+    pub players_per_match: u32,
+    /// Seconds after which a match starts with whoever joined. Default 5.
+    #[serde(default = "Server::default_match_fill_timeout_s")]
+    pub match_fill_timeout_s: u64,
+    /// Ticks in a match. Default 600 (30 s at 20 Hz).
+    #[serde(default = "Server::default_match_ticks")]
+    pub match_ticks: u64,
+    /// The play servers' tick rate; late ticks are judged against its period. Default 20.
+    #[serde(default = "Server::default_tick_hz")]
+    pub tick_hz: u32,
+    /// How match observers are started. Default `process`.
+    #[serde(default = "Server::default_observer_backend")]
+    pub observer_backend: ObserverBackend,
 }
 
 impl Server {
+    /// The time between two ticks.
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.tick_hz))
+    }
+
+    /// How long a running match lasts at most: `match_ticks` tick periods.
+    pub fn match_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.match_ticks as f64 / f64::from(self.tick_hz))
+    }
+
+    /// The longest a joined player waits for its match to start.
+    pub fn fill_timeout(&self) -> Duration {
+        Duration::from_secs(self.match_fill_timeout_s)
+    }
+
     fn default_argon2() -> Argon2Preset {
         Argon2Preset::Fast
     }
     fn default_token_idle_s() -> u64 {
         600
+    }
+    fn default_players_per_match() -> u32 {
+        4
+    }
+    fn default_match_fill_timeout_s() -> u64 {
+        5
+    }
+    fn default_match_ticks() -> u64 {
+        600
+    }
+    fn default_tick_hz() -> u32 {
+        20
+    }
+    fn default_observer_backend() -> ObserverBackend {
+        ObserverBackend::Process
     }
 }
 
@@ -235,6 +320,11 @@ impl Default for Server {
         Server {
             argon2: Server::default_argon2(),
             token_idle_s: Server::default_token_idle_s(),
+            players_per_match: Server::default_players_per_match(),
+            match_fill_timeout_s: Server::default_match_fill_timeout_s(),
+            match_ticks: Server::default_match_ticks(),
+            tick_hz: Server::default_tick_hz(),
+            observer_backend: Server::default_observer_backend(),
         }
     }
 }

@@ -18,11 +18,18 @@ fn smoke_scenario_parses() {
     let scenario = Scenario::parse(SMOKE).unwrap();
     assert_eq!(scenario.scenario.name, "smoke");
     assert_eq!(scenario.scenario.seed, 42);
-    assert!(scenario.scenario.duration_s < 40);
+    // The whole run, with the server's start and the results check, stays within a minute.
+    assert!(scenario.scenario.duration_s <= 40);
     assert_eq!(scenario.population.clients, 200);
     assert_eq!(scenario.script.stale_version, 0.3);
-    assert!(scenario.script.idle > 0.0 && scenario.script.start == 0.0);
+    assert!(scenario.script.idle > 0.0 && scenario.script.start == 1.0);
+    assert!(scenario.script.observe > 0.0);
     assert_eq!(scenario.server.token_idle_s, 3);
+    let match_s = scenario.server.match_duration().as_secs_f64();
+    assert!(
+        match_s <= 10.0,
+        "a smoke match lasts seconds, not {match_s} s"
+    );
     assert_eq!(scenario.faults.len(), 1);
     assert!(scenario.faults[0].kills_balancer());
     let metrics: Vec<&str> = scenario
@@ -33,8 +40,10 @@ fn smoke_scenario_parses() {
     for metric in [
         "login.p99",
         "lobby.me.p99",
+        "play.input_ack.p99",
         "tokens.collisions",
         "failover.gap",
+        "invariants.violations",
     ] {
         assert!(
             metrics.contains(&metric),
@@ -56,7 +65,7 @@ fn login_storm_scenario_parses() {
 fn defaults_fill_missing_sections() {
     let scenario = Scenario::parse("[scenario]\nname = \"tiny\"\n").unwrap();
     assert_eq!(scenario.scenario.seed, 1);
-    assert_eq!(scenario.scenario.duration_s, 30);
+    assert_eq!(scenario.scenario.duration_s, 60);
     assert_eq!(scenario.population.clients, 100);
     assert_eq!(scenario.population.stale_version, "1.0.0");
     assert_eq!(scenario.load.model, LoadModel::Closed);
@@ -77,6 +86,100 @@ fn defaults_fill_missing_sections() {
     );
     assert_eq!(scenario.server.argon2, Argon2Preset::Fast);
     assert_eq!(scenario.server.token_idle_s, 600);
+    assert_eq!((script.input_hz, script.observe), (10, 0.3));
+    let server = &scenario.server;
+    assert_eq!(
+        (server.players_per_match, server.match_fill_timeout_s),
+        (4, 5)
+    );
+    assert_eq!((server.match_ticks, server.tick_hz), (600, 20));
+    assert_eq!(server.observer_backend, ObserverBackend::Process);
+    // The default run holds a default match: 5 s of fill and 30 s of ticks.
+    assert_eq!(server.match_duration(), std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn play_fields_parse() {
+    let text = "[scenario]\nname = \"x\"\nduration_s = 20\n\
+                [script]\ninput_hz = 30\nobserve = 1.0\n\
+                [server]\nplayers_per_match = 2\nmatch_fill_timeout_s = 1\nmatch_ticks = 100\n\
+                tick_hz = 50\nobserver_backend = \"docker\"\n";
+    let scenario = Scenario::parse(text).unwrap();
+    assert_eq!(
+        (scenario.script.input_hz, scenario.script.observe),
+        (30, 1.0)
+    );
+    let server = &scenario.server;
+    assert_eq!(
+        (server.players_per_match, server.match_fill_timeout_s),
+        (2, 1)
+    );
+    assert_eq!(server.tick_period(), std::time::Duration::from_millis(20));
+    assert_eq!(server.match_duration(), std::time::Duration::from_secs(2));
+    assert_eq!(server.observer_backend.name(), "docker");
+}
+
+#[test]
+fn play_errors_name_their_field() {
+    let base = "[scenario]\nname = \"x\"\nduration_s = 60\n";
+    for (section, setting, field) in [
+        (
+            "server",
+            "players_per_match = 0",
+            "server.players_per_match",
+        ),
+        (
+            "server",
+            "players_per_match = 65",
+            "server.players_per_match",
+        ),
+        (
+            "server",
+            "match_fill_timeout_s = 3601",
+            "server.match_fill_timeout_s",
+        ),
+        ("server", "match_ticks = 0", "server.match_ticks"),
+        ("server", "tick_hz = 0", "server.tick_hz"),
+        ("server", "tick_hz = 1001", "server.tick_hz"),
+        ("script", "input_hz = 0", "script.input_hz"),
+        ("script", "input_hz = 1001", "script.input_hz"),
+        ("script", "observe = 1.5", "script.observe"),
+    ] {
+        let text = format!("{base}[{section}]\n{setting}\n");
+        assert_eq!(invalid_field(&text), field, "{setting}");
+    }
+    match Scenario::parse(&format!("{base}[server]\nobserver_backend = \"vm\"\n")) {
+        Err(ScenarioError::Syntax(message)) => {
+            assert!(message.contains("observer_backend"), "{message}")
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_match_must_fit_in_the_run_when_clients_start_one() {
+    // 1 s of fill, 100 ticks at 20 Hz (5 s) and 5 s around them: 11 s at least.
+    let text = |duration_s: u64, start: f64| {
+        format!(
+            "[scenario]\nname = \"x\"\nduration_s = {duration_s}\n[script]\nstart = {start}\n\
+             [server]\nmatch_fill_timeout_s = 1\nmatch_ticks = 100\n"
+        )
+    };
+    assert_eq!(invalid_field(&text(10, 0.5)), "server.match_ticks");
+    assert!(Scenario::parse(&text(11, 0.5)).is_ok());
+    assert!(
+        Scenario::parse(&text(10, 0.0)).is_ok(),
+        "no match, no constraint"
+    );
+    // The defaults, a 30 s match after a 5 s fill, need 40 s.
+    let short = "[scenario]\nname = \"x\"\nduration_s = 39\n";
+    match Scenario::parse(short) {
+        Err(ScenarioError::Invalid { field, message }) => {
+            assert_eq!(field, "server.match_ticks");
+            assert!(message.contains(">= 40"), "{message}");
+        }
+        other => panic!("expected a field error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -125,12 +228,14 @@ fn login_and_lobby_errors_name_their_field() {
         "population.clients"
     );
     // The idle branch sleeps token_idle_s + 1 s; 20 s cannot hold a 15 s timeout.
-    let idle =
-        |timeout: u64| format!("{base}[script]\nidle = 0.5\n[server]\ntoken_idle_s = {timeout}\n");
+    let idle = |timeout: u64| {
+        format!("{base}[script]\nidle = 0.5\nstart = 0\n[server]\ntoken_idle_s = {timeout}\n")
+    };
     assert_eq!(invalid_field(&idle(15)), "script.idle");
     assert!(Scenario::parse(&idle(14)).is_ok());
     // Without the idle branch any timeout goes.
-    assert!(Scenario::parse(&format!("{base}[server]\ntoken_idle_s = 600\n")).is_ok());
+    let no_match = "[script]\nstart = 0\n";
+    assert!(Scenario::parse(&format!("{base}{no_match}[server]\ntoken_idle_s = 600\n")).is_ok());
     for (text, named) in [
         (format!("{base}[server]\nargon2 = \"slow\"\n"), "argon2"),
         (format!("{base}[server]\nflags = [\"--x\"]\n"), "flags"),
@@ -183,7 +288,10 @@ fn bad_values_name_their_field() {
         "population.stale_version"
     );
     let fault = |at: &str, service: &str| {
-        format!("{base}[[faults]]\nat_s = {at}\naction = \"kill\"\nservice = \"{service}\"\n")
+        format!(
+            "{base}[script]\nstart = 0\n\
+             [[faults]]\nat_s = {at}\naction = \"kill\"\nservice = \"{service}\"\n"
+        )
     };
     assert_eq!(invalid_field(&fault("10.0", "balancer")), "faults[0].at_s");
     assert_eq!(

@@ -10,7 +10,7 @@ use crate::http::{Request, Response};
 use crate::step::{Invariant, Step};
 use rand::Rng;
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 const ME: &str = "/v1/me";
 const START: &str = "/v1/start";
@@ -50,16 +50,14 @@ impl VirtualClient {
         }
     }
 
-    /// `POST /v1/start`: routed to a play server. Without one the lobby answers
-    /// `no_capacity`, counted by code like any refusal.
-    pub(super) async fn start(&mut self, session: &Session) {
+    /// `POST /v1/start`: a seat in a match on a play server. Without one the lobby
+    /// answers `no_capacity`, counted by code like any refusal.
+    pub(super) async fn start(&mut self, session: &Session) -> Option<Seat> {
         let request = Request::post(START).bearer(&session.token);
-        if let Some(reply) = self
+        let reply = self
             .call(Step::LobbyStart, Via::Lobby(session.lobby), &request)
-            .await
-        {
-            self.expect_ok(Step::LobbyStart, reply, parse_start);
-        }
+            .await?;
+        self.expect_ok(Step::LobbyStart, reply, parse_start)
     }
 
     /// Moves to the client's second address and uses the old token from there, which
@@ -174,13 +172,29 @@ fn parse_ranking(response: &Response) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A seat in a match, as `POST /v1/start` hands it out.
+#[derive(Debug, PartialEq, Deserialize)]
+pub(super) struct Seat {
+    /// The play server running the match.
+    #[serde(deserialize_with = "socket_addr")]
+    pub(super) play: SocketAddr,
+    /// The match.
+    #[serde(rename = "match")]
+    pub(super) match_id: u64,
+    /// The single-use ticket to join it with.
+    pub(super) ticket: String,
+}
+
+fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse()
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
+
 /// Accepts a `POST /v1/start` answer: where to play, the match, and the ticket to join with.
-fn parse_start(response: &Response) -> Result<(), Failure> {
-    let start = object_with(response, "start", &["play", "match", "ticket"])?;
-    let play = start["play"].as_str().unwrap_or_default();
-    play.parse::<std::net::SocketAddr>()
-        .map_err(|e| Failure::bad_response(format!("play {:?}: {e}", start["play"])))?;
-    Ok(())
+fn parse_start(response: &Response) -> Result<Seat, Failure> {
+    serde_json::from_slice(&response.body)
+        .map_err(|e| Failure::bad_response(format!("start answer: {e}")))
 }
 
 #[cfg(test)]
@@ -219,10 +233,14 @@ mod tests {
     }
 
     #[test]
-    fn start_names_a_play_server_and_a_ticket() {
+    fn start_names_a_play_server_a_match_and_a_ticket() {
         let start = r#"{"play": "127.0.0.1:7400", "match": 3, "ticket": "t-1"}"#;
-        assert!(parse_start(&response(200, start)).is_ok());
+        let seat = parse_start(&response(200, start)).unwrap();
+        assert_eq!((seat.play.port(), seat.match_id), (7400, 3));
+        assert_eq!(seat.ticket, "t-1");
         let no_addr = r#"{"play": "play-0", "match": 3, "ticket": "t-1"}"#;
         assert!(parse_start(&response(200, no_addr)).is_err());
+        let no_ticket = r#"{"play": "127.0.0.1:7400", "match": 3}"#;
+        assert!(parse_start(&response(200, no_ticket)).is_err());
     }
 }

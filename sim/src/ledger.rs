@@ -1,0 +1,329 @@
+//! The results ledger and `results.no_loss`: every `end` the clients saw, compared with
+//! the user DB after the run.
+//!
+//! While the run goes on, the ledger takes every seat a client tries to take (a match
+//! and a user), and every `end` a player receives: per match, once, each user's win or
+//! loss, and each user's latest totals (wins, losses, rating, xp, level), from which the
+//! rating and xp gained between two of its matches follow. A seat whose match never
+//! showed its `end` to the client stays *unresolved*: the server may well have
+//! committed a result for it that the client never saw.
+//!
+//! After the run ([`check`]), every match of the ledger must be in the DB's `matches`,
+//! and every user's DB wins and losses must be at least the ledger's. When the simulator
+//! seeded the users itself (embedded mode) they started from nothing, so it can demand
+//! more ([`Mode::Exact`]): the DB may exceed the ledger by the unresolved seats at most
+//! (by nothing when there are none), users the ledger never saw play must have no
+//! results, and a user whose DB count of games equals that of its latest `end` must have
+//! exactly that `end`'s rating, xp and level.
+
+mod db;
+
+use crate::lines::End;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Violations quoted in the run's output; the count covers the rest.
+const PROBLEMS_SHOWN_MAX: usize = 5;
+
+/// A user's totals, as an `end` announced them or as the DB holds them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Matches won.
+    pub wins: i64,
+    /// Matches lost.
+    pub losses: i64,
+    /// Rating.
+    pub rating: i64,
+    /// Experience.
+    pub xp: i64,
+    /// Level.
+    pub level: i64,
+}
+
+impl Totals {
+    fn games(&self) -> i64 {
+        self.wins + self.losses
+    }
+}
+
+/// What the ledger knows of one user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Wins seen in `end` lines.
+    pub wins: i64,
+    /// Losses seen in `end` lines.
+    pub losses: i64,
+    /// Seats taken in matches whose `end` no client saw.
+    pub unresolved: i64,
+    /// The totals of the user's latest `end` (the one with the most games).
+    pub latest: Option<Totals>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    /// Matches whose `end` was recorded.
+    ended: HashSet<u64>,
+    /// Seats of matches whose `end` has not been seen yet, by match.
+    seats: HashMap<u64, Seats>,
+    users: HashMap<String, Tally>,
+}
+
+/// The seats taken in one match.
+#[derive(Debug)]
+struct Seats {
+    users: Vec<String>,
+    /// When the last of them was taken.
+    last_at: Instant,
+}
+
+/// Every match result the clients saw; shared by all clients of a run.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    book: Mutex<Book>,
+}
+
+impl Ledger {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // Counters stay meaningful even if a client task panicked holding the lock.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `user` is about to join `match_id`. From now on the server may count a result
+    /// for the user in that match, even if the answer to the join gets lost.
+    pub fn seat(&self, match_id: u64, user: &str) {
+        let now = Instant::now();
+        let mut book = self.book();
+        if book.ended.contains(&match_id) {
+            return;
+        }
+        let seats = book.seats.entry(match_id).or_insert_with(|| Seats {
+            users: Vec::new(),
+            last_at: now,
+        });
+        seats.users.push(user.to_string());
+        seats.last_at = now;
+    }
+
+    /// The play server refused `user`'s join of `match_id`: no result will come of it.
+    pub fn unseat(&self, match_id: u64, user: &str) {
+        let mut book = self.book();
+        if let Some(seats) = book.seats.get_mut(&match_id) {
+            if let Some(position) = seats.users.iter().position(|u| u == user) {
+                seats.users.swap_remove(position);
+            }
+            if seats.users.is_empty() {
+                book.seats.remove(&match_id);
+            }
+        }
+    }
+
+    /// Records an `end`. Every player of a match gets the same one; only the first
+    /// counts.
+    pub fn ended(&self, end: &End) {
+        let mut book = self.book();
+        if !book.ended.insert(end.match_id) {
+            return;
+        }
+        book.seats.remove(&end.match_id);
+        for row in &end.results {
+            let tally = book.users.entry(row.id.clone()).or_default();
+            tally.wins += i64::from(row.won);
+            tally.losses += i64::from(!row.won);
+            let totals = Totals {
+                wins: row.wins,
+                losses: row.losses,
+                rating: row.rating,
+                xp: row.xp,
+                level: row.level,
+            };
+            if tally
+                .latest
+                .map_or(true, |latest| totals.games() > latest.games())
+            {
+                tally.latest = Some(totals);
+            }
+        }
+    }
+
+    /// The matches whose `end` was seen, and every user's tally with its unresolved
+    /// seats counted in.
+    pub fn snapshot(&self) -> Snapshot {
+        let book = self.book();
+        let mut users = book.users.clone();
+        for user in book.seats.values().flat_map(|seats| &seats.users) {
+            users.entry(user.clone()).or_default().unresolved += 1;
+        }
+        Snapshot {
+            matches: book.ended.iter().copied().collect(),
+            unresolved_matches: book.seats.keys().copied().collect(),
+            last_unresolved_seat_at: book.seats.values().map(|seats| seats.last_at).max(),
+            users,
+        }
+    }
+}
+
+/// The ledger at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Matches whose `end` a client saw.
+    pub matches: Vec<u64>,
+    /// Matches a client took a seat in without seeing their `end`.
+    pub unresolved_matches: Vec<u64>,
+    /// When the last seat of those matches was taken.
+    pub last_unresolved_seat_at: Option<Instant>,
+    /// Every user seen in an `end` or a seat.
+    pub users: HashMap<String, Tally>,
+}
+
+/// How strictly the DB must agree with the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Users started from no results and only this run played: the DB must equal the
+    /// ledger, up to its unresolved seats.
+    Exact,
+    /// Others may play too (`--target`): the DB must hold at least what the ledger saw.
+    AtLeast,
+}
+
+/// The DB's side: which of the ledger's matches it holds, and users' totals.
+#[derive(Clone, Debug, Default)]
+pub struct DbView {
+    /// The ledger's matches found in `matches`.
+    pub matches: HashSet<u64>,
+    /// Totals by user: the ledger's users, and in exact mode every user with a result.
+    pub users: HashMap<String, Totals>,
+}
+
+/// The outcome of `results.no_loss`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Matches and users checked.
+    pub checked: u64,
+    /// Matches and users that disagree.
+    pub violations: u64,
+    /// The first few disagreements, in words.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    fn judge(&mut self, problem: Option<String>) {
+        self.checked += 1;
+        if let Some(problem) = problem {
+            self.violations += 1;
+            if self.problems.len() < PROBLEMS_SHOWN_MAX {
+                self.problems.push(problem);
+            }
+        }
+    }
+}
+
+/// Compares the ledger with the DB.
+pub fn compare(ledger: &Snapshot, db: &DbView, mode: Mode) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut matches = ledger.matches.clone();
+    matches.sort_unstable();
+    for id in matches {
+        let missing = !db.matches.contains(&id);
+        verdict
+            .judge(missing.then(|| format!("match {id} ended for a client but is not in the DB")));
+    }
+    let mut users: Vec<&String> = ledger.users.keys().collect();
+    if mode == Mode::Exact {
+        users.extend(db.users.keys().filter(|u| !ledger.users.contains_key(*u)));
+    }
+    users.sort_unstable();
+    for user in users {
+        let tally = ledger.users.get(user).copied().unwrap_or_default();
+        verdict.judge(user_problem(user, &tally, db.users.get(user), mode));
+    }
+    verdict
+}
+
+fn user_problem(user: &str, tally: &Tally, db: Option<&Totals>, mode: Mode) -> Option<String> {
+    let seen = tally.wins + tally.losses;
+    let Some(db) = db else {
+        return (seen > 0).then(|| format!("{user} has results in the ledger but no DB row"));
+    };
+    if db.wins < tally.wins || db.losses < tally.losses {
+        return Some(format!(
+            "{user}: the DB has {}/{} wins/losses, clients saw {}/{}: results lost",
+            db.wins, db.losses, tally.wins, tally.losses
+        ));
+    }
+    if mode == Mode::AtLeast {
+        return None;
+    }
+    let unseen = db.games() - seen;
+    if unseen > tally.unresolved {
+        return Some(format!(
+            "{user}: the DB has {unseen} result(s) more than clients saw, with {} seat(s) unresolved",
+            tally.unresolved
+        ));
+    }
+    match tally.latest {
+        Some(latest) if latest.games() == db.games() && latest != *db => Some(format!(
+            "{user}: the DB holds {db:?}, its latest end announced {latest:?}"
+        )),
+        _ => None,
+    }
+}
+
+/// Why the DB could not be compared.
+#[derive(Debug)]
+pub struct CheckError {
+    /// The DB file.
+    pub path: PathBuf,
+    /// What failed.
+    pub source: rusqlite::Error,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot check results.no_loss against {}: {}",
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for CheckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Checks `results.no_loss` against the DB at `db_path`, opened read-only. In exact
+/// mode it first lets the topology go idle as far as this run's users go: it waits
+/// until every match with unresolved seats is committed, or until `match_length` has
+/// passed since the last such seat was taken, when those matches would have ended.
+/// The comparison holds either way (an unresolved seat may or may not have a result);
+/// waiting makes the DB final.
+pub async fn check(
+    ledger: &Ledger,
+    db_path: &Path,
+    mode: Mode,
+    match_length: Duration,
+) -> Result<Verdict, CheckError> {
+    let snapshot = ledger.snapshot();
+    let settle_until = snapshot
+        .last_unresolved_seat_at
+        .map_or_else(Instant::now, |at| at + match_length);
+    let path = db_path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let view = db::read(&path, &snapshot, mode, settle_until)?;
+        Ok(compare(&snapshot, &view, mode))
+    });
+    let result = read.await.expect("the DB check does not panic");
+    result.map_err(|source| CheckError {
+        path: db_path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;
