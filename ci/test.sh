@@ -14,3 +14,7 @@ out=target/ci/smoke
 rm -rf "$out"
 target/release/catwar-sim run scenarios/smoke.toml --out "$out"
 target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 100
+
+# The same path with every match observer a container of the project's image.
+rm -rf target/ci/smoke-docker
+target/release/catwar-sim run scenarios/smoke-docker.toml --out target/ci/smoke-docker
