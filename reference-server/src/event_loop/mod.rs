@@ -1,0 +1,411 @@
+//! The one mio event loop behind every HTTP service.
+//!
+//! It follows the shape of mio's `tcp_server` example: the listener and a waker have
+//! constant tokens, connections live in a slab, and on readiness a connection is read or
+//! written until `WouldBlock`. HTTP/1.1 framing (httparse heads, `Content-Length` bodies,
+//! keep-alive, pipelining) and the limits of SPEC §3 are enforced here once, so a service
+//! only maps a [`Request`] to a [`Reply`].
+//!
+//! Slow work never runs on the loop: a handler calls [`Ctx::defer`], hands the
+//! [`Responder`] to a job pool, and the pool's answer comes back through the channel and
+//! the [`Waker`]. While a deferred answer is outstanding the connection parses no further
+//! request, so pipelined answers keep their order.
+
+mod conn;
+mod handler;
+mod parse;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use native_tls::{HandshakeError, TlsAcceptor};
+use slab::Slab;
+
+use crate::http::Response;
+
+use conn::{flush, queue, read_available, refuse, Conn, Tls, Transport};
+use handler::Completion;
+pub use handler::{Ctx, Handler, Reply, Responder, ServerHandle, Stopper};
+use parse::{parse_request, Parse};
+
+/// Largest request head (request line and headers) accepted; SPEC §3 answers 431 above it.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Largest request body accepted; SPEC §3 answers 413 above it.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Most headers in one request; more is treated like an oversized head (431).
+pub const HEADERS_COUNT_MAX: usize = 64;
+/// Default cap on open connections per service. A process may hold 20,000 descriptors on
+/// the target machines, and each service keeps headroom for its own outgoing sockets.
+pub const CONNS_MAX_DEFAULT: usize = 16_000;
+/// A client gets this long to finish a request once its first byte arrived, so a slow
+/// client that never finishes cannot hold a connection forever.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// An idle keep-alive connection is closed after this long.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 120_000;
+/// A client that accepts no response bytes for this long is dropped.
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How often timeouts and the stop flag are checked; it bounds how late a timeout fires.
+const SWEEP_INTERVAL_MS: u64 = 100;
+/// Unparsed input buffered per connection: one largest request, so pipelining cannot make
+/// a connection buffer without bound.
+const INBUF_BYTES_MAX: usize = HEAD_BYTES_MAX + BODY_BYTES_MAX;
+/// Bytes read per `read` call.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Readiness events handled per `poll` call.
+const EVENTS_CAPACITY: usize = 1024;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// Limits of one server; the defaults are the constants above.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections; new ones beyond it get a 503 and are closed.
+    pub conns_max: usize,
+    /// See [`REQUEST_TIMEOUT_MS_DEFAULT`].
+    pub request_timeout: Duration,
+    /// See [`IDLE_TIMEOUT_MS_DEFAULT`].
+    pub idle_timeout: Duration,
+    /// See [`WRITE_TIMEOUT_MS_DEFAULT`].
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            conns_max: CONNS_MAX_DEFAULT,
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+            idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS_DEFAULT),
+            write_timeout: Duration::from_millis(WRITE_TIMEOUT_MS_DEFAULT),
+        }
+    }
+}
+
+/// One HTTP server: a listener, a handler and the connections.
+#[derive(Debug)]
+pub struct Server<H> {
+    poll: Poll,
+    listener: TcpListener,
+    handler: H,
+    conns: Slab<Conn>,
+    limits: Limits,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Completion>,
+    rx: Receiver<Completion>,
+    next_gen: u64,
+    tls: Option<Tls>,
+}
+
+impl<H: Handler> Server<H> {
+    /// Wraps an already bound listener (tests and `up` bind port 0 or a chosen port).
+    pub fn new(listener: std::net::TcpListener, handler: H, limits: Limits) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        Ok(Server {
+            poll,
+            listener,
+            handler,
+            conns: Slab::with_capacity(limits.conns_max.min(1024)),
+            limits,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            tx,
+            rx,
+            next_gen: 0,
+            tls: None,
+        })
+    }
+
+    /// Serves TLS with this acceptor instead of plain TCP.
+    pub fn with_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(Tls(acceptor));
+        self
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A stopper for this server.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            flag: Arc::clone(&self.stop),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Runs the loop on a new thread named `name`.
+    pub fn spawn(self, name: &str) -> io::Result<ServerHandle> {
+        let addr = self.local_addr()?;
+        let stopper = self.stopper();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || self.run())?;
+        Ok(ServerHandle {
+            addr,
+            stopper,
+            thread,
+        })
+    }
+
+    /// Runs the loop on this thread until stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let sweep_every = Duration::from_millis(SWEEP_INTERVAL_MS);
+        let mut last_sweep = Instant::now();
+        loop {
+            if let Err(err) = self.poll.poll(&mut events, Some(sweep_every)) {
+                if interrupted(&err) {
+                    continue;
+                }
+                return Err(err);
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    WAKER => self.complete_deferred(),
+                    Token(key) => self.drive(key),
+                }
+            }
+            if last_sweep.elapsed() >= sweep_every {
+                self.sweep();
+                last_sweep = Instant::now();
+            }
+        }
+    }
+
+    fn accept(&mut self) -> io::Result<()> {
+        while let Some((mut stream, peer)) = accept_one(&self.listener) {
+            if self.conns.len() >= self.limits.conns_max {
+                // A TLS client could not read a plaintext answer; it just sees the close.
+                if self.tls.is_none() {
+                    refuse(&mut stream);
+                }
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            self.poll.registry().register(
+                &mut stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let (stream, handshake_started) = match &self.tls {
+                None => (Transport::Plain(stream), None),
+                Some(Tls(acceptor)) => match acceptor.accept(stream) {
+                    Ok(tls) => (Transport::Tls(Box::new(tls)), None),
+                    Err(HandshakeError::WouldBlock(mid)) => (Transport::Handshaking(Some(mid)), Some(Instant::now())),
+                    // The socket is closed with the failed handshake; epoll forgets it.
+                    Err(HandshakeError::Failure(_)) => continue,
+                },
+            };
+            self.next_gen += 1;
+            entry.insert(Conn {
+                stream,
+                peer,
+                gen: self.next_gen,
+                inbuf: Vec::new(),
+                out: VecDeque::new(),
+                awaiting: None,
+                close_after_flush: false,
+                read_closed: false,
+                // The request timeout covers a TLS handshake too.
+                request_started: handshake_started,
+                last_progress: Instant::now(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads, answers and writes as far as possible; closes the connection when done.
+    fn drive(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        match self.conns[key].stream.ready() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => return self.close(key),
+        }
+        loop {
+            let read_more = match read_available(&mut self.conns[key]) {
+                Ok(more) => more,
+                Err(_) => return self.close(key),
+            };
+            self.process(key);
+            let conn = &mut self.conns[key];
+            if flush(conn).is_err() {
+                return self.close(key);
+            }
+            let conn = &self.conns[key];
+            let done_writing = conn.out.is_empty();
+            if done_writing && conn.close_after_flush {
+                return self.close(key);
+            }
+            if done_writing && conn.read_closed && conn.awaiting.is_none() {
+                return self.close(key);
+            }
+            // Reading stopped at the buffer cap; answering may have made room.
+            if !read_more || conn.inbuf.len() >= INBUF_BYTES_MAX || conn.awaiting.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Parses and dispatches every complete request in the buffer.
+    fn process(&mut self, key: usize) {
+        let open_conns = self.conns.len();
+        let conn = &mut self.conns[key];
+        while conn.awaiting.is_none() && !conn.close_after_flush && !conn.inbuf.is_empty() {
+            let parsed = match parse_request(&conn.inbuf, conn.peer) {
+                Parse::Partial => {
+                    if conn.inbuf.len() > HEAD_BYTES_MAX {
+                        queue(conn, Response::error(431, "head_too_large", "request head exceeds 16 KiB").closing(), false);
+                    }
+                    return;
+                }
+                Parse::Reject(response) => {
+                    conn.inbuf.clear();
+                    queue(conn, response.closing(), false);
+                    return;
+                }
+                Parse::Complete(parsed) => parsed,
+            };
+            let total = parsed.head_len + parsed.content_length;
+            if conn.inbuf.len() < total {
+                return;
+            }
+            let mut request = parsed.request;
+            request.body = conn.inbuf[parsed.head_len..total].to_vec();
+            conn.inbuf.drain(..total);
+            conn.request_started = (!conn.inbuf.is_empty()).then(Instant::now);
+            let mut ctx = Ctx {
+                key,
+                gen: conn.gen,
+                tx: &self.tx,
+                waker: &self.waker,
+                deferred: false,
+                open_conns,
+            };
+            match self.handler.handle(request, &mut ctx) {
+                Reply::Now(response) => queue(conn, response, parsed.keep_alive),
+                Reply::Later if ctx.deferred => conn.awaiting = Some(parsed.keep_alive),
+                Reply::Later => queue(
+                    conn,
+                    Response::error(500, "internal", "handler deferred without a responder"),
+                    parsed.keep_alive,
+                ),
+            }
+        }
+    }
+
+    fn complete_deferred(&mut self) {
+        while let Ok(done) = self.rx.try_recv() {
+            let Some(conn) = self.conns.get_mut(done.key) else {
+                continue;
+            };
+            if conn.gen != done.gen {
+                continue;
+            }
+            let Some(keep_alive) = conn.awaiting.take() else {
+                continue;
+            };
+            queue(conn, done.response, keep_alive);
+            conn.last_progress = Instant::now();
+            self.drive(done.key);
+        }
+    }
+
+    /// Applies the request, idle and write timeouts.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let limits = &self.limits;
+        let mut expired = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.awaiting.is_some() {
+                continue;
+            }
+            let stalled = now.duration_since(conn.last_progress);
+            if !conn.out.is_empty() {
+                if stalled >= limits.write_timeout {
+                    expired.push(key);
+                }
+            } else if let Some(started) = conn.request_started {
+                if now.duration_since(started) >= limits.request_timeout {
+                    conn.inbuf.clear();
+                    let detail = format!(
+                        "request not completed within {} ms",
+                        limits.request_timeout.as_millis()
+                    );
+                    queue(conn, Response::error(408, "request_timeout", &detail).closing(), false);
+                    let _ = flush(conn);
+                    expired.push(key);
+                }
+            } else if stalled >= limits.idle_timeout {
+                expired.push(key);
+            }
+        }
+        for key in expired {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            if let Some(socket) = conn.stream.socket() {
+                let _ = self.poll.registry().deregister(socket);
+            }
+        }
+    }
+}
+
+/// Accepts one pending connection, or `None` once none is left. Running out of
+/// descriptors or a reset before accept must not end a service: the client sees a
+/// refused or reset connection and the loop goes on.
+pub fn accept_one(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        match listener.accept() {
+            Ok(pair) => return Some(pair),
+            Err(err) if would_block(&err) => return None,
+            Err(err) if interrupted(&err) => continue,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                return None;
+            }
+        }
+    }
+}
+
+/// True for the error a non-blocking socket returns when it has nothing to give.
+pub fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// True for a system call interrupted by a signal, which is retried.
+pub fn interrupted(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Interrupted
+}
+
+/// Binds a loopback listener on port 0, for tests and benches.
+pub fn bind_loopback() -> io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+}
