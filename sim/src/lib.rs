@@ -20,7 +20,7 @@
 //! - [`metrics`]: sharded HDR histograms, counts, errors, per-second series.
 //! - [`failover`]: balancer failover gaps from the picks around each kill.
 //! - [`faults`]: the fault schedule (SIGKILL through the topology).
-//! - [`report`]: report.json and the summary table.
+//! - [`report`]: report.json, the summary table and the self-contained report.html.
 //! - [`compare`]: `catwar-sim compare`, the CI gate on latency regressions.
 
 #![deny(missing_docs, missing_debug_implementations)]

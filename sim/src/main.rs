@@ -20,15 +20,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a scenario and write DIR/report.json. Exit 0: all thresholds and invariants
-    /// held; 1: a threshold failed; 2: an invariant was violated; 64: bad scenario.
+    /// Run a scenario and write DIR/report.json and DIR/report.html. Exit 0: all thresholds
+    /// and invariants held; 1: a threshold failed; 2: an invariant was violated; 64: bad
+    /// scenario.
     Run {
         /// The scenario file (TOML).
         scenario: PathBuf,
         /// A running topology's topology.json; without it the embedded server is started.
         #[arg(long, value_name = "DIR/topology.json")]
         target: Option<PathBuf>,
-        /// Where to write report.json (and server.log of the embedded server).
+        /// Where to write report.json, report.html (and server.log of the embedded server).
         #[arg(long, value_name = "DIR", default_value = "catwar-report")]
         out: PathBuf,
         /// The catwar-server binary [default: $CATWAR_SERVER_BIN, else next to catwar-sim].
@@ -105,6 +106,10 @@ fn run(options: RunOptions) -> anyhow::Result<i32> {
     let outcome = runtime.block_on(catwar_sim::run::run(&options))?;
     print!("{}", outcome.report.summary());
     println!("report: {}", outcome.report_path.display());
+    println!(
+        "report: {}",
+        outcome.report_path.with_file_name("report.html").display()
+    );
     for warning in &outcome.warnings {
         eprintln!("catwar-sim: warning: {warning}");
     }

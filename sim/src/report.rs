@@ -1,4 +1,5 @@
-//! The run report: `report.json` (schema `catwar-sim/report/v1`) and the summary table.
+//! The run report: `report.json` (schema `catwar-sim/report/v1`), the summary table
+//! (`summary`) and the self-contained `report.html` with charts (`html`).
 //!
 //! Per step the report carries HDR percentiles and the whole histogram, serialized in the
 //! HdrHistogram V2 format and base64-encoded, so that reports of several runs or worker
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod html;
 mod summary;
 
 /// The schema tag of every report this version writes.
@@ -415,6 +417,50 @@ mod tests {
             thresholds: Vec::new(),
             exit_code: 0,
         }
+    }
+
+    /// A judged report of a 10 s run named `name`, with a per-second series for two
+    /// steps, errors in one second and a balancer kill at 4.2 s.
+    pub(in crate::report) fn sample_report(name: &str) -> Report {
+        let mut sample = report(&totals(&[1_000, 2_000, 40_000], 2), 0);
+        sample.scenario.name = name.to_string();
+        sample.duration_s = 10.0;
+        sample.steps.insert(
+            "login".to_string(),
+            StepReport::from_totals(&totals(&[9_000; 4], 0)),
+        );
+        sample.timeseries.points = (0..10)
+            .map(|t| {
+                let step = |requests, errors, p99_us| TimeStep {
+                    requests,
+                    errors,
+                    p99_us,
+                };
+                let slow = if t == 4 { 250_000 } else { 2_000 + 100 * t };
+                TimePoint {
+                    t_s: t,
+                    steps: BTreeMap::from([
+                        (
+                            "update.check".to_string(),
+                            step(100 + t, u64::from(t == 4) * 7, Some(slow)),
+                        ),
+                        ("login".to_string(), step(20, 0, Some(9_000))),
+                        ("logout".to_string(), step(0, 0, None)),
+                    ]),
+                }
+            })
+            .collect();
+        sample.faults = vec![FaultRecord {
+            at_s: 4.0,
+            executed_at_ms: 4_200.0,
+            action: "kill".into(),
+            service: "balancer-1".into(),
+            pid: Some(4242),
+            ok: true,
+            detail: None,
+        }];
+        sample.judge(&[Threshold::parse("update.check.p99", "< 100ms").unwrap()]);
+        sample
     }
 
     #[test]

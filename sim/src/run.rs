@@ -48,7 +48,7 @@ pub struct RunOptions {
     pub scenario: PathBuf,
     /// An existing topology.json; `None` starts the embedded topology.
     pub target: Option<PathBuf>,
-    /// Where report.json (and the embedded server's log) go.
+    /// Where report.json, report.html (and the embedded server's log) go.
     pub out_dir: PathBuf,
     /// The `catwar-server` binary for the embedded topology.
     pub server_bin: Option<PathBuf>,
@@ -148,6 +148,12 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         path: out_dir.join("report.json"),
         source,
     })?;
+    report
+        .write_html(out_dir)
+        .map_err(|source| RunError::Output {
+            path: out_dir.join("report.html"),
+            source,
+        })?;
     Ok(RunOutcome {
         report,
         report_path,

@@ -55,8 +55,10 @@ pub fn write_scenario(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-/// Reads `dir/report.json`.
+/// Reads `dir/report.json`, after checking that `report.html` was written with it.
 pub fn read_report(dir: &Path) -> serde_json::Value {
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html exists");
+    assert!(html.contains("<svg"), "report.html has no charts");
     let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json exists");
     serde_json::from_str(&text).expect("report.json is JSON")
 }

@@ -93,7 +93,7 @@ impl Report {
     }
 
     /// Steps in the order of the script, then any the script no longer has.
-    fn steps_in_script_order(&self) -> impl Iterator<Item = (&String, &StepReport)> {
+    pub(super) fn steps_in_script_order(&self) -> impl Iterator<Item = (&String, &StepReport)> {
         let position = |name: &str| Step::from_name(name).map_or(usize::MAX, Step::index);
         let mut steps: Vec<(&String, &StepReport)> = self.steps.iter().collect();
         steps.sort_by_key(|(name, _)| position(name));
@@ -125,6 +125,6 @@ impl Report {
     }
 }
 
-fn ms(us: Option<u64>) -> String {
+pub(super) fn ms(us: Option<u64>) -> String {
     us.map_or("-".to_string(), |us| format!("{:.2}", us as f64 / 1000.0))
 }
