@@ -142,6 +142,25 @@ pub struct ServerInfo {
     pub applied: bool,
 }
 
+impl ServerInfo {
+    /// One line naming every setting, as the terminal summary and the page show it.
+    pub fn describe(&self) -> String {
+        format!(
+            "argon2 {}, token idle {} s, {} users, matches of {} players, {} ticks at {} Hz, \
+             fill timeout {} s, {} observers ({})",
+            self.argon2,
+            self.token_idle_s,
+            self.users,
+            self.players_per_match,
+            self.match_ticks,
+            self.tick_hz,
+            self.match_fill_timeout_s,
+            self.observer_backend,
+            if self.applied { "as started by catwar-sim" } else { "as declared for the target" }
+        )
+    }
+}
+
 /// The figures of one step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {

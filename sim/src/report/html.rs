@@ -126,23 +126,7 @@ impl Report {
             ),
             (
                 "server",
-                escape(&format!(
-                    "argon2 {}, token idle {} s, {} users, matches of {} players, {} ticks at \
-                     {} Hz, fill timeout {} s, {} observers ({})",
-                    server.argon2,
-                    server.token_idle_s,
-                    server.users,
-                    server.players_per_match,
-                    server.match_ticks,
-                    server.tick_hz,
-                    server.match_fill_timeout_s,
-                    server.observer_backend,
-                    if server.applied {
-                        "as started"
-                    } else {
-                        "as declared for the target"
-                    }
-                )),
+                escape(&server.describe()),
             ),
         ];
         out.push_str("<table>\n");

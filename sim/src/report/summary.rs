@@ -9,24 +9,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let server = &self.server;
-        let _ = writeln!(
-            out,
-            "server: argon2 {}, token idle {} s, {} users, matches of {} players, {} ticks \
-             at {} Hz, fill timeout {} s, {} observers ({})",
-            server.argon2,
-            server.token_idle_s,
-            server.users,
-            server.players_per_match,
-            server.match_ticks,
-            server.tick_hz,
-            server.match_fill_timeout_s,
-            server.observer_backend,
-            if server.applied {
-                "as started by catwar-sim"
-            } else {
-                "as declared for the target"
-            }
-        );
+        let _ = writeln!(out, "server: {}", server.describe());
         let name_width = self.steps.keys().map(String::len).max().unwrap_or(4).max(4);
         let _ = writeln!(
             out,
