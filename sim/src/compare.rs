@@ -4,7 +4,7 @@
 //! regressed when it grew by more than the allowed percentage *and* by more than
 //! [`REGRESSION_US_MIN`], so that sub-millisecond noise on loopback never fails a build.
 //! Steps with fewer than [`SAMPLES_MIN`] successful requests on either side are skipped:
-//! their tails are not statistics yet.
+//! their tails are not statistics yet; a p99 needs [`P99_SAMPLES_MIN`].
 
 use crate::report::REPORT_SCHEMA;
 use serde::Deserialize;
@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 /// Percentiles of fewer samples than this swing too much to gate on.
 pub const SAMPLES_MIN: u64 = 100;
+/// A p99 of fewer samples rests on fewer than ten requests; one slow scheduling
+/// decision on a shared CI machine moves it by more than any tolerance worth having.
+pub const P99_SAMPLES_MIN: u64 = 1_000;
 /// Growth below this is noise on a shared machine, whatever the percentage.
 pub const REGRESSION_US_MIN: u64 = 1_000;
 /// The default allowed growth, percent.
@@ -121,10 +124,11 @@ pub fn compare(baseline: &ReportView, current: &ReportView, max_regression_pct: 
         let Some(now) = current.steps.get(name) else {
             continue;
         };
-        let too_few = base.samples() < SAMPLES_MIN || now.samples() < SAMPLES_MIN;
+        let samples = base.samples().min(now.samples());
         for ((stat, baseline_us), (_, current_us)) in base.stats().into_iter().zip(now.stats()) {
             let verdict = match (baseline_us, current_us) {
-                _ if too_few => Verdict::Skipped("fewer than 100 samples"),
+                _ if samples < SAMPLES_MIN => Verdict::Skipped("fewer than 100 samples"),
+                _ if stat == "p99" && samples < P99_SAMPLES_MIN => Verdict::Skipped("p99 of fewer than 1000 samples"),
                 (Some(b), Some(c)) if regressed(b, c, max_regression_pct) => Verdict::Regressed,
                 (Some(_), Some(_)) => Verdict::Ok,
                 _ => Verdict::Skipped("no value"),
@@ -223,6 +227,17 @@ mod tests {
         );
         let lenient = compare(&baseline, &current, 50.0);
         assert!(lenient.iter().all(|r| r.verdict == Verdict::Ok));
+    }
+
+    #[test]
+    fn a_p99_needs_a_thousand_samples() {
+        let baseline = view(&[("lobby.start", 600, [100, 200, 500])]);
+        let current = view(&[("lobby.start", 600, [100, 200, 5_000])]);
+        let rows = compare(&baseline, &current, 100.0);
+        let p99 = rows.iter().find(|r| r.stat == "p99").unwrap();
+        assert!(matches!(p99.verdict, Verdict::Skipped(_)));
+        let current = view(&[("lobby.start", 600, [5_000, 200, 500])]);
+        assert!(compare(&baseline, &current, 100.0).iter().any(|r| r.verdict == Verdict::Regressed));
     }
 
     #[test]
