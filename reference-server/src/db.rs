@@ -91,6 +91,12 @@ impl DbPool {
         Ok(DbPool { path: path.into(), idle: Mutex::new(vec![first]) })
     }
 
+    /// The shared secret stored under `key` (32 random bytes as hex), created by whichever
+    /// service asks first: ticket and internal keys, the token salt.
+    pub fn secret(&self, key: &str) -> Result<String, DbError> {
+        self.with(|c| meta_or_init(c, key, || crate::token::random_hex(32).expect("OS random source")))
+    }
+
     /// Runs `f` with a connection.
     pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
         let taken = self.idle.lock().expect("db pool lock").pop();

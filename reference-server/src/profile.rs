@@ -352,8 +352,8 @@ pub fn start(listener: TcpListener, config: ProfileConfig, limits: Limits) -> Re
     crate::tls::ensure_identity(&config.data_dir)?;
     let acceptor = crate::tls::acceptor(&config.data_dir)?;
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let salt_hex = db.with(|c| db::meta_or_init(c, "server_salt", || token::random_hex(32).expect("OS random source")))?;
-    let internal_key = db.with(|c| db::meta_or_init(c, INTERNAL_KEY_META, || token::random_hex(32).expect("OS random source")))?;
+    let salt_hex = db.secret("server_salt")?;
+    let internal_key = db.secret(INTERNAL_KEY_META)?;
     // The dummy hash must cost what the stored hashes cost, so use the preset recorded
     // by `users seed`/`add` when there is one.
     let recorded = db.with(|c| db::meta(c, users::ARGON2_META_KEY))?;

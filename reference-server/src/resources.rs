@@ -168,7 +168,7 @@ fn load_files(
 
 /// Lower-case hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::token::hex(&Sha256::digest(bytes))
 }
 
 /// A version name: 1–64 bytes of ASCII letters, digits, `.`, `-` and `_`, not `.`/`..`.

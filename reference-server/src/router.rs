@@ -139,7 +139,7 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// Starts the router on `listener`.
 pub fn start(listener: TcpListener, config: RouterConfig, limits: Limits) -> Result<Running, StartError> {
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let key = db.with(|c| db::meta_or_init(c, INTERNAL_KEY_META, || crate::token::random_hex(32).expect("OS random source")))?;
+    let key = db.secret(INTERNAL_KEY_META)?;
     let shared = Arc::new(Shared { db, key, play_servers: config.play_servers });
     let pool = JobPool::new("router", ROUTER_WORKERS, ROUTER_QUEUE_MAX)?;
     let server = Server::new(listener, Router { shared, pool }, limits)?;

@@ -27,7 +27,7 @@ use crate::jobs::{defer_to_pool, JobPool};
 use crate::profile::{INTERNAL_KEY_HEADER, INTERNAL_KEY_META};
 use crate::service::{sleep_unless_stopped, Running};
 use crate::ticket;
-use crate::token::{ct_eq, random_hex, token_hash, well_formed};
+use crate::token::{ct_eq, token_hash, well_formed};
 
 use ranking::{RankEntry, Ranking};
 use routing::PlayDirectory;
@@ -328,9 +328,8 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// Starts the lobby with its flusher, ranking and play-poller threads.
 pub fn start(listener: TcpListener, config: LobbyConfig, limits: Limits) -> Result<Running, StartError> {
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let new_key = || random_hex(32).expect("OS random source");
-    let internal_key = db.with(|c| db::meta_or_init(c, INTERNAL_KEY_META, new_key))?;
-    let ticket_key = db.with(|c| db::meta_or_init(c, ticket::TICKET_KEY_META, new_key))?.into_bytes();
+    let internal_key = db.secret(INTERNAL_KEY_META)?;
+    let ticket_key = db.secret(ticket::TICKET_KEY_META)?.into_bytes();
     let now = db::now_ms();
     let fill_ms = (config.match_fill_timeout_s * 1000) as i64;
     let state = State {

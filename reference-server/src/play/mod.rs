@@ -438,9 +438,8 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let db = Arc::new(DbPool::new(&config.data_dir.join(db::DB_FILE))?);
-    let new_key = || crate::token::random_hex(32).expect("OS random source");
-    let ticket_key = db.with(|c| db::meta_or_init(c, TICKET_KEY_META, new_key))?.into_bytes();
-    let internal_key = db.with(|c| db::meta_or_init(c, INTERNAL_KEY_META, new_key))?;
+    let ticket_key = db.secret(TICKET_KEY_META)?.into_bytes();
+    let internal_key = db.secret(INTERNAL_KEY_META)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (results_tx, results_rx) = mpsc::channel();
     let (reports_tx, reports) = mpsc::channel();
