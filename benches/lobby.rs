@@ -16,13 +16,20 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: u64 = 8;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [mode, addr, token, rate, seconds] = args.as_slice() else {
         eprintln!("usage: cargo bench --bench lobby -- probe ADDR TOKEN RATE SECONDS");
         return;
     };
     assert_eq!(mode, "probe");
-    let (addr, rate, seconds): (SocketAddr, u64, u64) = (addr.parse().unwrap(), rate.parse().unwrap(), seconds.parse().unwrap());
+    let (addr, rate, seconds): (SocketAddr, u64, u64) = (
+        addr.parse().unwrap(),
+        rate.parse().unwrap(),
+        seconds.parse().unwrap(),
+    );
     let start = Instant::now() + Duration::from_millis(100);
     let per_conn = rate * seconds / CONNECTIONS;
     let interval = Duration::from_secs_f64(CONNECTIONS as f64 / rate as f64);
@@ -33,16 +40,32 @@ fn main() {
             std::thread::spawn(move || connection(addr, &token, first, interval, per_conn))
         })
         .collect();
-    let mut all: Vec<f64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut all: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     all.sort_by(f64::total_cmp);
     let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
-    println!("probe {} requests at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", all.len(), pct(0.5), pct(0.99), all[all.len() - 1]);
+    println!(
+        "probe {} requests at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        all.len(),
+        pct(0.5),
+        pct(0.99),
+        all[all.len() - 1]
+    );
 }
 
-fn connection(addr: SocketAddr, token: &str, first: Instant, interval: Duration, count: u64) -> Vec<f64> {
+fn connection(
+    addr: SocketAddr,
+    token: &str,
+    first: Instant,
+    interval: Duration,
+    count: u64,
+) -> Vec<f64> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_nodelay(true).unwrap();
-    let request = format!("GET /v1/me HTTP/1.1\r\nHost: lobby\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let request =
+        format!("GET /v1/me HTTP/1.1\r\nHost: lobby\r\nAuthorization: Bearer {token}\r\n\r\n");
     let mut buf = vec![0u8; 4096];
     let mut latencies = Vec::with_capacity(count as usize);
     for i in 0..count {
@@ -59,7 +82,10 @@ fn connection(addr: SocketAddr, token: &str, first: Instant, interval: Duration,
             got.extend_from_slice(&buf[..n]);
             if let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-                let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
                 if got.len() >= head_end + 4 + length {
                     assert!(head.starts_with("http/1.1 200"), "{head}");
                     break;

@@ -13,10 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use catwar_server::db;
 use catwar_server::profile::INTERNAL_KEY_META;
 use catwar_server::ticket::{self, TICKET_KEY_META};
 use catwar_server::topology::Topology;
-use catwar_server::db;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// Inputs per second per player, a typical client send rate.
@@ -29,7 +29,10 @@ const RAMP_BATCH: u64 = 250;
 const RAMP_STEP_MS: u64 = 50;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["capacity", dir, players, seconds] => capacity(Path::new(dir), players.parse().unwrap(), seconds.parse().unwrap()),
         ["observers", dir, count] => observers(Path::new(dir), count.parse().unwrap()),
@@ -38,12 +41,18 @@ fn main() {
 }
 
 fn play_of(dir: &Path) -> (SocketAddr, u32) {
-    let play = Topology::read(dir).expect("topology.json").service("play-0").cloned().expect("play-0");
+    let play = Topology::read(dir)
+        .expect("topology.json")
+        .service("play-0")
+        .cloned()
+        .expect("play-0");
     (play.addr, play.pid)
 }
 
 fn meta(dir: &Path, key: &str) -> String {
-    db::meta(&db::open(&dir.join(db::DB_FILE)).unwrap(), key).unwrap().expect("the topology has run")
+    db::meta(&db::open(&dir.join(db::DB_FILE)).unwrap(), key)
+        .unwrap()
+        .expect("the topology has run")
 }
 
 fn status(play: SocketAddr) -> serde_json::Value {
@@ -65,7 +74,10 @@ fn cpu_s(pid: u32) -> f64 {
 fn capacity(dir: &Path, players: u64, seconds: u64) {
     let (play, pid) = play_of(dir);
     let key = meta(dir, TICKET_KEY_META);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let base = db::now_ms() as u64;
         let mut tasks = Vec::new();
@@ -100,7 +112,9 @@ fn capacity(dir: &Path, players: u64, seconds: u64) {
 }
 
 async fn player(play: SocketAddr, ticket: String, seconds: u64) {
-    let Ok(stream) = tokio::net::TcpStream::connect(play).await else { return };
+    let Ok(stream) = tokio::net::TcpStream::connect(play).await else {
+        return;
+    };
     let (read, mut write) = stream.into_split();
     let join = format!("{}\n", serde_json::json!({"t": "join", "ticket": ticket}));
     if write.write_all(join.as_bytes()).await.is_err() {
@@ -118,7 +132,10 @@ async fn player(play: SocketAddr, ticket: String, seconds: u64) {
         every.tick().await;
         seq += 1;
         let dx = ((seq % 7) as f64 / 7.0) - 0.5;
-        let line = format!("{{\"t\":\"input\",\"seq\":{seq},\"dx\":{dx:.3},\"dy\":0.1,\"fire\":{}}}\n", seq % 3 == 0);
+        let line = format!(
+            "{{\"t\":\"input\",\"seq\":{seq},\"dx\":{dx:.3},\"dy\":0.1,\"fire\":{}}}\n",
+            seq % 3 == 0
+        );
         if write.write_all(line.as_bytes()).await.is_err() {
             return;
         }
@@ -138,7 +155,12 @@ fn observers(dir: &Path, count: usize) {
     for _ in 0..count {
         let started = Instant::now();
         let mut s = TcpStream::connect(play).unwrap();
-        writeln!(s, "{}", serde_json::json!({"t": "observe", "match": match_id, "key": key})).unwrap();
+        writeln!(
+            s,
+            "{}",
+            serde_json::json!({"t": "observe", "match": match_id, "key": key})
+        )
+        .unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).unwrap();
         assert!(line.contains("\"observer\""), "{line}");
@@ -146,5 +168,11 @@ fn observers(dir: &Path, count: usize) {
     }
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    println!("observer starts {count}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms", pct(0.5), pct(0.9), pct(0.99), times[times.len() - 1]);
+    println!(
+        "observer starts {count}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        times[times.len() - 1]
+    );
 }

@@ -100,7 +100,11 @@ impl Balancer {
             None => 1,
             Some(Ok(n)) if (1..=PICK_N_MAX).contains(&n) => n,
             Some(_) => {
-                return Response::error(400, "bad_request", &format!("query n: must be a number from 1 to {PICK_N_MAX}"))
+                return Response::error(
+                    400,
+                    "bad_request",
+                    &format!("query n: must be a number from 1 to {PICK_N_MAX}"),
+                )
             }
         };
         let (active, epoch) = {
@@ -108,7 +112,8 @@ impl Balancer {
             (election.is_active(), election.epoch())
         };
         if !active {
-            return Response::error(503, "standby", "this balancer is standby").with_header("Retry-After", "1");
+            return Response::error(503, "standby", "this balancer is standby")
+                .with_header("Retry-After", "1");
         }
         let mut nodes = self.shared.nodes.lock().expect("nodes lock");
         let count = nodes.len();
@@ -116,10 +121,16 @@ impl Balancer {
         let offset = self.rotation % count.max(1);
         let mut healthy: Vec<usize> = (0..count).filter(|&i| nodes[i].healthy).collect();
         // Least load first; equal loads rotate so they share the work.
-        healthy.sort_by_key(|&i| (nodes[i].active_conns + nodes[i].assigned, (i + count - offset) % count));
+        healthy.sort_by_key(|&i| {
+            (
+                nodes[i].active_conns + nodes[i].assigned,
+                (i + count - offset) % count,
+            )
+        });
         healthy.truncate(n);
         if healthy.is_empty() {
-            return Response::error(503, "unavailable", "no healthy file node").with_header("Retry-After", "1");
+            return Response::error(503, "unavailable", "no healthy file node")
+                .with_header("Retry-After", "1");
         }
         let endpoints = healthy
             .iter()
@@ -174,14 +185,26 @@ pub fn start(listener: TcpListener, config: BalancerConfig, limits: Limits) -> i
             config
                 .nodes
                 .iter()
-                .map(|&addr| NodeState { addr, healthy: false, active_conns: 0, assigned: 0 })
+                .map(|&addr| NodeState {
+                    addr,
+                    healthy: false,
+                    active_conns: 0,
+                    assigned: 0,
+                })
                 .collect(),
         ),
     });
     // The first health round finishes before the server answers, so a freshly started
     // or promoted balancer never names a node it has not checked.
     check_nodes(&shared);
-    let server = Server::new(listener, Balancer { shared: Arc::clone(&shared), rotation: 0 }, limits)?;
+    let server = Server::new(
+        listener,
+        Balancer {
+            shared: Arc::clone(&shared),
+            rotation: 0,
+        },
+        limits,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("balancer")?, Arc::clone(&stop));
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));
@@ -202,15 +225,25 @@ fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
     // dead peer refuses the connection at once either way.
     let timeout = (config.heartbeat_deadline / 2).max(config.heartbeat_interval);
     loop {
-        let seen = match client::get(config.peer, "/v1/status", timeout).and_then(|r| r.json::<Status>()) {
+        let seen = match client::get(config.peer, "/v1/status", timeout)
+            .and_then(|r| r.json::<Status>())
+        {
             Ok(status) if status.role == "active" => PeerSeen::Active(status.epoch),
             Ok(status) => PeerSeen::Standby(status.epoch),
             Err(_) => PeerSeen::Unreachable,
         };
-        let transition = shared.election.lock().expect("election lock").observe(seen, Instant::now());
+        let transition = shared
+            .election
+            .lock()
+            .expect("election lock")
+            .observe(seen, Instant::now());
         match transition {
-            Some(Transition::Promoted(epoch)) => tracing::info!(epoch, peer = %config.peer, "took over as the active balancer"),
-            Some(Transition::SteppedDown(epoch)) => tracing::info!(epoch, peer = %config.peer, "peer is active with a higher epoch; now standby"),
+            Some(Transition::Promoted(epoch)) => {
+                tracing::info!(epoch, peer = %config.peer, "took over as the active balancer")
+            }
+            Some(Transition::SteppedDown(epoch)) => {
+                tracing::info!(epoch, peer = %config.peer, "peer is active with a higher epoch; now standby")
+            }
             None => {}
         }
         if !sleep_unless_stopped(stop, config.heartbeat_interval) {
@@ -225,7 +258,13 @@ struct NodeHealth {
 }
 
 fn check_nodes(shared: &Shared) {
-    let addrs: Vec<SocketAddr> = shared.nodes.lock().expect("nodes lock").iter().map(|n| n.addr).collect();
+    let addrs: Vec<SocketAddr> = shared
+        .nodes
+        .lock()
+        .expect("nodes lock")
+        .iter()
+        .map(|n| n.addr)
+        .collect();
     let timeout = Duration::from_millis(HEALTH_TIMEOUT_MS);
     // Checks run without the lock so picks keep flowing while a node is slow to answer.
     let results: Vec<Option<usize>> = addrs

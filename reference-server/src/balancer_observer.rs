@@ -62,7 +62,12 @@ pub struct Election {
 impl Election {
     /// A new election state. `epoch_file` keeps the highest epoch across restarts so a
     /// restarted process never promotes to an epoch already used.
-    pub fn new(role: Role, deadline: Duration, epoch_file: Option<PathBuf>, now: Instant) -> Election {
+    pub fn new(
+        role: Role,
+        deadline: Duration,
+        epoch_file: Option<PathBuf>,
+        now: Instant,
+    ) -> Election {
         let epoch = epoch_file
             .as_ref()
             .and_then(|p| fs::read_to_string(p).ok())
@@ -138,7 +143,9 @@ impl Election {
     }
 
     fn persist(&self) -> io::Result<()> {
-        let Some(path) = &self.epoch_file else { return Ok(()) };
+        let Some(path) = &self.epoch_file else {
+            return Ok(());
+        };
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, format!("{}\n", self.epoch))?;
         fs::rename(tmp, path)
@@ -159,7 +166,10 @@ mod tests {
     fn primary_takes_over_at_once_when_alone() {
         let t0 = Instant::now() + DEADLINE;
         let mut e = Election::new(Role::Primary, DEADLINE, None, t0);
-        assert_eq!(e.observe(PeerSeen::Unreachable, t0), Some(Transition::Promoted(1)));
+        assert_eq!(
+            e.observe(PeerSeen::Unreachable, t0),
+            Some(Transition::Promoted(1))
+        );
         assert!(e.is_active());
     }
 
@@ -170,7 +180,10 @@ mod tests {
         assert_eq!(e.observe(PeerSeen::Active(1), at(t0, 100)), None);
         assert_eq!(e.observe(PeerSeen::Unreachable, at(t0, 200)), None);
         assert_eq!(e.observe(PeerSeen::Unreachable, at(t0, 399)), None);
-        assert_eq!(e.observe(PeerSeen::Unreachable, at(t0, 400)), Some(Transition::Promoted(2)));
+        assert_eq!(
+            e.observe(PeerSeen::Unreachable, at(t0, 400)),
+            Some(Transition::Promoted(2))
+        );
     }
 
     #[test]
@@ -182,7 +195,10 @@ mod tests {
         assert_eq!(e.epoch(), 2);
         // It keeps watching: only when the observer dies does it promote, past epoch 2.
         assert_eq!(e.observe(PeerSeen::Unreachable, at(t0, 299)), None);
-        assert_eq!(e.observe(PeerSeen::Unreachable, at(t0, 300)), Some(Transition::Promoted(3)));
+        assert_eq!(
+            e.observe(PeerSeen::Unreachable, at(t0, 300)),
+            Some(Transition::Promoted(3))
+        );
     }
 
     #[test]
@@ -190,11 +206,17 @@ mod tests {
         let t0 = Instant::now() + DEADLINE;
         let mut p = Election::new(Role::Primary, DEADLINE, None, t0);
         p.observe(PeerSeen::Unreachable, t0);
-        assert_eq!(p.observe(PeerSeen::Active(5), t0), Some(Transition::SteppedDown(5)));
+        assert_eq!(
+            p.observe(PeerSeen::Active(5), t0),
+            Some(Transition::SteppedDown(5))
+        );
         let mut o = Election::new(Role::Observer, DEADLINE, None, t0);
         o.observe(PeerSeen::Unreachable, at(t0, 300));
         assert_eq!(o.epoch(), 1);
-        assert_eq!(o.observe(PeerSeen::Active(1), at(t0, 301)), Some(Transition::SteppedDown(1)));
+        assert_eq!(
+            o.observe(PeerSeen::Active(1), at(t0, 301)),
+            Some(Transition::SteppedDown(1))
+        );
         let mut p2 = Election::new(Role::Primary, DEADLINE, None, t0);
         p2.observe(PeerSeen::Unreachable, t0);
         assert_eq!(p2.observe(PeerSeen::Active(1), t0), None);
@@ -210,6 +232,9 @@ mod tests {
         e.observe(PeerSeen::Standby(6), t0);
         assert_eq!(e.epoch(), 7);
         let mut again = Election::new(Role::Primary, DEADLINE, Some(file), t0);
-        assert_eq!(again.observe(PeerSeen::Unreachable, t0), Some(Transition::Promoted(8)));
+        assert_eq!(
+            again.observe(PeerSeen::Unreachable, t0),
+            Some(Transition::Promoted(8))
+        );
     }
 }

@@ -60,7 +60,10 @@ impl ClientResponse {
 
     /// The first header with this lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -86,7 +89,11 @@ pub fn request(
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
-    let _ = write!(head, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+    let _ = write!(
+        head,
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     set_deadline(&stream, deadline)?;
     stream.write_all(head.as_bytes()).map_err(io_error)?;
     stream.write_all(body).map_err(io_error)?;
@@ -118,7 +125,11 @@ fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<ClientResp
                     .and_then(|(_, v)| v.trim().parse::<usize>().ok());
                 let mut body = buf.split_off(head_len);
                 read_body(stream, &mut body, length, deadline)?;
-                return Ok(ClientResponse { status, headers, body });
+                return Ok(ClientResponse {
+                    status,
+                    headers,
+                    body,
+                });
             }
             Ok(httparse::Status::Partial) if buf.len() <= HEAD_BYTES_MAX => {}
             Ok(httparse::Status::Partial) => {
@@ -128,7 +139,11 @@ fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<ClientResp
         }
         set_deadline(stream, deadline)?;
         match stream.read(&mut chunk) {
-            Ok(0) => return Err(ClientError::BadResponse("connection closed before the head".into())),
+            Ok(0) => {
+                return Err(ClientError::BadResponse(
+                    "connection closed before the head".into(),
+                ))
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(io_error(e)),
         }
@@ -143,14 +158,20 @@ fn read_body(
 ) -> Result<(), ClientError> {
     let want = length.unwrap_or(RESPONSE_BODY_BYTES_MAX);
     if want > RESPONSE_BODY_BYTES_MAX {
-        return Err(ClientError::BadResponse(format!("body of {want} bytes is too large")));
+        return Err(ClientError::BadResponse(format!(
+            "body of {want} bytes is too large"
+        )));
     }
     let mut chunk = [0u8; 8192];
     while body.len() < want {
         set_deadline(stream, deadline)?;
         match stream.read(&mut chunk) {
             Ok(0) if length.is_none() => break,
-            Ok(0) => return Err(ClientError::BadResponse("connection closed mid-body".into())),
+            Ok(0) => {
+                return Err(ClientError::BadResponse(
+                    "connection closed mid-body".into(),
+                ))
+            }
             Ok(n) => body.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(io_error(e)),
         }
@@ -164,8 +185,12 @@ fn set_deadline(stream: &TcpStream, deadline: Instant) -> Result<(), ClientError
     if left.is_zero() {
         return Err(ClientError::Timeout);
     }
-    stream.set_read_timeout(Some(left)).map_err(ClientError::Io)?;
-    stream.set_write_timeout(Some(left)).map_err(ClientError::Io)
+    stream
+        .set_read_timeout(Some(left))
+        .map_err(ClientError::Io)?;
+    stream
+        .set_write_timeout(Some(left))
+        .map_err(ClientError::Io)
 }
 
 fn io_error(e: io::Error) -> ClientError {

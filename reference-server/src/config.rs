@@ -143,9 +143,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn check<T: PartialOrd + fmt::Display + Copy>(flag: &str, value: T, min: T, max: T) -> Result<T, ConfigError> {
+fn check<T: PartialOrd + fmt::Display + Copy>(
+    flag: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError { field: format!("--{flag}"), problem: format!("{value} is outside {min}..={max}") });
+        return Err(ConfigError {
+            field: format!("--{flag}"),
+            problem: format!("{value} is outside {min}..={max}"),
+        });
     }
     Ok(value)
 }
@@ -154,8 +162,14 @@ impl Knobs {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<Knobs, ConfigError> {
         let field = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { field: field.clone(), problem: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError { field, problem: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            field: field.clone(),
+            problem: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError {
+            field,
+            problem: e.to_string(),
+        })
     }
 
     /// Fills every knob not given here from `file`.
@@ -181,8 +195,20 @@ impl Knobs {
     /// Applies defaults and checks ranges; errors name the flag.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let heartbeat_interval_ms = check("heartbeat-interval-ms", self.heartbeat_interval_ms.unwrap_or(HEARTBEAT_INTERVAL_MS_DEFAULT), 10, 60_000)?;
-        let heartbeat_deadline_ms = check("heartbeat-deadline-ms", self.heartbeat_deadline_ms.unwrap_or(HEARTBEAT_DEADLINE_MS_DEFAULT), 10, 600_000)?;
+        let heartbeat_interval_ms = check(
+            "heartbeat-interval-ms",
+            self.heartbeat_interval_ms
+                .unwrap_or(HEARTBEAT_INTERVAL_MS_DEFAULT),
+            10,
+            60_000,
+        )?;
+        let heartbeat_deadline_ms = check(
+            "heartbeat-deadline-ms",
+            self.heartbeat_deadline_ms
+                .unwrap_or(HEARTBEAT_DEADLINE_MS_DEFAULT),
+            10,
+            600_000,
+        )?;
         if heartbeat_deadline_ms < heartbeat_interval_ms {
             return Err(ConfigError {
                 field: "--heartbeat-deadline-ms".into(),
@@ -190,20 +216,62 @@ impl Knobs {
             });
         }
         Ok(Settings {
-            token_idle_s: check("token-idle-s", self.token_idle_s.unwrap_or(TOKEN_IDLE_S_DEFAULT), 1, 86_400 * 30)?,
-            players_per_match: check("players-per-match", self.players_per_match.unwrap_or(PLAYERS_PER_MATCH_DEFAULT), 1, 64)?,
-            match_fill_timeout_s: check("match-fill-timeout-s", self.match_fill_timeout_s.unwrap_or(MATCH_FILL_TIMEOUT_S_DEFAULT), 0, 3600)?,
-            match_ticks: check("match-ticks", self.match_ticks.unwrap_or(MATCH_TICKS_DEFAULT), 1, 1_000_000)?,
+            token_idle_s: check(
+                "token-idle-s",
+                self.token_idle_s.unwrap_or(TOKEN_IDLE_S_DEFAULT),
+                1,
+                86_400 * 30,
+            )?,
+            players_per_match: check(
+                "players-per-match",
+                self.players_per_match.unwrap_or(PLAYERS_PER_MATCH_DEFAULT),
+                1,
+                64,
+            )?,
+            match_fill_timeout_s: check(
+                "match-fill-timeout-s",
+                self.match_fill_timeout_s
+                    .unwrap_or(MATCH_FILL_TIMEOUT_S_DEFAULT),
+                0,
+                3600,
+            )?,
+            match_ticks: check(
+                "match-ticks",
+                self.match_ticks.unwrap_or(MATCH_TICKS_DEFAULT),
+                1,
+                1_000_000,
+            )?,
             tick_hz: check("tick-hz", self.tick_hz.unwrap_or(TICK_HZ_DEFAULT), 1, 1000)?,
-            file_nodes: check("file-nodes", self.file_nodes.unwrap_or(FILE_NODES_DEFAULT), 1, FILE_NODES_MAX)?,
-            play_servers: check("play-servers", self.play_servers.unwrap_or(PLAY_SERVERS_DEFAULT), 1, PLAY_SERVERS_MAX)?,
+            file_nodes: check(
+                "file-nodes",
+                self.file_nodes.unwrap_or(FILE_NODES_DEFAULT),
+                1,
+                FILE_NODES_MAX,
+            )?,
+            play_servers: check(
+                "play-servers",
+                self.play_servers.unwrap_or(PLAY_SERVERS_DEFAULT),
+                1,
+                PLAY_SERVERS_MAX,
+            )?,
             login_workers: check("login-workers", self.login_workers.unwrap_or(cores), 1, 256)?,
             argon2: self.argon2.unwrap_or(Argon2Preset::Owasp),
             observer_backend: self.observer_backend.unwrap_or(ObserverBackend::Process),
-            restart_delay_ms: check("restart-delay-ms", self.restart_delay_ms.unwrap_or(RESTART_DELAY_MS_DEFAULT), 0, 3_600_000)?,
+            restart_delay_ms: check(
+                "restart-delay-ms",
+                self.restart_delay_ms.unwrap_or(RESTART_DELAY_MS_DEFAULT),
+                0,
+                3_600_000,
+            )?,
             heartbeat_interval_ms,
             heartbeat_deadline_ms,
-            health_interval_ms: check("health-interval-ms", self.health_interval_ms.unwrap_or(HEALTH_INTERVAL_MS_DEFAULT), 10, 60_000)?,
+            health_interval_ms: check(
+                "health-interval-ms",
+                self.health_interval_ms
+                    .unwrap_or(HEALTH_INTERVAL_MS_DEFAULT),
+                10,
+                60_000,
+            )?,
         })
     }
 }
@@ -214,8 +282,12 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let file: Knobs = toml::from_str("file-nodes = 5\ntoken-idle-s = 60\nargon2 = \"fast\"").unwrap();
-        let flags = Knobs { file_nodes: Some(2), ..Knobs::default() };
+        let file: Knobs =
+            toml::from_str("file-nodes = 5\ntoken-idle-s = 60\nargon2 = \"fast\"").unwrap();
+        let flags = Knobs {
+            file_nodes: Some(2),
+            ..Knobs::default()
+        };
         let s = flags.or(file).resolve().unwrap();
         assert_eq!(s.file_nodes, 2);
         assert_eq!(s.token_idle_s, 60);
@@ -225,11 +297,23 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_field() {
-        let err = toml::from_str::<Knobs>("file-nodez = 5").unwrap_err().to_string();
+        let err = toml::from_str::<Knobs>("file-nodez = 5")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("file-nodez"), "{err}");
-        let err = Knobs { file_nodes: Some(0), ..Knobs::default() }.resolve().unwrap_err();
+        let err = Knobs {
+            file_nodes: Some(0),
+            ..Knobs::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert_eq!(err.field, "--file-nodes");
-        let err = Knobs { heartbeat_interval_ms: Some(500), ..Knobs::default() }.resolve().unwrap_err();
+        let err = Knobs {
+            heartbeat_interval_ms: Some(500),
+            ..Knobs::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert_eq!(err.field, "--heartbeat-deadline-ms");
     }
 }

@@ -67,11 +67,17 @@ impl std::error::Error for DbError {}
 
 /// Opens (and creates) the DB with the schema and pragmas every process uses.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
-    let err = |source| DbError { path: path.into(), source };
+    let err = |source| DbError {
+        path: path.into(),
+        source,
+    };
     let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(conn)
 }
@@ -88,23 +94,36 @@ impl DbPool {
     /// A pool over the DB at `path`; opens one connection now to fail early.
     pub fn new(path: &Path) -> Result<DbPool, DbError> {
         let first = open(path)?;
-        Ok(DbPool { path: path.into(), idle: Mutex::new(vec![first]) })
+        Ok(DbPool {
+            path: path.into(),
+            idle: Mutex::new(vec![first]),
+        })
     }
 
     /// The shared secret stored under `key` (32 random bytes as hex), created by whichever
     /// service asks first: ticket and internal keys, the token salt.
     pub fn secret(&self, key: &str) -> Result<String, DbError> {
-        self.with(|c| meta_or_init(c, key, || crate::token::random_hex(32).expect("OS random source")))
+        self.with(|c| {
+            meta_or_init(c, key, || {
+                crate::token::random_hex(32).expect("OS random source")
+            })
+        })
     }
 
     /// Runs `f` with a connection.
-    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
         let taken = self.idle.lock().expect("db pool lock").pop();
         let mut conn = match taken {
             Some(conn) => conn,
             None => open(&self.path)?,
         };
-        let result = f(&mut conn).map_err(|source| DbError { path: self.path.clone(), source });
+        let result = f(&mut conn).map_err(|source| DbError {
+            path: self.path.clone(),
+            source,
+        });
         self.idle.lock().expect("db pool lock").push(conn);
         result
     }
@@ -137,7 +156,8 @@ pub struct SessionRow {
 
 /// The password hash of a user.
 pub fn user_phc(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT phc FROM users WHERE id = ?1", [id], |r| r.get(0)).optional()
+    conn.query_row("SELECT phc FROM users WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
 }
 
 /// A user's public data.
@@ -145,16 +165,44 @@ pub fn user_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<UserRow>
     conn.query_row(
         "SELECT id, level, xp, rating, wins, losses FROM users WHERE id = ?1",
         [id],
-        |r| Ok(UserRow { id: r.get(0)?, level: r.get(1)?, xp: r.get(2)?, rating: r.get(3)?, wins: r.get(4)?, losses: r.get(5)? }),
+        |r| {
+            Ok(UserRow {
+                id: r.get(0)?,
+                level: r.get(1)?,
+                xp: r.get(2)?,
+                rating: r.get(3)?,
+                wins: r.get(4)?,
+                losses: r.get(5)?,
+            })
+        },
     )
     .optional()
 }
 
 /// Every user as (id, rating, level), best rating first, ties by id.
 pub fn ranking(conn: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
-    let mut stmt = conn.prepare_cached("SELECT id, rating, level FROM users ORDER BY rating DESC, id")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, rating, level FROM users ORDER BY rating DESC, id")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
+}
+
+/// The ranking rows (id, rating, level) of `ids`; ids without a user are left out.
+pub fn ranking_rows(
+    conn: &Connection,
+    ids: &[String],
+) -> rusqlite::Result<Vec<(String, i64, i64)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, rating, level FROM users WHERE id = ?1")?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = stmt
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+        {
+            rows.push(row);
+        }
+    }
+    Ok(rows)
 }
 
 /// Inserts a session; false when the token hash already exists (a collision).
@@ -189,7 +237,10 @@ pub fn session(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<S
 
 /// Marks a session revoked; its token stops working everywhere.
 pub fn revoke(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?1", [token_hash])?;
+    conn.execute(
+        "UPDATE sessions SET revoked = 1 WHERE token_hash = ?1",
+        [token_hash],
+    )?;
     Ok(())
 }
 
@@ -197,7 +248,9 @@ pub fn revoke(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
 pub fn touch_sessions(conn: &mut Connection, touched: &[(String, i64)]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached("UPDATE sessions SET last_used_ms = MAX(last_used_ms, ?2) WHERE token_hash = ?1")?;
+        let mut stmt = tx.prepare_cached(
+            "UPDATE sessions SET last_used_ms = MAX(last_used_ms, ?2) WHERE token_hash = ?1",
+        )?;
         for (hash, at) in touched {
             stmt.execute(params![hash, at])?;
         }
@@ -207,19 +260,30 @@ pub fn touch_sessions(conn: &mut Connection, touched: &[(String, i64)]) -> rusql
 
 /// A value of the meta table.
 pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
 }
 
 /// Sets a value of the meta table.
 pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        [key, value],
+    )?;
     Ok(())
 }
 
 /// The meta value under `key`, created with `make` on first use. Concurrent first uses
 /// in several processes agree, because the insert keeps whichever value came first.
-pub fn meta_or_init(conn: &Connection, key: &str, make: impl FnOnce() -> String) -> rusqlite::Result<String> {
-    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, &make()])?;
+pub fn meta_or_init(
+    conn: &Connection,
+    key: &str,
+    make: impl FnOnce() -> String,
+) -> rusqlite::Result<String> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+        [key, &make()],
+    )?;
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
 }
 
@@ -248,13 +312,23 @@ mod tests {
             revoked: false,
         };
         assert!(pool.with(|c| insert_session(c, &s)).unwrap());
-        assert!(!pool.with(|c| insert_session(c, &s)).unwrap(), "a duplicate hash is a collision");
-        pool.with(|c| touch_sessions(c, &[("h".into(), 50)])).unwrap();
+        assert!(
+            !pool.with(|c| insert_session(c, &s)).unwrap(),
+            "a duplicate hash is a collision"
+        );
+        pool.with(|c| touch_sessions(c, &[("h".into(), 50)]))
+            .unwrap();
         pool.with(|c| revoke(c, "h")).unwrap();
         let back = pool.with(|c| session(c, "h")).unwrap().unwrap();
         assert!(back.revoked);
         assert_eq!(back.last_used_ms, 50);
-        assert_eq!(pool.with(|c| meta_or_init(c, "k", || "a".into())).unwrap(), "a");
-        assert_eq!(pool.with(|c| meta_or_init(c, "k", || "b".into())).unwrap(), "a");
+        assert_eq!(
+            pool.with(|c| meta_or_init(c, "k", || "a".into())).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            pool.with(|c| meta_or_init(c, "k", || "b".into())).unwrap(),
+            "a"
+        );
     }
 }

@@ -40,7 +40,11 @@ impl FileNode {
             Err(why) => return Response::error(400, "bad_request", &why),
         };
         let Some(file) = self.catalog.file(&version, &path) else {
-            return Response::error(404, "not_found", &format!("no file {path} in version {version}"));
+            return Response::error(
+                404,
+                "not_found",
+                &format!("no file {path} in version {version}"),
+            );
         };
         let etag = format!("\"{}\"", file.entry.sha256);
         if req.header("if-none-match") == Some(etag.as_str()) {
@@ -55,8 +59,12 @@ impl FileNode {
                 close: false,
             },
             Some(RangeSpec::Unsatisfiable) => {
-                return Response::error(416, "range_not_satisfiable", &format!("header range: file has {len} bytes"))
-                    .with_header("Content-Range", format!("bytes */{len}"))
+                return Response::error(
+                    416,
+                    "range_not_satisfiable",
+                    &format!("header range: file has {len} bytes"),
+                )
+                .with_header("Content-Range", format!("bytes */{len}"))
             }
             Some(RangeSpec::Bytes(start, end)) => Response {
                 status: 206,
@@ -81,7 +89,13 @@ impl Handler for FileNode {
                 http::method_not_allowed(&req)
             }
         } else if req.path == "/healthz" {
-            Response::json(200, &Health { status: "ok", active_conns: ctx.open_conns() })
+            Response::json(
+                200,
+                &Health {
+                    status: "ok",
+                    active_conns: ctx.open_conns(),
+                },
+            )
         } else {
             http::not_found(&req)
         };
@@ -97,7 +111,9 @@ fn split_file_target(rest: &str) -> Result<(String, String), String> {
         return Err(format!("path: longer than {FILE_PATH_BYTES_MAX} bytes"));
     }
     let decoded = percent_decode(rest).ok_or("path: broken percent-encoding")?;
-    let (version, path) = decoded.split_once('/').ok_or("path: expected /v1/files/{version}/{path}")?;
+    let (version, path) = decoded
+        .split_once('/')
+        .ok_or("path: expected /v1/files/{version}/{path}")?;
     if !valid_version(version) {
         return Err(format!("path: {version:?} is not a version name"));
     }
@@ -151,7 +167,11 @@ fn parse_range(value: &str, len: usize) -> RangeSpec {
 }
 
 /// Starts a file node on `listener`.
-pub fn start(listener: TcpListener, catalog: Arc<Catalog>, limits: Limits) -> io::Result<ServerHandle> {
+pub fn start(
+    listener: TcpListener,
+    catalog: Arc<Catalog>,
+    limits: Limits,
+) -> io::Result<ServerHandle> {
     Server::new(listener, FileNode::new(catalog), limits)?.spawn("file-node")
 }
 

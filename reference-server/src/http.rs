@@ -209,7 +209,11 @@ pub fn reason(status: u16) -> &'static str {
 
 /// The standard "no such route" answer.
 pub fn not_found(req: &Request) -> Response {
-    Response::error(404, "not_found", &format!("no route for {} {}", req.method, req.path))
+    Response::error(
+        404,
+        "not_found",
+        &format!("no route for {} {}", req.method, req.path),
+    )
 }
 
 /// The standard "wrong method" answer.
@@ -265,7 +269,9 @@ mod tests {
     #[test]
     fn error_body_has_the_spec_shape() {
         let r = Response::error(400, "bad_request", "version: missing");
-        let Body::Owned(body) = r.body else { panic!("owned body") };
+        let Body::Owned(body) = r.body else {
+            panic!("owned body")
+        };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "bad_request");
         assert_eq!(v["detail"], "version: missing");

@@ -41,7 +41,12 @@ impl JobPool {
     /// Like [`JobPool::new`], with worker threads at this nice value (Linux applies it
     /// per thread). CPU-heavy pools run niced so the event loops that share the cores
     /// keep their latency while the pool is saturated.
-    pub fn with_nice(name: &str, workers: usize, queue_max: usize, nice: i32) -> std::io::Result<JobPool> {
+    pub fn with_nice(
+        name: &str,
+        workers: usize,
+        queue_max: usize,
+        nice: i32,
+    ) -> std::io::Result<JobPool> {
         assert!(workers > 0, "a job pool needs at least one worker");
         let (tx, rx) = mpsc::sync_channel::<Job>(queue_max);
         let rx = Arc::new(Mutex::new(rx));
@@ -63,7 +68,10 @@ impl JobPool {
                     })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(JobPool { tx: Some(tx), workers })
+        Ok(JobPool {
+            tx: Some(tx),
+            workers,
+        })
     }
 
     /// Queues a job, or fails at once with [`Busy`] when the queue is full.
@@ -77,8 +85,13 @@ impl JobPool {
 
 /// Defers the current request to `pool`: `work` runs on a worker and its response goes
 /// back through the event loop. A full queue answers 503 `busy` with `Retry-After`.
-pub fn defer_to_pool(pool: &JobPool, ctx: &mut Ctx<'_>, work: impl FnOnce() -> Response + Send + 'static) -> Reply {
-    let busy = Response::error(503, "busy", "job queue full; retry shortly").with_header("Retry-After", "1");
+pub fn defer_to_pool(
+    pool: &JobPool,
+    ctx: &mut Ctx<'_>,
+    work: impl FnOnce() -> Response + Send + 'static,
+) -> Reply {
+    let busy = Response::error(503, "busy", "job queue full; retry shortly")
+        .with_header("Retry-After", "1");
     let responder = ctx.defer().if_unanswered(busy);
     let submitted = pool.try_submit(move || {
         let responder = responder.if_unanswered(Response::error(500, "internal", "the job failed"));

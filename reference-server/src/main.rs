@@ -11,16 +11,20 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use catwar_server::config::{Argon2Preset, ConfigError, Knobs};
-use catwar_server::{db, users as user_db};
 use catwar_server::service;
 use catwar_server::supervisor::{self, UpOptions};
 use catwar_server::topology::Plan;
+use catwar_server::{db, users as user_db};
 
 /// Exit code for a bad command line, as in sysexits.h.
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "catwar-server", version, about = "The CatWar reference server: every service of the scenario, one process each")]
+#[command(
+    name = "catwar-server",
+    version,
+    about = "The CatWar reference server: every service of the scenario, one process each"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -113,16 +117,35 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if err.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let result = match cli.command {
-        Cmd::Up { data, base_port, config, knobs } => up(data, base_port, config, knobs),
+        Cmd::Up {
+            data,
+            base_port,
+            config,
+            knobs,
+        } => up(data, base_port, config, knobs),
         Cmd::Kill { service, data } => kill(&service, &data),
         Cmd::Users { command } => users(command),
-        Cmd::Observer { play, match_id, data, listen } => {
+        Cmd::Observer {
+            play,
+            match_id,
+            data,
+            listen,
+        } => {
             init_logging("observer");
-            let args = catwar_server::observer::ObserverArgs { play, match_id, data_dir: data, listen };
+            let args = catwar_server::observer::ObserverArgs {
+                play,
+                match_id,
+                data_dir: data,
+                listen,
+            };
             catwar_server::observer::run(&args).map_err(anyhow::Error::from)
         }
         Cmd::Serve { service, plan } => serve(&service, &plan),
@@ -167,7 +190,8 @@ fn init_logging(service: &str) {
 fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
     }
     Ok(stop)
 }
@@ -183,8 +207,11 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
     let stop = stop_on_signals()?;
     std::fs::create_dir_all(&data).with_context(|| format!("--data {}", data.display()))?;
     let conn = db::open(&data.join(db::DB_FILE))?;
-    let users: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).context("counting users")?;
-    let recorded = db::meta(&conn, user_db::ARGON2_META_KEY).context("reading the argon2 preset")?;
+    let users: i64 = conn
+        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .context("counting users")?;
+    let recorded =
+        db::meta(&conn, user_db::ARGON2_META_KEY).context("reading the argon2 preset")?;
     drop(conn);
     tracing::info!(
         data = %data.display(),
@@ -193,14 +220,23 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
         argon2_hashes = recorded.as_deref().unwrap_or("none yet"),
         "starting the CatWar topology"
     );
-    let options = UpOptions { data_dir: data, base_port, settings, exe };
+    let options = UpOptions {
+        data_dir: data,
+        base_port,
+        settings,
+        exe,
+    };
     supervisor::up(&options, &stop)?;
     Ok(())
 }
 
 fn users(command: UsersCmd) -> anyhow::Result<()> {
     match command {
-        UsersCmd::Seed { data, count, argon2 } => {
+        UsersCmd::Seed {
+            data,
+            count,
+            argon2,
+        } => {
             let started = std::time::Instant::now();
             let added = user_db::seed(&data, count, argon2)?;
             println!(
@@ -211,7 +247,9 @@ fn users(command: UsersCmd) -> anyhow::Result<()> {
         }
         UsersCmd::Add { id, data, argon2 } => {
             let mut password = String::new();
-            std::io::stdin().read_line(&mut password).context("reading the password from stdin")?;
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']);
             user_db::add(&data, &id, password, argon2)?;
             println!("user {id} saved (argon2 {})", user_db::preset_name(argon2));
@@ -230,11 +268,15 @@ fn serve(name: &str, plan_path: &std::path::Path) -> anyhow::Result<()> {
     init_logging(name);
     let plan = Plan::read(plan_path)?;
     let addr = plan.addr_of(name)?;
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("service {name}: binding {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("service {name}: binding {addr}"))?;
     let stop = stop_on_signals()?;
-    let running = service::start(&plan, name, listener).with_context(|| format!("service {name}"))?;
+    let running =
+        service::start(&plan, name, listener).with_context(|| format!("service {name}"))?;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    running.shutdown().with_context(|| format!("service {name}: stopping"))
+    running
+        .shutdown()
+        .with_context(|| format!("service {name}: stopping"))
 }

@@ -90,8 +90,14 @@ impl Limiter {
             let elapsed = now.duration_since(started);
             (w.failures >= max && elapsed < window).then(|| (window - elapsed).as_secs().max(1))
         };
-        let ip_left = self.by_ip.get(&ip).and_then(|w| left(w, LOGIN_FAILURES_PER_IP_MAX));
-        let id_left = self.by_id.get(id).and_then(|w| left(w, LOGIN_FAILURES_PER_ID_MAX));
+        let ip_left = self
+            .by_ip
+            .get(&ip)
+            .and_then(|w| left(w, LOGIN_FAILURES_PER_IP_MAX));
+        let id_left = self
+            .by_id
+            .get(id)
+            .and_then(|w| left(w, LOGIN_FAILURES_PER_ID_MAX));
         ip_left.max(id_left)
     }
 
@@ -125,7 +131,10 @@ impl Limiter {
 fn bump(w: &mut Window, now: Instant) {
     let window = Duration::from_secs(LOGIN_FAILURE_WINDOW_S);
     if w.started.is_none_or(|s| now.duration_since(s) >= window) {
-        *w = Window { started: Some(now), failures: 0 };
+        *w = Window {
+            started: Some(now),
+            failures: 0,
+        };
     }
     w.failures += 1;
 }
@@ -183,10 +192,14 @@ fn parse_login(body: &[u8]) -> Result<(String, String), String> {
     };
     let (id, password) = (field("id")?, field("password")?);
     if !valid_user_id(&id) {
-        return Err(format!("body.id: must be 1-{USER_ID_BYTES_MAX} letters, digits, '_', '-', '.' or '@'"));
+        return Err(format!(
+            "body.id: must be 1-{USER_ID_BYTES_MAX} letters, digits, '_', '-', '.' or '@'"
+        ));
     }
     if password.is_empty() || password.len() > PASSWORD_BYTES_MAX {
-        return Err(format!("body.password: must be 1-{PASSWORD_BYTES_MAX} bytes"));
+        return Err(format!(
+            "body.password: must be 1-{PASSWORD_BYTES_MAX} bytes"
+        ));
     }
     Ok((id, password))
 }
@@ -206,7 +219,10 @@ impl Shared {
             }
         };
         if !ok {
-            self.limiter.lock().expect("limiter lock").failed(ip, id, Instant::now());
+            self.limiter
+                .lock()
+                .expect("limiter lock")
+                .failed(ip, id, Instant::now());
             return login_failed();
         }
         self.limiter.lock().expect("limiter lock").succeeded(id);
@@ -230,17 +246,31 @@ impl Shared {
                 last_used_ms: now,
                 revoked: false,
             };
-            if self.db.with(|c| db::insert_session(c, &row)).map_err(internal)? {
+            if self
+                .db
+                .with(|c| db::insert_session(c, &row))
+                .map_err(internal)?
+            {
                 return Ok(token);
             }
             let total = self.collisions.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(collisions = total, "token collided with a stored session; drawing again");
+            tracing::warn!(
+                collisions = total,
+                "token collided with a stored session; drawing again"
+            );
         }
         Err(internal("token collisions exhausted every attempt"))
     }
 
     fn granted(&self, token: String) -> Response {
-        Response::json(200, &Granted { token, lobby: self.lobby.to_string(), idle_timeout_s: self.token_idle_s })
+        Response::json(
+            200,
+            &Granted {
+                token,
+                lobby: self.lobby.to_string(),
+                idle_timeout_s: self.token_idle_s,
+            },
+        )
     }
 
     /// The session of a Bearer token used from `ip`, or the 401 to answer.
@@ -250,12 +280,18 @@ impl Shared {
         }
         let hash = token_hash(token);
         let session = self.db.with(|c| db::session(c, &hash)).map_err(internal)?;
-        let Some(session) = session.filter(|s| !s.revoked && token::ct_eq(s.token_hash.as_bytes(), hash.as_bytes())) else {
+        let Some(session) = session
+            .filter(|s| !s.revoked && token::ct_eq(s.token_hash.as_bytes(), hash.as_bytes()))
+        else {
             return Err(access_denied());
         };
         if session.ip != ip.to_string() {
             self.revoke(&hash)?;
-            return Err(Response::error(401, "login_again", "this session belongs to another IP; log in again"));
+            return Err(Response::error(
+                401,
+                "login_again",
+                "this session belongs to another IP; log in again",
+            ));
         }
         Ok(session)
     }
@@ -279,7 +315,10 @@ impl Shared {
     }
 
     fn logout(&self, token: &str, ip: IpAddr) -> Response {
-        match self.session_for(token, ip).and_then(|s| self.revoke(&s.token_hash)) {
+        match self
+            .session_for(token, ip)
+            .and_then(|s| self.revoke(&s.token_hash))
+        {
             Ok(()) => Response::empty(204),
             Err(response) => response,
         }
@@ -292,7 +331,14 @@ impl Shared {
         let body = serde_json::json!({ "token_hash": hash }).to_string();
         let headers = [(INTERNAL_KEY_HEADER, self.internal_key.as_str())];
         let timeout = Duration::from_millis(REVOKE_NOTICE_TIMEOUT_MS);
-        match client::request(self.lobby, "POST", "/internal/v1/revoke", &headers, body.as_bytes(), timeout) {
+        match client::request(
+            self.lobby,
+            "POST",
+            "/internal/v1/revoke",
+            &headers,
+            body.as_bytes(),
+            timeout,
+        ) {
             Ok(r) if r.status == 204 => {}
             Ok(r) => tracing::warn!(status = r.status, "lobby refused a revocation notice"),
             Err(e) => tracing::warn!(%e, "lobby missed a revocation notice"),
@@ -308,18 +354,32 @@ impl Profile {
             Err(why) => return Reply::Now(Response::error(400, "bad_request", &why)),
         };
         let ip = req.peer.ip();
-        let blocked = self.shared.limiter.lock().expect("limiter lock").blocked(ip, &id, Instant::now());
+        let blocked =
+            self.shared
+                .limiter
+                .lock()
+                .expect("limiter lock")
+                .blocked(ip, &id, Instant::now());
         if let Some(retry_s) = blocked {
             return Reply::Now(
-                Response::error(429, "rate_limited", "too many failed logins; wait before trying again")
-                    .with_header("Retry-After", retry_s.to_string()),
+                Response::error(
+                    429,
+                    "rate_limited",
+                    "too many failed logins; wait before trying again",
+                )
+                .with_header("Retry-After", retry_s.to_string()),
             );
         }
         let shared = Arc::clone(&self.shared);
         defer_to_pool(&self.pool, ctx, move || shared.login(ip, &id, &password))
     }
 
-    fn with_token(&mut self, req: &Request, ctx: &mut Ctx<'_>, work: fn(&Shared, &str, IpAddr) -> Response) -> Reply {
+    fn with_token(
+        &mut self,
+        req: &Request,
+        ctx: &mut Ctx<'_>,
+        work: fn(&Shared, &str, IpAddr) -> Response,
+    ) -> Reply {
         let Some(token) = req.bearer().map(str::to_string) else {
             return Reply::Now(access_denied());
         };
@@ -338,7 +398,9 @@ impl Handler for Profile {
                 200,
                 &serde_json::json!({"status": "ok", "token_collisions": self.shared.collisions.load(Ordering::Relaxed)}),
             )),
-            (_, "/v1/login" | "/v1/refresh" | "/v1/logout" | "/healthz") => Reply::Now(http::method_not_allowed(&req)),
+            (_, "/v1/login" | "/v1/refresh" | "/v1/logout" | "/healthz") => {
+                Reply::Now(http::method_not_allowed(&req))
+            }
             _ => Reply::Now(http::not_found(&req)),
         }
     }
@@ -348,7 +410,11 @@ impl Handler for Profile {
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts profile on `listener` with TLS.
-pub fn start(listener: TcpListener, config: ProfileConfig, limits: Limits) -> Result<Running, StartError> {
+pub fn start(
+    listener: TcpListener,
+    config: ProfileConfig,
+    limits: Limits,
+) -> Result<Running, StartError> {
     crate::tls::ensure_identity(&config.data_dir)?;
     let acceptor = crate::tls::acceptor(&config.data_dir)?;
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
@@ -375,7 +441,10 @@ pub fn start(listener: TcpListener, config: ProfileConfig, limits: Limits) -> Re
     });
     let pool = JobPool::with_nice("login", config.workers, LOGIN_QUEUE_MAX, LOGIN_WORKER_NICE)?;
     let server = Server::new(listener, Profile { shared, pool }, limits)?.with_tls(acceptor);
-    Ok(Running::new(server.spawn("profile")?, Arc::new(AtomicBool::new(false))))
+    Ok(Running::new(
+        server.spawn("profile")?,
+        Arc::new(AtomicBool::new(false)),
+    ))
 }
 
 #[cfg(test)]
@@ -384,12 +453,18 @@ mod tests {
 
     #[test]
     fn login_bodies_are_checked_field_by_field() {
-        assert_eq!(parse_login(br#"{"id":"user1","password":"pw"}"#).unwrap(), ("user1".into(), "pw".into()));
+        assert_eq!(
+            parse_login(br#"{"id":"user1","password":"pw"}"#).unwrap(),
+            ("user1".into(), "pw".into())
+        );
         let err = |b: &[u8]| parse_login(b).unwrap_err();
         assert!(err(b"nope").starts_with("body: not JSON"));
         assert_eq!(err(b"[]"), "body: expected a JSON object");
         assert_eq!(err(br#"{"password":"x"}"#), "body.id: missing");
-        assert_eq!(err(br#"{"id":5,"password":"x"}"#), "body.id: expected a string");
+        assert_eq!(
+            err(br#"{"id":5,"password":"x"}"#),
+            "body.id: expected a string"
+        );
         assert!(err(br#"{"id":"x' OR 1=1 --","password":"x"}"#).starts_with("body.id:"));
         assert!(err(br#"{"id":"a","password":""}"#).starts_with("body.password:"));
     }

@@ -67,26 +67,40 @@ impl Shared {
             Ok(session) => session,
             Err(e) => {
                 tracing::error!(%e, "router could not read sessions");
-                return Response::error(503, "unavailable", "user DB unavailable; retry shortly").with_header("Retry-After", "1");
+                return Response::error(503, "unavailable", "user DB unavailable; retry shortly")
+                    .with_header("Retry-After", "1");
             }
         };
         match session {
             Some(s) if !s.revoked && s.ip == ip.to_string() => {}
-            Some(s) if !s.revoked => return Response::error(401, "login_again", "this token was issued to another IP; log in again"),
+            Some(s) if !s.revoked => {
+                return Response::error(
+                    401,
+                    "login_again",
+                    "this token was issued to another IP; log in again",
+                )
+            }
             _ => return Response::error(401, "access_denied", "unknown, revoked or missing token"),
         }
         let mut failures = Vec::new();
         for &play in &self.play_servers {
             match self.ask(play, match_id) {
-                Asked::Observer(addr) => return Response::json(200, &serde_json::json!({ "observer": addr })),
+                Asked::Observer(addr) => {
+                    return Response::json(200, &serde_json::json!({ "observer": addr }))
+                }
                 Asked::Unknown => {}
                 Asked::Failed(why) => failures.push(format!("{play}: {why}")),
             }
         }
         if failures.is_empty() {
-            Response::error(404, "unknown_match", &format!("no play server runs match {match_id}"))
+            Response::error(
+                404,
+                "unknown_match",
+                &format!("no play server runs match {match_id}"),
+            )
         } else {
-            Response::error(503, "unavailable", &failures.join("; ")).with_header("Retry-After", "1")
+            Response::error(503, "unavailable", &failures.join("; "))
+                .with_header("Retry-After", "1")
         }
     }
 
@@ -95,7 +109,8 @@ impl Shared {
         let attempt = || -> std::io::Result<String> {
             let mut stream = TcpStream::connect_timeout(&play, timeout)?;
             stream.set_read_timeout(Some(timeout))?;
-            let line = serde_json::json!({"t": "observe", "match": match_id, "key": self.key}).to_string();
+            let line =
+                serde_json::json!({"t": "observe", "match": match_id, "key": self.key}).to_string();
             writeln!(stream, "{line}")?;
             let mut answer = String::new();
             BufReader::new(stream.take(ANSWER_BYTES_MAX)).read_line(&mut answer)?;
@@ -118,18 +133,30 @@ impl Handler for Router {
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/v1/observer") => {}
-            ("GET", "/healthz") => return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"}))),
+            ("GET", "/healthz") => {
+                return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"})))
+            }
             (_, "/v1/observer" | "/healthz") => return Reply::Now(http::method_not_allowed(&req)),
             _ => return Reply::Now(http::not_found(&req)),
         }
         let Some(token) = req.bearer().filter(|t| well_formed(t)).map(str::to_string) else {
-            return Reply::Now(Response::error(401, "access_denied", "unknown, revoked or missing token"));
+            return Reply::Now(Response::error(
+                401,
+                "access_denied",
+                "unknown, revoked or missing token",
+            ));
         };
         let Some(match_id) = req.query_param("match").and_then(|m| m.parse::<u64>().ok()) else {
-            return Reply::Now(Response::error(400, "bad_request", "query match: must be a match id"));
+            return Reply::Now(Response::error(
+                400,
+                "bad_request",
+                "query match: must be a match id",
+            ));
         };
         let (shared, ip) = (Arc::clone(&self.shared), req.peer.ip());
-        defer_to_pool(&self.pool, ctx, move || shared.observer(&token, ip, match_id))
+        defer_to_pool(&self.pool, ctx, move || {
+            shared.observer(&token, ip, match_id)
+        })
     }
 }
 
@@ -137,11 +164,22 @@ impl Handler for Router {
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts the router on `listener`.
-pub fn start(listener: TcpListener, config: RouterConfig, limits: Limits) -> Result<Running, StartError> {
+pub fn start(
+    listener: TcpListener,
+    config: RouterConfig,
+    limits: Limits,
+) -> Result<Running, StartError> {
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
     let key = db.secret(INTERNAL_KEY_META)?;
-    let shared = Arc::new(Shared { db, key, play_servers: config.play_servers });
+    let shared = Arc::new(Shared {
+        db,
+        key,
+        play_servers: config.play_servers,
+    });
     let pool = JobPool::new("router", ROUTER_WORKERS, ROUTER_QUEUE_MAX)?;
     let server = Server::new(listener, Router { shared, pool }, limits)?;
-    Ok(Running::new(server.spawn("router")?, Arc::new(AtomicBool::new(false))))
+    Ok(Running::new(
+        server.spawn("router")?,
+        Arc::new(AtomicBool::new(false)),
+    ))
 }

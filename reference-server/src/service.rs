@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use crate::balancer::{self, BalancerConfig};
 use crate::balancer_observer::Role;
+use crate::config::ObserverBackend;
 use crate::event_loop::{Limits, ServerHandle};
 use crate::file_node;
-use crate::config::ObserverBackend;
 use crate::lobby::{self, LobbyConfig};
-use crate::observer::process::ProcessSpawner;
 use crate::observer::docker::DockerSpawner;
+use crate::observer::process::ProcessSpawner;
 use crate::observer::Spawner;
 use crate::play::{self, PlayConfig};
-use crate::router::{self, RouterConfig};
 use crate::profile::{self, ProfileConfig};
 use crate::resources::{Catalog, ResourceError};
+use crate::router::{self, RouterConfig};
 use crate::storage::{self, StorageConfig};
 use crate::topology::{Plan, ServiceKind, TopologyError};
 
@@ -31,7 +31,10 @@ const STOP_POLL_MS: u64 = 20;
 #[derive(Debug)]
 enum Main {
     Http(ServerHandle),
-    Thread { thread: JoinHandle<io::Result<()>>, waker: Arc<mio::Waker> },
+    Thread {
+        thread: JoinHandle<io::Result<()>>,
+        waker: Arc<mio::Waker>,
+    },
 }
 
 /// A service running in this process: its main loop plus any background threads.
@@ -45,24 +48,50 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("addr", &self.addr).field("threads", &self.threads.len()).finish()
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("threads", &self.threads.len())
+            .finish()
     }
 }
 
 impl Running {
     /// Wraps a started HTTP server; `stop` is the flag its background threads watch.
     pub fn new(server: ServerHandle, stop: Arc<AtomicBool>) -> Running {
-        Running { addr: server.addr(), main: Main::Http(server), stop, threads: Vec::new(), on_shutdown: Vec::new() }
+        Running {
+            addr: server.addr(),
+            main: Main::Http(server),
+            stop,
+            threads: Vec::new(),
+            on_shutdown: Vec::new(),
+        }
     }
 
     /// Wraps a loop running on `thread` that returns once `stop` is set and `waker` woke it.
-    pub fn from_thread(addr: std::net::SocketAddr, thread: JoinHandle<io::Result<()>>, stop: Arc<AtomicBool>, waker: Arc<mio::Waker>) -> Running {
-        Running { addr, main: Main::Thread { thread, waker }, stop, threads: Vec::new(), on_shutdown: Vec::new() }
+    pub fn from_thread(
+        addr: std::net::SocketAddr,
+        thread: JoinHandle<io::Result<()>>,
+        stop: Arc<AtomicBool>,
+        waker: Arc<mio::Waker>,
+    ) -> Running {
+        Running {
+            addr,
+            main: Main::Thread { thread, waker },
+            stop,
+            threads: Vec::new(),
+            on_shutdown: Vec::new(),
+        }
     }
 
     /// Starts a named background thread that belongs to this service.
-    pub fn add_thread(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        let thread = std::thread::Builder::new().name(name.to_string()).spawn(body)?;
+    pub fn add_thread(
+        &mut self,
+        name: &str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(body)?;
         self.threads.push(thread);
         Ok(())
     }
@@ -84,7 +113,9 @@ impl Running {
             Main::Http(server) => server.shutdown(),
             Main::Thread { thread, waker } => {
                 let _ = waker.wake();
-                thread.join().map_err(|_| io::Error::other("service thread panicked"))?
+                thread
+                    .join()
+                    .map_err(|_| io::Error::other("service thread panicked"))?
             }
         };
         for thread in self.threads {
@@ -190,7 +221,10 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
         ServiceKind::Storage => {
             let config = StorageConfig::new(
                 Arc::new(Catalog::load(&resources)?),
-                vec![plan.addr_of("balancer")?, plan.addr_of("balancer-observer")?],
+                vec![
+                    plan.addr_of("balancer")?,
+                    plan.addr_of("balancer-observer")?,
+                ],
             );
             storage::start(listener, config, limits)?
         }
@@ -220,9 +254,10 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                     let exe = std::env::current_exe()?;
                     Arc::new(ProcessSpawner::new(exe, plan.data_dir.clone()))
                 }
-                ObserverBackend::Docker => {
-                    Arc::new(DockerSpawner::new(plan.data_dir.clone()).map_err(|e| StartError::Setup(Box::new(e)))?)
-                }
+                ObserverBackend::Docker => Arc::new(
+                    DockerSpawner::new(plan.data_dir.clone())
+                        .map_err(|e| StartError::Setup(Box::new(e)))?,
+                ),
             };
             let config = PlayConfig {
                 data_dir: plan.data_dir.clone(),
@@ -237,7 +272,10 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
             play::start(listener, config).map_err(StartError::Setup)?
         }
         ServiceKind::Router => {
-            let config = RouterConfig { data_dir: plan.data_dir.clone(), play_servers: plan.play_servers() };
+            let config = RouterConfig {
+                data_dir: plan.data_dir.clone(),
+                play_servers: plan.play_servers(),
+            };
             router::start(listener, config, limits).map_err(StartError::Setup)?
         }
     };

@@ -45,7 +45,11 @@ pub struct StorageConfig {
 impl StorageConfig {
     /// A config with the default pick size.
     pub fn new(catalog: Arc<Catalog>, balancers: Vec<SocketAddr>) -> StorageConfig {
-        StorageConfig { catalog, balancers, pick_n: PICK_N_DEFAULT }
+        StorageConfig {
+            catalog,
+            balancers,
+            pick_n: PICK_N_DEFAULT,
+        }
     }
 }
 
@@ -81,11 +85,15 @@ impl Picker {
         let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
         let path = format!("/v1/pick?n={}", self.pick_n);
         for i in (0..count).map(|k| (preferred + k) % count) {
-            let Ok(response) = client::get(self.balancers[i], &path, timeout) else { continue };
+            let Ok(response) = client::get(self.balancers[i], &path, timeout) else {
+                continue;
+            };
             if response.status != 200 {
                 continue;
             }
-            let Ok(pick) = response.json::<Pick>() else { continue };
+            let Ok(pick) = response.json::<Pick>() else {
+                continue;
+            };
             if pick.epoch < epoch_max || pick.endpoints.is_empty() {
                 continue;
             }
@@ -141,7 +149,13 @@ impl Storage {
 
     fn update(&mut self, req: &Request, ctx: &mut Ctx<'_>) -> Reply {
         let version = match req.query_param("version") {
-            None => return Reply::Now(Response::error(400, "bad_request", "query version: missing")),
+            None => {
+                return Reply::Now(Response::error(
+                    400,
+                    "bad_request",
+                    "query version: missing",
+                ))
+            }
             Some(v) if !valid_version(&v) => {
                 return Reply::Now(Response::error(
                     400,
@@ -152,15 +166,32 @@ impl Storage {
             Some(v) => v,
         };
         if version == *self.current {
-            return Reply::Now(Response::json(200, &Current { update: false, version: &version }));
+            return Reply::Now(Response::json(
+                200,
+                &Current {
+                    update: false,
+                    version: &version,
+                },
+            ));
         }
-        let (picker, current, manifest) = (Arc::clone(&self.picker), Arc::clone(&self.current), Arc::clone(&self.manifest));
+        let (picker, current, manifest) = (
+            Arc::clone(&self.picker),
+            Arc::clone(&self.current),
+            Arc::clone(&self.manifest),
+        );
         defer_to_pool(&self.pool, ctx, move || match picker.pick() {
             Some(pick) => Response::json(
                 200,
-                &Update { update: true, version: &current, files: &manifest, endpoints: pick.endpoints, epoch: pick.epoch },
+                &Update {
+                    update: true,
+                    version: &current,
+                    files: &manifest,
+                    endpoints: pick.endpoints,
+                    epoch: pick.epoch,
+                },
             ),
-            None => Response::error(503, "unavailable", "no balancer answered; retry shortly").with_header("Retry-After", "1"),
+            None => Response::error(503, "unavailable", "no balancer answered; retry shortly")
+                .with_header("Retry-After", "1"),
         })
     }
 }
@@ -169,7 +200,9 @@ impl Handler for Storage {
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/v1/update") => self.update(&req, ctx),
-            ("GET", "/healthz") => Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"}))),
+            ("GET", "/healthz") => {
+                Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"})))
+            }
             (_, "/v1/update" | "/healthz") => Reply::Now(http::method_not_allowed(&req)),
             _ => Reply::Now(http::not_found(&req)),
         }
@@ -179,5 +212,8 @@ impl Handler for Storage {
 /// Starts storage on `listener`.
 pub fn start(listener: TcpListener, config: StorageConfig, limits: Limits) -> io::Result<Running> {
     let server = Server::new(listener, Storage::new(config)?, limits)?;
-    Ok(Running::new(server.spawn("storage")?, Arc::new(AtomicBool::new(false))))
+    Ok(Running::new(
+        server.spawn("storage")?,
+        Arc::new(AtomicBool::new(false)),
+    ))
 }

@@ -98,13 +98,22 @@ pub fn up(options: &UpOptions, stop: &AtomicBool) -> Result<(), SuperviseError> 
     resources::ensure_default(&data.join("resources")).map_err(SuperviseError::Resources)?;
     // A topology file left by a killed `up` names dead pids; nobody may read it now.
     let _ = fs::remove_file(Topology::path(data));
-    let plan = Plan::new(fs::canonicalize(data).map_err(|e| SuperviseError::Io(data.clone(), e))?, options.settings.clone(), options.base_port)?;
+    let plan = Plan::new(
+        fs::canonicalize(data).map_err(|e| SuperviseError::Io(data.clone(), e))?,
+        options.settings.clone(),
+        options.base_port,
+    )?;
     let plan_path = data.join("run").join("plan.json");
     plan.write(&plan_path)?;
     let mut children: Vec<Supervised> = plan
         .services
         .iter()
-        .map(|s| Supervised { name: s.name.clone(), addr: s.addr, child: None, restart_at: None })
+        .map(|s| Supervised {
+            name: s.name.clone(),
+            addr: s.addr,
+            child: None,
+            restart_at: None,
+        })
         .collect();
     let started = start_all(&mut children, &options.exe, &plan_path, stop);
     let result = started.and_then(|()| {
@@ -117,7 +126,12 @@ pub fn up(options: &UpOptions, stop: &AtomicBool) -> Result<(), SuperviseError> 
     result
 }
 
-fn start_all(children: &mut [Supervised], exe: &Path, plan: &Path, stop: &AtomicBool) -> Result<(), SuperviseError> {
+fn start_all(
+    children: &mut [Supervised],
+    exe: &Path,
+    plan: &Path,
+    stop: &AtomicBool,
+) -> Result<(), SuperviseError> {
     for s in children.iter_mut() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -129,7 +143,12 @@ fn start_all(children: &mut [Supervised], exe: &Path, plan: &Path, stop: &Atomic
 
 fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), SuperviseError> {
     let mut command = Command::new(exe);
-    command.arg("serve").arg(&s.name).arg("--plan").arg(plan).stdin(Stdio::null());
+    command
+        .arg("serve")
+        .arg(&s.name)
+        .arg("--plan")
+        .arg(plan)
+        .stdin(Stdio::null());
     // SAFETY: both calls are async-signal-safe and touch only the new child process.
     unsafe {
         command.pre_exec(|| {
@@ -141,7 +160,9 @@ fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), Supervis
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|e| SuperviseError::Spawn(s.name.clone(), e))?;
+    let child = command
+        .spawn()
+        .map_err(|e| SuperviseError::Spawn(s.name.clone(), e))?;
     let pid = child.id();
     s.child = Some(child);
     s.restart_at = None;
@@ -158,21 +179,34 @@ fn wait_listening(s: &mut Supervised) -> Result<(), SuperviseError> {
         }
         let child = s.child.as_mut().expect("started");
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(SuperviseError::Start(s.name.clone(), format!("exited during start ({})", describe(status))));
+            return Err(SuperviseError::Start(
+                s.name.clone(),
+                format!("exited during start ({})", describe(status)),
+            ));
         }
         if Instant::now() >= deadline {
-            return Err(SuperviseError::Start(s.name.clone(), format!("not listening on {} after {LISTEN_WAIT_MS} ms", s.addr)));
+            return Err(SuperviseError::Start(
+                s.name.clone(),
+                format!("not listening on {} after {LISTEN_WAIT_MS} ms", s.addr),
+            ));
         }
         std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
     }
 }
 
-fn supervise(children: &mut [Supervised], options: &UpOptions, plan: &Path, stop: &AtomicBool) -> Result<(), SuperviseError> {
+fn supervise(
+    children: &mut [Supervised],
+    options: &UpOptions,
+    plan: &Path,
+    stop: &AtomicBool,
+) -> Result<(), SuperviseError> {
     let delay = Duration::from_millis(options.settings.restart_delay_ms);
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         for s in children.iter_mut() {
-            let Some(child) = s.child.as_mut() else { continue };
+            let Some(child) = s.child.as_mut() else {
+                continue;
+            };
             if let Ok(Some(status)) = child.try_wait() {
                 let pid = child.id();
                 s.child = None;
@@ -210,7 +244,13 @@ fn supervise(children: &mut [Supervised], options: &UpOptions, plan: &Path, stop
 fn write_topology(data: &Path, children: &[Supervised]) -> Result<(), SuperviseError> {
     let services = children
         .iter()
-        .filter_map(|s| s.child.as_ref().map(|c| TopologyEntry { name: s.name.clone(), addr: s.addr, pid: c.id() }))
+        .filter_map(|s| {
+            s.child.as_ref().map(|c| TopologyEntry {
+                name: s.name.clone(),
+                addr: s.addr,
+                pid: c.id(),
+            })
+        })
         .collect();
     Ok(Topology { services }.write(data)?)
 }
@@ -263,13 +303,18 @@ pub fn kill(data_dir: &Path, name: &str) -> Result<u32, SuperviseError> {
     // still this service.
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let is_service = args.windows(2).any(|w| w[0] == b"serve" && w[1] == name.as_bytes());
+    let is_service = args
+        .windows(2)
+        .any(|w| w[0] == b"serve" && w[1] == name.as_bytes());
     if !is_service {
         return Err(SuperviseError::Stale(name.into(), pid));
     }
     // SAFETY: plain kill(2); the pid was checked to be the named service just above.
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } != 0 {
-        return Err(SuperviseError::Io(format!("/proc/{pid}").into(), io::Error::last_os_error()));
+        return Err(SuperviseError::Io(
+            format!("/proc/{pid}").into(),
+            io::Error::last_os_error(),
+        ));
     }
     Ok(pid)
 }

@@ -66,13 +66,28 @@ fn mac(key: &[u8], play: SocketAddr, body: &str) -> Vec<u8> {
 }
 
 /// Issues a ticket for `user` to join `match_id` on `play`.
-pub fn issue(key: &[u8], play: SocketAddr, match_id: u64, user: &str, now_ms: i64) -> Result<String, crate::token::RandomUnavailable> {
-    let body = format!("{match_id}:{}:{}:{user}", now_ms + TICKET_TTL_MS, random_hex(16)?);
+pub fn issue(
+    key: &[u8],
+    play: SocketAddr,
+    match_id: u64,
+    user: &str,
+    now_ms: i64,
+) -> Result<String, crate::token::RandomUnavailable> {
+    let body = format!(
+        "{match_id}:{}:{}:{user}",
+        now_ms + TICKET_TTL_MS,
+        random_hex(16)?
+    );
     Ok(format!("{body}:{}", hex(&mac(key, play, &body))))
 }
 
 /// Checks a ticket presented to the play server at `play`.
-pub fn verify(key: &[u8], play: SocketAddr, ticket: &str, now_ms: i64) -> Result<Claims, TicketError> {
+pub fn verify(
+    key: &[u8],
+    play: SocketAddr,
+    ticket: &str,
+    now_ms: i64,
+) -> Result<Claims, TicketError> {
     if ticket.len() > TICKET_BYTES_MAX {
         return Err(TicketError::Malformed);
     }
@@ -89,7 +104,12 @@ pub fn verify(key: &[u8], play: SocketAddr, ticket: &str, now_ms: i64) -> Result
     if now_ms > expires_ms {
         return Err(TicketError::Expired);
     }
-    Ok(Claims { match_id, user, nonce, expires_ms })
+    Ok(Claims {
+        match_id,
+        user,
+        nonce,
+        expires_ms,
+    })
 }
 
 #[cfg(test)]
@@ -106,12 +126,25 @@ mod tests {
         let t = issue(b"k", play(), 42, "user7", 1000).unwrap();
         let c = verify(b"k", play(), &t, 1000).unwrap();
         assert_eq!((c.match_id, c.user.as_str()), (42, "user7"));
-        assert_eq!(verify(b"k", "127.0.0.1:7401".parse().unwrap(), &t, 1000), Err(TicketError::Forged));
+        assert_eq!(
+            verify(b"k", "127.0.0.1:7401".parse().unwrap(), &t, 1000),
+            Err(TicketError::Forged)
+        );
         assert_eq!(verify(b"other", play(), &t, 1000), Err(TicketError::Forged));
-        assert_eq!(verify(b"k", play(), &t, 1000 + TICKET_TTL_MS + 1), Err(TicketError::Expired));
+        assert_eq!(
+            verify(b"k", play(), &t, 1000 + TICKET_TTL_MS + 1),
+            Err(TicketError::Expired)
+        );
         let forged = t.replacen("user7", "user8", 1);
-        assert_eq!(verify(b"k", play(), &forged, 1000), Err(TicketError::Forged));
-        assert_ne!(issue(b"k", play(), 42, "user7", 1000).unwrap(), t, "nonces differ");
+        assert_eq!(
+            verify(b"k", play(), &forged, 1000),
+            Err(TicketError::Forged)
+        );
+        assert_ne!(
+            issue(b"k", play(), 42, "user7", 1000).unwrap(),
+            t,
+            "nonces differ"
+        );
     }
 
     proptest! {

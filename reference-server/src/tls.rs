@@ -80,7 +80,8 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
         .mode(mode)
         .open(path)
         .map_err(|e| TlsError::Io(path.into(), e))?;
-    file.write_all(bytes).map_err(|e| TlsError::Io(path.into(), e))
+    file.write_all(bytes)
+        .map_err(|e| TlsError::Io(path.into(), e))
 }
 
 fn self_signed() -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
@@ -99,13 +100,19 @@ fn self_signed() -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
     cert.set_subject_name(&name)?;
     cert.set_issuer_name(&name)?;
     cert.set_pubkey(&key)?;
-    let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(CERT_VALID_DAYS)?);
+    let (not_before, not_after) = (
+        Asn1Time::days_from_now(0)?,
+        Asn1Time::days_from_now(CERT_VALID_DAYS)?,
+    );
     cert.set_not_before(&not_before)?;
     cert.set_not_after(&not_after)?;
     // Not a CA: clients trust this exact certificate, nothing it could sign.
     cert.append_extension(BasicConstraints::new().critical().build()?)?;
     cert.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-    let san = SubjectAlternativeName::new().dns("localhost").ip("127.0.0.1").build(&cert.x509v3_context(None, None))?;
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&cert.x509v3_context(None, None))?;
     cert.append_extension(san)?;
     cert.sign(&key, MessageDigest::sha256())?;
     Ok((cert.build().to_pem()?, key.private_key_to_pem_pkcs8()?))
@@ -139,11 +146,18 @@ mod tests {
             .subject_alt_names()
             .unwrap()
             .iter()
-            .map(|n| n.dnsname().map(str::to_string).unwrap_or_else(|| format!("{:?}", n.ipaddress().unwrap())))
+            .map(|n| {
+                n.dnsname()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{:?}", n.ipaddress().unwrap()))
+            })
             .collect();
         assert_eq!(names, ["localhost", "[127, 0, 0, 1]"]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(key_path(dir.path())).unwrap().permissions().mode();
+        let mode = fs::metadata(key_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "key readable by others");
         acceptor(dir.path()).unwrap();
     }

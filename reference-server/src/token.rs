@@ -25,7 +25,9 @@ impl std::error::Error for RandomUnavailable {}
 /// A new token for `user_id`.
 pub fn new_token(user_id: &str, server_salt: &[u8]) -> Result<String, RandomUnavailable> {
     let mut random = [0u8; TOKEN_RANDOM_BYTES];
-    rand::rngs::OsRng.try_fill_bytes(&mut random).map_err(|e| RandomUnavailable(e.to_string()))?;
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut random)
+        .map_err(|e| RandomUnavailable(e.to_string()))?;
     Ok(derive(user_id, &random, server_salt))
 }
 
@@ -47,7 +49,10 @@ pub fn token_hash(token: &str) -> String {
 
 /// True for 64 lower-case hex digits; anything else is refused before any lookup.
 pub fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_HEX_LEN && token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    token.len() == TOKEN_HEX_LEN
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -72,7 +77,9 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Fresh random bytes as hex, for server salts and keys.
 pub fn random_hex(bytes: usize) -> Result<String, RandomUnavailable> {
     let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.try_fill_bytes(&mut buf).map_err(|e| RandomUnavailable(e.to_string()))?;
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut buf)
+        .map_err(|e| RandomUnavailable(e.to_string()))?;
     Ok(hex(&buf))
 }
 
@@ -104,13 +111,22 @@ mod tests {
 
     #[test]
     fn many_tokens_for_one_user_are_distinct() {
-        let tokens: HashSet<String> = (0..20_000).map(|_| new_token("user1", b"salt").unwrap()).collect();
+        let tokens: HashSet<String> = (0..20_000)
+            .map(|_| new_token("user1", b"salt").unwrap())
+            .collect();
         assert_eq!(tokens.len(), 20_000);
     }
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64), &"0".repeat(63), &"0".repeat(65)] {
+        for bad in [
+            "",
+            "abc",
+            &"A".repeat(64),
+            &"g".repeat(64),
+            &"0".repeat(63),
+            &"0".repeat(65),
+        ] {
             assert!(!well_formed(bad), "{bad:?}");
         }
     }

@@ -47,7 +47,10 @@ impl ServiceKind {
                 if let Some(i) = name.strip_prefix("play-") {
                     return i.parse().ok().map(ServiceKind::Play);
                 }
-                name.strip_prefix("file-node-")?.parse().ok().map(ServiceKind::FileNode)
+                name.strip_prefix("file-node-")?
+                    .parse()
+                    .ok()
+                    .map(ServiceKind::FileNode)
             }
         }
     }
@@ -119,7 +122,11 @@ impl fmt::Display for TopologyError {
             TopologyError::Io(path, e) => write!(f, "{}: {e}", path.display()),
             TopologyError::Parse(path, e) => write!(f, "{}: {e}", path.display()),
             TopologyError::UnknownService(name, known) => {
-                write!(f, "service {name:?} is not in the topology (known: {})", known.join(", "))
+                write!(
+                    f,
+                    "service {name:?} is not in the topology (known: {})",
+                    known.join(", ")
+                )
             }
         }
     }
@@ -129,25 +136,49 @@ impl std::error::Error for TopologyError {}
 
 impl Plan {
     /// Plans every service: fixed ports from `base_port`, or free ports when it is 0.
-    pub fn new(data_dir: PathBuf, settings: Settings, base_port: u16) -> Result<Plan, TopologyError> {
-        let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes).map(ServiceKind::FileNode).collect();
-        kinds.extend([ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::Storage]);
+    pub fn new(
+        data_dir: PathBuf,
+        settings: Settings,
+        base_port: u16,
+    ) -> Result<Plan, TopologyError> {
+        let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes)
+            .map(ServiceKind::FileNode)
+            .collect();
+        kinds.extend([
+            ServiceKind::Balancer,
+            ServiceKind::BalancerObserver,
+            ServiceKind::Storage,
+        ]);
         kinds.extend((0..settings.play_servers).map(ServiceKind::Play));
-        kinds.extend([ServiceKind::Lobby, ServiceKind::Profile, ServiceKind::Router]);
+        kinds.extend([
+            ServiceKind::Lobby,
+            ServiceKind::Profile,
+            ServiceKind::Router,
+        ]);
         let addrs = if base_port == 0 {
-            free_loopback_ports(kinds.len()).map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
+            free_loopback_ports(kinds.len())
+                .map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
         } else {
             kinds
                 .iter()
-                .map(|k| SocketAddr::from(([127, 0, 0, 1], base_port.saturating_add(k.port_offset()))))
+                .map(|k| {
+                    SocketAddr::from(([127, 0, 0, 1], base_port.saturating_add(k.port_offset())))
+                })
                 .collect()
         };
         let services = kinds
             .iter()
             .zip(addrs)
-            .map(|(kind, addr)| PlannedService { name: kind.to_string(), addr })
+            .map(|(kind, addr)| PlannedService {
+                name: kind.to_string(),
+                addr,
+            })
             .collect();
-        Ok(Plan { data_dir, settings, services })
+        Ok(Plan {
+            data_dir,
+            settings,
+            services,
+        })
     }
 
     /// The address of a named service.
@@ -170,7 +201,11 @@ impl Plan {
 
     /// Every play server's address, in index order (none until play servers exist).
     pub fn play_servers(&self) -> Vec<SocketAddr> {
-        self.services.iter().filter(|s| s.name.starts_with("play-")).map(|s| s.addr).collect()
+        self.services
+            .iter()
+            .filter(|s| s.name.starts_with("play-"))
+            .map(|s| s.addr)
+            .collect()
     }
 
     fn names(&self) -> Vec<String> {
@@ -234,9 +269,15 @@ impl Topology {
 
     /// The entry of a named service.
     pub fn service(&self, name: &str) -> Result<&TopologyEntry, TopologyError> {
-        self.services.iter().find(|s| s.name == name).ok_or_else(|| {
-            TopologyError::UnknownService(name.into(), self.services.iter().map(|s| s.name.clone()).collect())
-        })
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                TopologyError::UnknownService(
+                    name.into(),
+                    self.services.iter().map(|s| s.name.clone()).collect(),
+                )
+            })
     }
 }
 
@@ -284,7 +325,16 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in [ServiceKind::Storage, ServiceKind::Balancer, ServiceKind::BalancerObserver, ServiceKind::FileNode(7), ServiceKind::Profile, ServiceKind::Lobby, ServiceKind::Play(3), ServiceKind::Router] {
+        for kind in [
+            ServiceKind::Storage,
+            ServiceKind::Balancer,
+            ServiceKind::BalancerObserver,
+            ServiceKind::FileNode(7),
+            ServiceKind::Profile,
+            ServiceKind::Lobby,
+            ServiceKind::Play(3),
+            ServiceKind::Router,
+        ] {
             assert_eq!(ServiceKind::parse(&kind.to_string()), Some(kind));
         }
         assert_eq!(ServiceKind::parse("file-node-x"), None);

@@ -81,7 +81,9 @@ pub fn preset_name(preset: Argon2Preset) -> &'static str {
 /// Hashes a password into a PHC string with a fresh random salt.
 pub fn hash_password(argon: &Argon2<'_>, password: &str) -> Result<String, UsersError> {
     let mut salt = [0u8; 16];
-    rand::rngs::OsRng.try_fill_bytes(&mut salt).map_err(|e| UsersError::Hash(e.to_string()))?;
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut salt)
+        .map_err(|e| UsersError::Hash(e.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| UsersError::Hash(e.to_string()))?;
     argon
         .hash_password(password.as_bytes(), &salt)
@@ -91,7 +93,11 @@ pub fn hash_password(argon: &Argon2<'_>, password: &str) -> Result<String, Users
 
 /// Checks a password against a PHC string; its parameters come from the string itself.
 pub fn verify_password(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(phc).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// A user id: 1–64 ASCII letters, digits, `_`, `-`, `.` or `@`. Anything else (quotes,
@@ -99,7 +105,9 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= USER_ID_BYTES_MAX
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b))
 }
 
 /// The documented test password of a seeded user.
@@ -116,12 +124,20 @@ fn seed_rating(n: u64) -> i64 {
 /// Creates `user1…user<count>` that do not exist yet; returns how many were added.
 pub fn seed(data_dir: &Path, count: u64, preset: Argon2Preset) -> Result<u64, UsersError> {
     if count == 0 || count > SEED_COUNT_MAX {
-        return Err(UsersError::Invalid(format!("--count: must be between 1 and {SEED_COUNT_MAX}")));
+        return Err(UsersError::Invalid(format!(
+            "--count: must be between 1 and {SEED_COUNT_MAX}"
+        )));
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| UsersError::Invalid(format!("--data {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| UsersError::Invalid(format!("--data {}: {e}", data_dir.display())))?;
     let path = data_dir.join(db::DB_FILE);
     let mut conn = db::open(&path)?;
-    let err = |source| UsersError::Db(DbError { path: path.clone(), source });
+    let err = |source| {
+        UsersError::Db(DbError {
+            path: path.clone(),
+            source,
+        })
+    };
     let argon = hasher(preset);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut added = 0u64;
@@ -136,7 +152,9 @@ pub fn seed(data_dir: &Path, count: u64, preset: Argon2Preset) -> Result<u64, Us
                 .prepare_cached("INSERT OR IGNORE INTO users (id, phc, level, xp, rating) VALUES (?1, ?2, 1, 0, ?3)")
                 .map_err(err)?;
             for (n, (id, phc)) in batch.iter().zip(hashed) {
-                added += stmt.execute(params![id, phc, seed_rating(*n)]).map_err(err)? as u64;
+                added += stmt
+                    .execute(params![id, phc, seed_rating(*n)])
+                    .map_err(err)? as u64;
             }
         }
         db::set_meta(&tx, ARGON2_META_KEY, preset_name(preset)).map_err(err)?;
@@ -145,7 +163,11 @@ pub fn seed(data_dir: &Path, count: u64, preset: Argon2Preset) -> Result<u64, Us
     Ok(added)
 }
 
-fn hash_in_parallel(argon: &Argon2<'_>, numbers: &[u64], threads: usize) -> Result<Vec<(String, String)>, UsersError> {
+fn hash_in_parallel(
+    argon: &Argon2<'_>,
+    numbers: &[u64],
+    threads: usize,
+) -> Result<Vec<(String, String)>, UsersError> {
     let chunk = numbers.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = numbers
@@ -170,18 +192,33 @@ fn hash_in_parallel(argon: &Argon2<'_>, numbers: &[u64], threads: usize) -> Resu
 }
 
 /// Creates or replaces one user's password; the user keeps its stats.
-pub fn add(data_dir: &Path, id: &str, password: &str, preset: Argon2Preset) -> Result<(), UsersError> {
+pub fn add(
+    data_dir: &Path,
+    id: &str,
+    password: &str,
+    preset: Argon2Preset,
+) -> Result<(), UsersError> {
     if !valid_user_id(id) {
-        return Err(UsersError::Invalid(format!("ID: {id:?} must be 1-{USER_ID_BYTES_MAX} letters, digits, '_', '-', '.' or '@'")));
+        return Err(UsersError::Invalid(format!(
+            "ID: {id:?} must be 1-{USER_ID_BYTES_MAX} letters, digits, '_', '-', '.' or '@'"
+        )));
     }
     if password.is_empty() || password.len() > PASSWORD_BYTES_MAX {
-        return Err(UsersError::Invalid(format!("password (stdin): must be 1-{PASSWORD_BYTES_MAX} bytes")));
+        return Err(UsersError::Invalid(format!(
+            "password (stdin): must be 1-{PASSWORD_BYTES_MAX} bytes"
+        )));
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| UsersError::Invalid(format!("--data {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| UsersError::Invalid(format!("--data {}: {e}", data_dir.display())))?;
     let path = data_dir.join(db::DB_FILE);
     let conn = db::open(&path)?;
     let phc = hash_password(&hasher(preset), password)?;
-    let err = |source| UsersError::Db(DbError { path: path.clone(), source });
+    let err = |source| {
+        UsersError::Db(DbError {
+            path: path.clone(),
+            source,
+        })
+    };
     conn.execute(
         "INSERT INTO users (id, phc) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET phc = ?2",
         params![id, phc],
@@ -213,7 +250,10 @@ mod tests {
         let conn = db::open(&dir.path().join(db::DB_FILE)).unwrap();
         let phc = db::user_phc(&conn, "user30").unwrap().unwrap();
         assert!(verify_password(&phc, "pw-user30"));
-        assert_eq!(db::meta(&conn, ARGON2_META_KEY).unwrap().as_deref(), Some("fast"));
+        assert_eq!(
+            db::meta(&conn, ARGON2_META_KEY).unwrap().as_deref(),
+            Some("fast")
+        );
         let ranking = db::ranking(&conn).unwrap();
         assert_eq!(ranking.len(), 30);
         assert!(ranking.windows(2).all(|w| w[0].1 >= w[1].1));
@@ -223,7 +263,14 @@ mod tests {
     fn ids_with_sql_metacharacters_are_refused() {
         assert!(valid_user_id("user1"));
         assert!(valid_user_id("cat.war-1@x"));
-        for bad in ["", "a b", "x'; DROP TABLE users; --", "\"", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "a b",
+            "x'; DROP TABLE users; --",
+            "\"",
+            "é",
+            &"a".repeat(65),
+        ] {
             assert!(!valid_user_id(bad), "{bad:?}");
         }
     }

@@ -21,13 +21,23 @@ use crate::util::exchange;
 
 /// True when Docker tests can run here; otherwise says why, loudly, and fails under CI.
 fn docker_ready() -> bool {
-    let engine = std::process::Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let engine = std::process::Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let image = engine
-        && std::process::Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
+        && std::process::Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
     if image {
         return true;
     }
-    let why = if engine { format!("image {IMAGE} is missing: run `bash ci/build-image.sh`") } else { "no Docker engine".into() };
+    let why = if engine {
+        format!("image {IMAGE} is missing: run `bash ci/build-image.sh`")
+    } else {
+        "no Docker engine".into()
+    };
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("Docker tests cannot run under CI=true: {why}");
     }
@@ -36,18 +46,35 @@ fn docker_ready() -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts an observer container of `match_id` through testcontainers, listening on a
 /// loopback port through host networking.
-async fn observer_container(arena: &Arena, match_id: u64) -> (ContainerAsync<GenericImage>, SocketAddr) {
+async fn observer_container(
+    arena: &Arena,
+    match_id: u64,
+) -> (ContainerAsync<GenericImage>, SocketAddr) {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let data = arena.dir.path().display().to_string();
     let (name, tag) = IMAGE.split_once(':').unwrap();
     let container = GenericImage::new(name, tag)
         .with_wait_for(WaitFor::message_on_stdout("listening"))
-        .with_cmd(["observer", "--play", &arena.play_addr.to_string(), "--match", &match_id.to_string(), "--data", &data, "--listen", &listen.to_string()])
+        .with_cmd([
+            "observer",
+            "--play",
+            &arena.play_addr.to_string(),
+            "--match",
+            &match_id.to_string(),
+            "--data",
+            &data,
+            "--listen",
+            &listen.to_string(),
+        ])
         .with_network("host")
         .with_mount(Mount::bind_mount(data.clone(), data))
         .start()
@@ -67,7 +94,9 @@ fn play_to_end(player: &mut Line) -> serde_json::Value {
     let mut seq = 0;
     loop {
         seq += 1;
-        player.send(serde_json::json!({"t": "input", "seq": seq, "dx": 0.3, "dy": 0.0, "fire": true}));
+        player.send(
+            serde_json::json!({"t": "input", "seq": seq, "dx": 0.3, "dy": 0.0, "fire": true}),
+        );
         let msg = player.recv().expect("the player stays connected");
         if msg["t"] == "end" {
             return msg;
@@ -78,7 +107,11 @@ fn play_to_end(player: &mut Line) -> serde_json::Value {
 /// The tests are synchronous like the servers they drive; testcontainers' async runner
 /// gets a runtime of its own for the container calls.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -103,7 +136,11 @@ fn an_observer_container_relays_every_tick_in_order() {
         }
     };
     assert_eq!(watched_end, end);
-    assert_eq!(ticks, (ticks[0]..=TICKS).collect::<Vec<_>>(), "every tick from the first, in order");
+    assert_eq!(
+        ticks,
+        (ticks[0]..=TICKS).collect::<Vec<_>>(),
+        "every tick from the first, in order"
+    );
     rt.block_on(container.rm()).unwrap();
 }
 
@@ -113,7 +150,9 @@ fn a_killed_observer_container_is_noticed_and_replaced() {
         return;
     }
     let rt = runtime();
-    let arena = Arena::start_with(|dir| Arc::new(DockerSpawner::new(dir.into()).expect("Docker spawner")) as Arc<dyn Spawner>);
+    let arena = Arena::start_with(|dir| {
+        Arc::new(DockerSpawner::new(dir.into()).expect("Docker spawner")) as Arc<dyn Spawner>
+    });
     let token = arena.token("user2");
     let (mut player, _) = Line::join(arena.play_addr, &arena.ticket("user2", 61));
     let (container, observer) = rt.block_on(observer_container(&arena, 61));
@@ -123,11 +162,15 @@ fn a_killed_observer_container_is_noticed_and_replaced() {
     // A real, abrupt death: SIGKILL, no grace.
     rt.block_on(container.stop_with_timeout(Some(0))).unwrap();
     let saw_end = std::iter::from_fn(|| watcher.recv()).any(|msg| msg["t"] == "end");
-    assert!(!saw_end, "the watcher's stream broke before the match ended");
+    assert!(
+        !saw_end,
+        "the watcher's stream broke before the match ended"
+    );
     // The play server keeps running, and the router starts a replacement observer,
     // this time through the play server's own Docker spawner.
     assert_eq!(player.recv().unwrap()["t"], "state");
-    let request = format!("GET /v1/observer?match=61 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let request =
+        format!("GET /v1/observer?match=61 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
     let (raw, _) = exchange(arena.router.addr(), request.as_bytes());
     assert_eq!(raw.status, 200, "{:?}", String::from_utf8_lossy(&raw.body));
     let replacement: SocketAddr = raw.json()["observer"].as_str().unwrap().parse().unwrap();

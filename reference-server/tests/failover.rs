@@ -30,7 +30,12 @@ struct Cluster {
     balancers: [Option<Running>; 2],
 }
 
-fn config(role: Role, peer: SocketAddr, nodes: &[SocketAddr], dir: &std::path::Path) -> BalancerConfig {
+fn config(
+    role: Role,
+    peer: SocketAddr,
+    nodes: &[SocketAddr],
+    dir: &std::path::Path,
+) -> BalancerConfig {
     BalancerConfig {
         role,
         peer,
@@ -48,14 +53,34 @@ impl Cluster {
         ensure_default(dir.path()).unwrap();
         let catalog = Arc::new(Catalog::load(dir.path()).unwrap());
         let nodes: Vec<ServerHandle> = (0..3)
-            .map(|_| file_node::start(bind_loopback().unwrap(), Arc::clone(&catalog), Limits::default()).unwrap())
+            .map(|_| {
+                file_node::start(
+                    bind_loopback().unwrap(),
+                    Arc::clone(&catalog),
+                    Limits::default(),
+                )
+                .unwrap()
+            })
             .collect();
         let node_addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr()).collect();
         let listeners = [bind_loopback().unwrap(), bind_loopback().unwrap()];
-        let balancer_addrs = [listeners[0].local_addr().unwrap(), listeners[1].local_addr().unwrap()];
+        let balancer_addrs = [
+            listeners[0].local_addr().unwrap(),
+            listeners[1].local_addr().unwrap(),
+        ];
         let [primary, observer] = listeners;
-        let p = balancer::start(primary, config(Role::Primary, balancer_addrs[1], &node_addrs, dir.path()), Limits::default()).unwrap();
-        let o = balancer::start(observer, config(Role::Observer, balancer_addrs[0], &node_addrs, dir.path()), Limits::default()).unwrap();
+        let p = balancer::start(
+            primary,
+            config(Role::Primary, balancer_addrs[1], &node_addrs, dir.path()),
+            Limits::default(),
+        )
+        .unwrap();
+        let o = balancer::start(
+            observer,
+            config(Role::Observer, balancer_addrs[0], &node_addrs, dir.path()),
+            Limits::default(),
+        )
+        .unwrap();
         Cluster {
             _dir: dir,
             catalog,
@@ -74,7 +99,9 @@ impl Cluster {
     /// state a topology is in once it has run for a moment.
     fn wait_settled(&self, i: usize) -> u64 {
         let epoch = self.wait_active(i);
-        wait_for("the standby to learn the epoch", || (self.status(1 - i)["epoch"] == epoch).then_some(()));
+        wait_for("the standby to learn the epoch", || {
+            (self.status(1 - i)["epoch"] == epoch).then_some(())
+        });
         epoch
     }
 
@@ -96,8 +123,17 @@ impl Cluster {
 
     fn restart_balancer(&mut self, i: usize) {
         let listener = TcpListener::bind(self.balancer_addrs[i]).unwrap();
-        let role = if i == 0 { Role::Primary } else { Role::Observer };
-        let cfg = config(role, self.balancer_addrs[1 - i], &self.node_addrs, self._dir.path());
+        let role = if i == 0 {
+            Role::Primary
+        } else {
+            Role::Observer
+        };
+        let cfg = config(
+            role,
+            self.balancer_addrs[1 - i],
+            &self.node_addrs,
+            self._dir.path(),
+        );
         self.balancers[i] = Some(balancer::start(listener, cfg, Limits::default()).unwrap());
     }
 }
@@ -119,7 +155,9 @@ fn observer_takes_over_with_a_higher_epoch_and_the_old_balancer_stays_standby() 
 
     // The balancer comes back on its old address and must not take the role back.
     cluster.restart_balancer(0);
-    wait_for("the restarted balancer to learn the epoch", || (cluster.status(0)["epoch"] == new_epoch).then_some(()));
+    wait_for("the restarted balancer to learn the epoch", || {
+        (cluster.status(0)["epoch"] == new_epoch).then_some(())
+    });
     for _ in 0..10 {
         assert_eq!(cluster.status(0)["role"], "standby");
         assert_eq!(cluster.status(1)["role"], "active");
@@ -167,7 +205,12 @@ fn no_answer_names_a_dead_file_node() {
     // Once the balancer has seen the node fail, neither a pick nor an update names it.
     wait_for("the balancer to mark the node unhealthy", || {
         let nodes = cluster.status(0)["nodes"].clone();
-        nodes.as_array().unwrap().iter().any(|n| n["addr"] == dead.to_string() && n["healthy"] == false).then_some(())
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["addr"] == dead.to_string() && n["healthy"] == false)
+            .then_some(())
     });
     let check = format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}");
     for _ in 0..50 {
@@ -176,13 +219,21 @@ fn no_answer_names_a_dead_file_node() {
         assert_eq!(endpoints.len(), 2);
         assert!(!endpoints.iter().any(|e| e == &dead.to_string()));
         let update = get(storage.addr(), &check).json();
-        assert!(!update["endpoints"].as_array().unwrap().iter().any(|e| e == &dead.to_string()));
+        assert!(!update["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == &dead.to_string()));
     }
     // The standby checks nodes too, so after a takeover the dead node stays excluded.
     cluster.kill_balancer(0);
     cluster.wait_active(1);
     let pick = get(cluster.balancer_addrs[1], "/v1/pick?n=3").json();
-    assert!(!pick["endpoints"].as_array().unwrap().iter().any(|e| e == &dead.to_string()));
+    assert!(!pick["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == &dead.to_string()));
     storage.shutdown().unwrap();
 }
 

@@ -12,24 +12,39 @@ fn start() -> (ServerHandle, Arc<Catalog>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     ensure_default(dir.path()).unwrap();
     let catalog = Arc::new(Catalog::load(dir.path()).unwrap());
-    let server = file_node::start(bind_loopback().unwrap(), Arc::clone(&catalog), Limits::default()).unwrap();
+    let server = file_node::start(
+        bind_loopback().unwrap(),
+        Arc::clone(&catalog),
+        Limits::default(),
+    )
+    .unwrap();
     (server, catalog, dir)
 }
 
 fn ranged(addr: std::net::SocketAddr, path: &str, range: &str) -> crate::util::Raw {
-    exchange(addr, format!("GET {path} HTTP/1.1\r\nRange: {range}\r\n\r\n").as_bytes()).0
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nRange: {range}\r\n\r\n").as_bytes(),
+    )
+    .0
 }
 
 #[test]
 fn whole_file_matches_its_sha256_and_etag() {
     let (server, catalog, _dir) = start();
     let file = catalog.file(DEFAULT_CURRENT_VERSION, "catwar.pak").unwrap();
-    let raw = get(server.addr(), &format!("/v1/files/{DEFAULT_CURRENT_VERSION}/catwar.pak"));
+    let raw = get(
+        server.addr(),
+        &format!("/v1/files/{DEFAULT_CURRENT_VERSION}/catwar.pak"),
+    );
     assert_eq!(raw.status, 200);
     assert_eq!(raw.body.len() as u64, file.entry.size);
     assert!(raw.body.len() >= 1024 * 1024);
     assert_eq!(sha256_hex(&raw.body), file.entry.sha256);
-    assert_eq!(raw.header("etag").unwrap(), format!("\"{}\"", file.entry.sha256));
+    assert_eq!(
+        raw.header("etag").unwrap(),
+        format!("\"{}\"", file.entry.sha256)
+    );
     let etag = raw.header("etag").unwrap().to_string();
     let (raw, _) = exchange(
         server.addr(),
@@ -44,12 +59,18 @@ fn whole_file_matches_its_sha256_and_etag() {
 fn ranges_return_206_with_the_right_bytes() {
     let (server, catalog, _dir) = start();
     let path = format!("/v1/files/{DEFAULT_CURRENT_VERSION}/catwar.pak");
-    let bytes = &catalog.file(DEFAULT_CURRENT_VERSION, "catwar.pak").unwrap().bytes;
+    let bytes = &catalog
+        .file(DEFAULT_CURRENT_VERSION, "catwar.pak")
+        .unwrap()
+        .bytes;
     let len = bytes.len();
     let raw = ranged(server.addr(), &path, "bytes=100-199");
     assert_eq!(raw.status, 206);
     assert_eq!(raw.body, &bytes[100..200]);
-    assert_eq!(raw.header("content-range").unwrap(), format!("bytes 100-199/{len}"));
+    assert_eq!(
+        raw.header("content-range").unwrap(),
+        format!("bytes 100-199/{len}")
+    );
     let raw = ranged(server.addr(), &path, "bytes=-10");
     assert_eq!(raw.body, &bytes[len - 10..]);
     let raw = ranged(server.addr(), &path, &format!("bytes={}-", len - 5));
@@ -60,7 +81,10 @@ fn ranges_return_206_with_the_right_bytes() {
     assert_eq!(joined, &bytes[..]);
     let raw = ranged(server.addr(), &path, &format!("bytes={len}-"));
     assert_eq!(raw.status, 416);
-    assert_eq!(raw.header("content-range").unwrap(), format!("bytes */{len}"));
+    assert_eq!(
+        raw.header("content-range").unwrap(),
+        format!("bytes */{len}")
+    );
     server.shutdown().unwrap();
 }
 
@@ -83,7 +107,10 @@ fn traversal_is_400_and_never_serves_outside_the_resources() {
     }
     assert_eq!(get(server.addr(), "/v1/files/1.1.0/nope.bin").status, 404);
     assert_eq!(get(server.addr(), "/v1/files/9.9.9/catwar.pak").status, 404);
-    assert_eq!(get(server.addr(), "/v1/files/1.0.0/maps/arena.map").status, 200);
+    assert_eq!(
+        get(server.addr(), "/v1/files/1.0.0/maps/arena.map").status,
+        200
+    );
     server.shutdown().unwrap();
 }
 

@@ -27,7 +27,13 @@ struct Stack {
 }
 
 impl Stack {
-    fn start(idle_s: u64, workers: usize, preset: Argon2Preset, users_count: u64, play: Vec<SocketAddr>) -> Stack {
+    fn start(
+        idle_s: u64,
+        workers: usize,
+        preset: Argon2Preset,
+        users_count: u64,
+        play: Vec<SocketAddr>,
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         users::seed(dir.path(), users_count, preset).unwrap();
         let config = LobbyConfig {
@@ -37,15 +43,28 @@ impl Stack {
             players_per_match: 2,
             match_fill_timeout_s: 5,
         };
-        let lobby = lobby::start(bind_loopback().unwrap(), config.clone(), Limits::default()).unwrap();
+        let lobby =
+            lobby::start(bind_loopback().unwrap(), config.clone(), Limits::default()).unwrap();
         let lobby_addr = lobby.addr();
         let profile = profile::start(
             bind_loopback().unwrap(),
-            ProfileConfig { data_dir: dir.path().into(), lobby: lobby_addr, workers, token_idle_s: idle_s, argon2: preset },
+            ProfileConfig {
+                data_dir: dir.path().into(),
+                lobby: lobby_addr,
+                workers,
+                token_idle_s: idle_s,
+                argon2: preset,
+            },
             Limits::default(),
         )
         .unwrap();
-        Stack { dir, profile: Some(profile), lobby: Some(lobby), lobby_addr, config }
+        Stack {
+            dir,
+            profile: Some(profile),
+            lobby: Some(lobby),
+            lobby_addr,
+            config,
+        }
     }
 
     fn profile_addr(&self) -> SocketAddr {
@@ -58,11 +77,23 @@ impl Stack {
 
     /// One request over a new TLS connection that verifies the server certificate.
     fn tls(&self, method: &str, path: &str, bearer: Option<&str>, body: &str) -> Raw {
-        tls_request(self.profile_addr(), &self.cert(), method, path, bearer, body)
+        tls_request(
+            self.profile_addr(),
+            &self.cert(),
+            method,
+            path,
+            bearer,
+            body,
+        )
     }
 
     fn login(&self, id: &str, password: &str) -> Raw {
-        self.tls("POST", "/v1/login", None, &serde_json::json!({"id": id, "password": password}).to_string())
+        self.tls(
+            "POST",
+            "/v1/login",
+            None,
+            &serde_json::json!({"id": id, "password": password}).to_string(),
+        )
     }
 
     fn token(&self, id: &str) -> String {
@@ -84,7 +115,9 @@ impl Stack {
 
 fn http_from(addr: SocketAddr, from: IpAddr, method: &str, path: &str, token: &str) -> Raw {
     let mut stream = Bound(from).connect(addr);
-    let head = format!("{method} {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    );
     stream.write_all(head.as_bytes()).unwrap();
     read_response(&mut stream, &mut Vec::new()).expect("a response")
 }
@@ -98,25 +131,43 @@ impl Bound {
         unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
             assert!(fd >= 0);
-            let IpAddr::V4(ip) = self.0 else { panic!("IPv4 only") };
+            let IpAddr::V4(ip) = self.0 else {
+                panic!("IPv4 only")
+            };
             let local = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
                 sin_zero: [0; 8],
             };
             let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            assert_eq!(libc::bind(fd, &local as *const _ as *const libc::sockaddr, len), 0, "bind {ip}");
-            let SocketAddr::V4(remote) = addr else { panic!("IPv4 only") };
+            assert_eq!(
+                libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
+                0,
+                "bind {ip}"
+            );
+            let SocketAddr::V4(remote) = addr else {
+                panic!("IPv4 only")
+            };
             let remote = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: remote.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*remote.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*remote.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             };
-            assert_eq!(libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len), 0, "connect");
+            assert_eq!(
+                libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
+                0,
+                "connect"
+            );
             let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
-            stream.set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX)))
+                .unwrap();
             stream
         }
     }
@@ -147,11 +198,22 @@ fn login_gives_a_token_and_the_lobby_serves_its_user() {
         assert!(!me[field].is_null(), "{field} missing");
     }
     assert_eq!(me["id"], "user7");
-    let page = stack.lobby("GET", "/v1/ranking?offset=5&limit=3", token, home()).json();
+    let page = stack
+        .lobby("GET", "/v1/ranking?offset=5&limit=3", token, home())
+        .json();
     assert_eq!(page["total"], 50);
-    let ranks: Vec<u64> = page["entries"].as_array().unwrap().iter().map(|e| e["rank"].as_u64().unwrap()).collect();
+    let ranks: Vec<u64> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rank"].as_u64().unwrap())
+        .collect();
     assert_eq!(ranks, [6, 7, 8]);
-    for bad in ["/v1/ranking?limit=101", "/v1/ranking?offset=-1", "/v1/ranking?limit=x"] {
+    for bad in [
+        "/v1/ranking?limit=101",
+        "/v1/ranking?offset=-1",
+        "/v1/ranking?limit=x",
+    ] {
         assert_eq!(stack.lobby("GET", bad, token, home()).status, 400, "{bad}");
     }
 }
@@ -162,19 +224,32 @@ fn wrong_id_and_wrong_password_get_the_same_answer_and_bad_bodies_name_the_field
     let wrong_pw = stack.login("user1", "nope");
     let no_user = stack.login("user999", "nope");
     assert_eq!((wrong_pw.status, no_user.status), (401, 401));
-    assert_eq!(wrong_pw.body, no_user.body, "no user-enumeration oracle in the body");
+    assert_eq!(
+        wrong_pw.body, no_user.body,
+        "no user-enumeration oracle in the body"
+    );
     assert_eq!(error(&wrong_pw), "login_failed");
     for (body, field) in [
         ("{", "body"),
         (r#"{"id":"user1"}"#, "body.password"),
         (r#"{"id":1,"password":"x"}"#, "body.id"),
-        (r#"{"id":"x'; DROP TABLE users; --","password":"x"}"#, "body.id"),
+        (
+            r#"{"id":"x'; DROP TABLE users; --","password":"x"}"#,
+            "body.id",
+        ),
     ] {
         let raw = stack.tls("POST", "/v1/login", None, body);
         assert_eq!(raw.status, 400, "{body}");
-        assert!(raw.json()["detail"].as_str().unwrap().starts_with(field), "{body}");
+        assert!(
+            raw.json()["detail"].as_str().unwrap().starts_with(field),
+            "{body}"
+        );
     }
-    assert_eq!(stack.login("user1", "pw-user1").status, 200, "the users table survived");
+    assert_eq!(
+        stack.login("user1", "pw-user1").status,
+        200,
+        "the users table survived"
+    );
 }
 
 #[test]
@@ -186,7 +261,14 @@ fn repeated_failures_for_one_id_are_rate_limited() {
     let limited = stack.login("user2", "guess");
     assert_eq!(limited.status, 429);
     assert_eq!(error(&limited), "rate_limited");
-    assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        limited
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     // Even the right password waits out the window: that is what stops guessing.
     assert_eq!(stack.login("user2", "pw-user2").status, 429);
     assert_eq!(stack.login("user3", "pw-user3").status, 200);
@@ -197,28 +279,51 @@ fn lobby_rules_access_denied_login_again_and_refresh_required() {
     let stack = Stack::start(1, 2, Argon2Preset::Fast, 5, vec![]);
     for token in ["", "abc", &"0".repeat(64)] {
         let raw = stack.lobby("GET", "/v1/me", token, home());
-        assert_eq!((raw.status, error(&raw).as_str()), (401, "access_denied"), "{token:?}");
+        assert_eq!(
+            (raw.status, error(&raw).as_str()),
+            (401, "access_denied"),
+            "{token:?}"
+        );
     }
     // Another IP: login_again, and the session is gone for its owner too.
     let token = stack.token("user1");
     let other: IpAddr = "127.0.0.2".parse().unwrap();
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &token, other)), "login_again");
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &token, home())), "access_denied");
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &token, other)),
+        "login_again"
+    );
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &token, home())),
+        "access_denied"
+    );
     // Idle for at least the timeout (1 s here): refresh_required, then refresh.
     let token = stack.token("user2");
     assert_eq!(stack.lobby("GET", "/v1/me", &token, home()).status, 200);
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &token, home())), "refresh_required");
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &token, home())),
+        "refresh_required"
+    );
     let refreshed = stack.tls("POST", "/v1/refresh", Some(&token), "");
     assert_eq!(refreshed.status, 200);
     let new = refreshed.json()["token"].as_str().unwrap().to_string();
     assert_ne!(new, token);
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &token, home())), "access_denied", "old token dead at once");
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &token, home())),
+        "access_denied",
+        "old token dead at once"
+    );
     assert_eq!(stack.lobby("GET", "/v1/me", &new, home()).status, 200);
     // Logout kills the new one.
     assert_eq!(stack.tls("POST", "/v1/logout", Some(&new), "").status, 204);
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &new, home())), "access_denied");
-    assert_eq!(error(&stack.tls("POST", "/v1/refresh", Some(&new), "")), "access_denied");
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &new, home())),
+        "access_denied"
+    );
+    assert_eq!(
+        error(&stack.tls("POST", "/v1/refresh", Some(&new), "")),
+        "access_denied"
+    );
 }
 
 #[test]
@@ -227,10 +332,16 @@ fn sessions_and_revocations_survive_a_lobby_restart() {
     let kept = stack.token("user1");
     let stolen = stack.token("user2");
     assert_eq!(stack.lobby("GET", "/v1/me", &kept, home()).status, 200);
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &stolen, "127.0.0.3".parse().unwrap())), "login_again");
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &stolen, "127.0.0.3".parse().unwrap())),
+        "login_again"
+    );
     stack.restart_lobby();
     assert_eq!(stack.lobby("GET", "/v1/me", &kept, home()).status, 200);
-    assert_eq!(error(&stack.lobby("GET", "/v1/me", &stolen, home())), "access_denied");
+    assert_eq!(
+        error(&stack.lobby("GET", "/v1/me", &stolen, home())),
+        "access_denied"
+    );
 }
 
 #[test]
@@ -271,8 +382,14 @@ fn the_profile_loop_and_the_lobby_keep_answering_while_every_login_worker_is_bus
         }
     }
     let statuses: Vec<u16> = workers.into_iter().map(|w| w.join().unwrap()).collect();
-    assert!(statuses.iter().all(|&s| s == 200 || s == 503), "{statuses:?}");
-    assert!(answered_while_busy > 0, "the logins finished before the probes; the test proved nothing");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        answered_while_busy > 0,
+        "the logins finished before the probes; the test proved nothing"
+    );
 }
 
 /// A stand-in play server that answers status polls, so routing can be tested before
@@ -306,10 +423,22 @@ fn start_routes_to_the_least_loaded_play_server_with_a_ticket_bound_to_the_user(
     assert_eq!(start["play"], idle.to_string());
     let conn = db::open(&stack.dir.path().join(db::DB_FILE)).unwrap();
     let key = db::meta(&conn, ticket::TICKET_KEY_META).unwrap().unwrap();
-    let claims = ticket::verify(key.as_bytes(), idle, start["ticket"].as_str().unwrap(), db::now_ms()).unwrap();
+    let claims = ticket::verify(
+        key.as_bytes(),
+        idle,
+        start["ticket"].as_str().unwrap(),
+        db::now_ms(),
+    )
+    .unwrap();
     assert_eq!(claims.user, "user4");
     assert_eq!(claims.match_id, start["match"].as_u64().unwrap());
-    assert!(ticket::verify(key.as_bytes(), busy, start["ticket"].as_str().unwrap(), db::now_ms()).is_err());
+    assert!(ticket::verify(
+        key.as_bytes(),
+        busy,
+        start["ticket"].as_str().unwrap(),
+        db::now_ms()
+    )
+    .is_err());
     // Two players per match: the next start joins the same match, the third opens another.
     let second = stack.lobby("POST", "/v1/start", &token, home()).json();
     assert_eq!(second["match"], start["match"]);

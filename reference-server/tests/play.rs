@@ -32,7 +32,12 @@ pub struct Arena {
 
 impl Arena {
     pub fn start() -> Arena {
-        Arena::start_with(|dir| Arc::new(ProcessSpawner::new(env!("CARGO_BIN_EXE_catwar-server").into(), dir.into())))
+        Arena::start_with(|dir| {
+            Arc::new(ProcessSpawner::new(
+                env!("CARGO_BIN_EXE_catwar-server").into(),
+                dir.into(),
+            ))
+        })
     }
 
     /// An arena whose play server starts observers with the spawner `make` builds for
@@ -44,7 +49,13 @@ impl Arena {
         let play_addr = play_listener.local_addr().unwrap();
         let lobby = lobby::start(
             bind_loopback().unwrap(),
-            LobbyConfig { data_dir: dir.path().into(), token_idle_s: 600, play_servers: vec![play_addr], players_per_match: 2, match_fill_timeout_s: 5 },
+            LobbyConfig {
+                data_dir: dir.path().into(),
+                token_idle_s: 600,
+                play_servers: vec![play_addr],
+                players_per_match: 2,
+                match_fill_timeout_s: 5,
+            },
             Limits::default(),
         )
         .unwrap();
@@ -65,11 +76,20 @@ impl Arena {
         .unwrap();
         let router = router::start(
             bind_loopback().unwrap(),
-            RouterConfig { data_dir: dir.path().into(), play_servers: vec![play_addr] },
+            RouterConfig {
+                data_dir: dir.path().into(),
+                play_servers: vec![play_addr],
+            },
             Limits::default(),
         )
         .unwrap();
-        Arena { dir, play: Some(play), play_addr, lobby, router }
+        Arena {
+            dir,
+            play: Some(play),
+            play_addr,
+            lobby,
+            router,
+        }
     }
 
     pub fn db(&self) -> rusqlite::Connection {
@@ -77,7 +97,9 @@ impl Arena {
     }
 
     pub fn ticket(&self, user: &str, match_id: u64) -> String {
-        let key = db::meta(&self.db(), ticket::TICKET_KEY_META).unwrap().unwrap();
+        let key = db::meta(&self.db(), ticket::TICKET_KEY_META)
+            .unwrap()
+            .unwrap();
         ticket::issue(key.as_bytes(), self.play_addr, match_id, user, db::now_ms()).unwrap()
     }
 
@@ -148,7 +170,10 @@ impl Line {
 fn a_match_runs_to_its_end_and_results_are_committed_before_end() {
     let arena = Arena::start();
     let (mut a, joined) = Line::join(arena.play_addr, &arena.ticket("user1", 7));
-    assert_eq!(joined, serde_json::json!({"t": "joined", "match": 7, "player": 0}));
+    assert_eq!(
+        joined,
+        serde_json::json!({"t": "joined", "match": 7, "player": 0})
+    );
     let (mut b, joined) = Line::join(arena.play_addr, &arena.ticket("user2", 7));
     assert_eq!(joined["player"], 1);
     let mut ticks = Vec::new();
@@ -161,28 +186,55 @@ fn a_match_runs_to_its_end_and_results_are_committed_before_end() {
         match msg["t"].as_str().unwrap() {
             "state" => {
                 ticks.push(msg["tick"].as_u64().unwrap());
-                assert!(msg["ack"].as_u64().unwrap() <= seq, "ack never runs ahead of what was sent");
+                assert!(
+                    msg["ack"].as_u64().unwrap() <= seq,
+                    "ack never runs ahead of what was sent"
+                );
                 assert_eq!(msg["players"].as_array().unwrap().len(), 2);
             }
             "end" => break msg,
             other => panic!("unexpected {other}: {msg}"),
         }
     };
-    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "every tick, in order");
+    assert_eq!(
+        ticks,
+        (1..=ticks.len() as u64).collect::<Vec<_>>(),
+        "every tick, in order"
+    );
     assert!(ticks.len() as u64 <= TICKS);
     // The results in `end` are already in the DB.
     let conn = arena.db();
     for r in end["results"].as_array().unwrap() {
-        let row = db::user_row(&conn, r["id"].as_str().unwrap()).unwrap().unwrap();
-        assert_eq!((row.wins, row.losses, row.rating, row.xp), (r["wins"].as_i64().unwrap(), r["losses"].as_i64().unwrap(), r["rating"].as_i64().unwrap(), r["xp"].as_i64().unwrap()));
+        let row = db::user_row(&conn, r["id"].as_str().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.wins, row.losses, row.rating, row.xp),
+            (
+                r["wins"].as_i64().unwrap(),
+                r["losses"].as_i64().unwrap(),
+                r["rating"].as_i64().unwrap(),
+                r["xp"].as_i64().unwrap()
+            )
+        );
         assert_eq!(row.wins + row.losses, 1);
     }
-    let recorded: i64 = conn.query_row("SELECT COUNT(*) FROM matches WHERE id = 7", [], |r| r.get(0)).unwrap();
+    let recorded: i64 = conn
+        .query_row("SELECT COUNT(*) FROM matches WHERE id = 7", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(recorded, 1);
     // The lobby shows the new stats at once.
     let token = arena.token("user1");
-    let (me, _) = exchange(arena.lobby.addr(), format!("GET /v1/me HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
-    assert_eq!(me.json()["wins"].as_i64().unwrap() + me.json()["losses"].as_i64().unwrap(), 1);
+    let (me, _) = exchange(
+        arena.lobby.addr(),
+        format!("GET /v1/me HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(
+        me.json()["wins"].as_i64().unwrap() + me.json()["losses"].as_i64().unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -202,12 +254,37 @@ fn tickets_are_single_use_bound_and_unforgeable() {
     assert_eq!(old.recv().unwrap()["error"], "replaced");
     assert!(old.recv().is_none(), "the replaced connection is closed");
     let forged = t.replacen("user3", "user4", 1);
-    assert_eq!(Line::join(arena.play_addr, &forged).1["error"], "ticket_invalid");
-    let key = db::meta(&arena.db(), ticket::TICKET_KEY_META).unwrap().unwrap();
-    let elsewhere = ticket::issue(key.as_bytes(), "127.0.0.1:1".parse().unwrap(), 9, "user4", db::now_ms()).unwrap();
-    assert_eq!(Line::join(arena.play_addr, &elsewhere).1["error"], "ticket_invalid");
-    let expired = ticket::issue(key.as_bytes(), arena.play_addr, 9, "user4", db::now_ms() - ticket::TICKET_TTL_MS - 1000).unwrap();
-    assert_eq!(Line::join(arena.play_addr, &expired).1["error"], "ticket_expired");
+    assert_eq!(
+        Line::join(arena.play_addr, &forged).1["error"],
+        "ticket_invalid"
+    );
+    let key = db::meta(&arena.db(), ticket::TICKET_KEY_META)
+        .unwrap()
+        .unwrap();
+    let elsewhere = ticket::issue(
+        key.as_bytes(),
+        "127.0.0.1:1".parse().unwrap(),
+        9,
+        "user4",
+        db::now_ms(),
+    )
+    .unwrap();
+    assert_eq!(
+        Line::join(arena.play_addr, &elsewhere).1["error"],
+        "ticket_invalid"
+    );
+    let expired = ticket::issue(
+        key.as_bytes(),
+        arena.play_addr,
+        9,
+        "user4",
+        db::now_ms() - ticket::TICKET_TTL_MS - 1000,
+    )
+    .unwrap();
+    assert_eq!(
+        Line::join(arena.play_addr, &expired).1["error"],
+        "ticket_expired"
+    );
 }
 
 #[test]
@@ -252,7 +329,11 @@ fn the_router_starts_an_observer_that_relays_every_tick_in_order_then_exits() {
     let token = arena.token("user6");
     let (mut a, _) = Line::join(arena.play_addr, &arena.ticket("user6", 21));
     let ask = |t: &str, m: &str| {
-        let (raw, _) = exchange(arena.router.addr(), format!("GET /v1/observer?match={m} HTTP/1.1\r\nAuthorization: Bearer {t}\r\n\r\n").as_bytes());
+        let (raw, _) = exchange(
+            arena.router.addr(),
+            format!("GET /v1/observer?match={m} HTTP/1.1\r\nAuthorization: Bearer {t}\r\n\r\n")
+                .as_bytes(),
+        );
         raw
     };
     assert_eq!(ask(&"0".repeat(64), "21").status, 401);
@@ -286,10 +367,16 @@ fn the_router_starts_an_observer_that_relays_every_tick_in_order_then_exits() {
     };
     assert_eq!(watcher_end, player_end);
     assert!(!ticks.is_empty());
-    assert_eq!(ticks, (ticks[0]..ticks[0] + ticks.len() as u64).collect::<Vec<_>>(), "no gaps, in order");
+    assert_eq!(
+        ticks,
+        (ticks[0]..ticks[0] + ticks.len() as u64).collect::<Vec<_>>(),
+        "no gaps, in order"
+    );
     assert_eq!(*ticks.last().unwrap(), TICKS);
     // The observer exits after its match: its port stops accepting.
-    wait_for("the observer to exit", || TcpStream::connect(observer).is_err().then_some(()));
+    wait_for("the observer to exit", || {
+        TcpStream::connect(observer).is_err().then_some(())
+    });
 }
 
 #[test]
@@ -299,14 +386,26 @@ fn stopping_the_play_server_stops_its_observers() {
     let (_a, _) = Line::join(arena.play_addr, &arena.ticket("user7", 31));
     let mut observers = Vec::new();
     for _ in 0..3 {
-        let (raw, _) = exchange(arena.router.addr(), format!("GET /v1/observer?match=31 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
-        observers.push(raw.json()["observer"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+        let (raw, _) = exchange(
+            arena.router.addr(),
+            format!("GET /v1/observer?match=31 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        );
+        observers.push(
+            raw.json()["observer"]
+                .as_str()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .unwrap(),
+        );
     }
     for &o in &observers {
         assert!(TcpStream::connect(o).is_ok());
     }
     arena.play.take().unwrap().shutdown().unwrap();
     for &o in &observers {
-        wait_for("observers to be stopped", || TcpStream::connect(o).is_err().then_some(()));
+        wait_for("observers to be stopped", || {
+            TcpStream::connect(o).is_err().then_some(())
+        });
     }
 }

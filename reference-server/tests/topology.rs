@@ -16,17 +16,35 @@ fn up_kill_restart_and_shutdown_leave_no_process() {
     let mut up = Up::start(&["--restart-delay-ms", "2000", "--file-nodes", "2"]);
     let topology = up.topology();
     let names: Vec<&str> = topology.services.iter().map(|s| s.name.as_str()).collect();
-    for name in ["storage", "balancer", "balancer-observer", "file-node-0", "file-node-1"] {
+    for name in [
+        "storage",
+        "balancer",
+        "balancer-observer",
+        "file-node-0",
+        "file-node-1",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     let mut pids: Vec<u32> = topology.services.iter().map(|s| s.pid).collect();
     pids.sort();
     pids.dedup();
-    assert_eq!(pids.len(), topology.services.len(), "one process per service");
+    assert_eq!(
+        pids.len(),
+        topology.services.len(),
+        "one process per service"
+    );
 
     let old = topology.service("balancer").unwrap().pid;
-    let out = Command::new(server_bin()).args(["kill", "balancer", "--data"]).arg(up.data()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(server_bin())
+        .args(["kill", "balancer", "--data"])
+        .arg(up.data())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The observer takes over, and the supervisor brings the balancer back as standby.
     wait_for("the observer to take over", || {
         (get(up.addr("balancer-observer"), "/v1/status").json()["role"] == "active").then_some(())
@@ -38,11 +56,17 @@ fn up_kill_restart_and_shutdown_leave_no_process() {
     assert!(!process_alive(old));
     assert!(process_alive(new));
     let status = wait_for("the restarted balancer to answer", || {
-        let (raw, _) = std::panic::catch_unwind(|| exchange(up.addr("balancer"), b"GET /v1/status HTTP/1.1\r\n\r\n")).ok()?;
+        let (raw, _) = std::panic::catch_unwind(|| {
+            exchange(up.addr("balancer"), b"GET /v1/status HTTP/1.1\r\n\r\n")
+        })
+        .ok()?;
         Some(raw.json())
     });
     assert_eq!(status["role"], "standby");
-    let update = get(up.addr("storage"), &format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}"));
+    let update = get(
+        up.addr("storage"),
+        &format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}"),
+    );
     assert_eq!(update.status, 200);
     assert!(update.json()["epoch"].as_u64().unwrap() >= 2);
 
@@ -81,44 +105,92 @@ fn every_http_port_answers_bad_input_with_a_clean_4xx_and_keeps_serving() {
             let cert = catwar_server::tls::cert_path(up.data());
             let raw = tls_request(service.addr, &cert, "POST", "/v1/login", None, "{not json");
             assert_eq!(raw.status, 400);
-            assert_eq!(tls_request(service.addr, &cert, "GET", "/nope", None, "").status, 404);
-            assert_eq!(tls_request(service.addr, &cert, "GET", "/healthz", None, "").status, 200);
+            assert_eq!(
+                tls_request(service.addr, &cert, "GET", "/nope", None, "").status,
+                404
+            );
+            assert_eq!(
+                tls_request(service.addr, &cert, "GET", "/healthz", None, "").status,
+                200
+            );
             continue;
         }
         let (raw, _) = exchange(service.addr, b"NOT HTTP AT ALL\x00\x01\r\n\r\n");
         assert_eq!(raw.status, 400, "{}", service.name);
         assert_eq!(raw.json()["error"], "bad_request", "{}", service.name);
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(17 * 1024));
-        assert_eq!(exchange(service.addr, big.as_bytes()).0.status, 431, "{}", service.name);
-        let (raw, _) = exchange(service.addr, b"POST /v1/update HTTP/1.1\r\nContent-Length: 70000\r\n\r\n");
+        assert_eq!(
+            exchange(service.addr, big.as_bytes()).0.status,
+            431,
+            "{}",
+            service.name
+        );
+        let (raw, _) = exchange(
+            service.addr,
+            b"POST /v1/update HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+        );
         assert_eq!(raw.status, 413, "{}", service.name);
-        assert_eq!(get(service.addr, "/no/such/route").status, 404, "{}", service.name);
-        assert_eq!(get(service.addr, "/healthz").status, 200, "{}", service.name);
+        assert_eq!(
+            get(service.addr, "/no/such/route").status,
+            404,
+            "{}",
+            service.name
+        );
+        assert_eq!(
+            get(service.addr, "/healthz").status,
+            200,
+            "{}",
+            service.name
+        );
     }
     let storage = up.addr("storage");
-    for bad in ["/v1/update", "/v1/update?version=", "/v1/update?version=../x", "/v1/update?version=%ZZ"] {
+    for bad in [
+        "/v1/update",
+        "/v1/update?version=",
+        "/v1/update?version=../x",
+        "/v1/update?version=%ZZ",
+    ] {
         let raw = get(storage, bad);
         assert_eq!(raw.status, 400, "{bad}");
-        assert!(raw.json()["detail"].as_str().unwrap().contains("version"), "{bad}");
+        assert!(
+            raw.json()["detail"].as_str().unwrap().contains("version"),
+            "{bad}"
+        );
     }
-    assert_eq!(get(storage, "/v1/update?version=1.1.0").json()["update"], false);
+    assert_eq!(
+        get(storage, "/v1/update?version=1.1.0").json()["update"],
+        false
+    );
 }
 
 #[test]
 fn kill_names_the_known_services_when_given_an_unknown_one() {
     let up = Up::start(&["--file-nodes", "1"]);
-    let out = Command::new(server_bin()).args(["kill", "lobbyy", "--data"]).arg(up.data()).output().unwrap();
+    let out = Command::new(server_bin())
+        .args(["kill", "lobbyy", "--data"])
+        .arg(up.data())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lobbyy") && err.contains("balancer-observer"), "{err}");
+    assert!(
+        err.contains("lobbyy") && err.contains("balancer-observer"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_flags_exit_64_and_name_the_flag() {
-    let out = Command::new(server_bin()).args(["up", "--data", "/nonexistent/x", "--file-nodes", "0"]).output().unwrap();
+    let out = Command::new(server_bin())
+        .args(["up", "--data", "/nonexistent/x", "--file-nodes", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--file-nodes"));
-    let out = Command::new(server_bin()).args(["up", "--data", "/tmp/x", "--argon2", "slow"]).output().unwrap();
+    let out = Command::new(server_bin())
+        .args(["up", "--data", "/tmp/x", "--argon2", "slow"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--argon2"));
 }

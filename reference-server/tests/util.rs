@@ -23,18 +23,28 @@ pub struct Raw {
 
 impl Raw {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 
 /// Opens a connection with a read timeout so a test never hangs.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(WAIT_S_MAX))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(WAIT_S_MAX)))
+        .unwrap();
     stream
 }
 
@@ -48,7 +58,12 @@ pub fn read_response<S: Read>(stream: &mut S, pending: &mut Vec<u8>) -> Option<R
             let headers: Vec<(String, String)> = resp
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             let status = resp.code.unwrap();
             let len: usize = headers
@@ -63,7 +78,11 @@ pub fn read_response<S: Read>(stream: &mut S, pending: &mut Vec<u8>) -> Option<R
             }
             let body = pending[head_len..head_len + len].to_vec();
             pending.drain(..head_len + len);
-            return Some(Raw { status, headers, body });
+            return Some(Raw {
+                status,
+                headers,
+                body,
+            });
         }
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => return None,
@@ -82,7 +101,11 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Raw, TcpStream) {
 
 /// `GET path` on a new connection.
 pub fn get(addr: SocketAddr, path: &str) -> Raw {
-    exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).0
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    )
+    .0
 }
 
 /// True once the server has closed `stream` (EOF), waiting at most [`WAIT_S_MAX`].
@@ -161,13 +184,23 @@ pub fn server_bin() -> PathBuf {
 /// True while a process with this pid exists (zombies count as gone: `up` reaps them).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => !stat
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
     }
 }
 
 /// One request over a new TLS connection that trusts exactly the certificate at `cert`.
-pub fn tls_request(addr: SocketAddr, cert: &Path, method: &str, path: &str, bearer: Option<&str>, body: &str) -> Raw {
+pub fn tls_request(
+    addr: SocketAddr,
+    cert: &Path,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> Raw {
     let cert = native_tls::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap();
     let connector = native_tls::TlsConnector::builder()
         .add_root_certificate(cert)
@@ -175,10 +208,18 @@ pub fn tls_request(addr: SocketAddr, cert: &Path, method: &str, path: &str, bear
         .build()
         .unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX))).unwrap();
-    let mut stream = connector.connect("localhost", tcp).expect("TLS handshake with a verified certificate");
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\n\r\n", body.len());
+    tcp.set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX)))
+        .unwrap();
+    let mut stream = connector
+        .connect("localhost", tcp)
+        .expect("TLS handshake with a verified certificate");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body.as_bytes()).unwrap();
     read_response(&mut stream, &mut Vec::new()).expect("a response")

@@ -42,7 +42,9 @@ impl Transport {
 
     /// Advances a TLS handshake; true once the stream carries application data.
     pub(super) fn ready(&mut self) -> io::Result<bool> {
-        let Transport::Handshaking(mid) = self else { return Ok(true) };
+        let Transport::Handshaking(mid) = self else {
+            return Ok(true);
+        };
         let Some(pending) = mid.take() else {
             return Err(io::Error::other("handshake already failed"));
         };

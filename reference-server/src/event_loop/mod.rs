@@ -212,7 +212,9 @@ impl<H: Handler> Server<H> {
                 None => (Transport::Plain(stream), None),
                 Some(Tls(acceptor)) => match acceptor.accept(stream) {
                     Ok(tls) => (Transport::Tls(Box::new(tls)), None),
-                    Err(HandshakeError::WouldBlock(mid)) => (Transport::Handshaking(Some(mid)), Some(Instant::now())),
+                    Err(HandshakeError::WouldBlock(mid)) => {
+                        (Transport::Handshaking(Some(mid)), Some(Instant::now()))
+                    }
                     // The socket is closed with the failed handshake; epoll forgets it.
                     Err(HandshakeError::Failure(_)) => continue,
                 },
@@ -278,7 +280,12 @@ impl<H: Handler> Server<H> {
             let parsed = match parse_request(&conn.inbuf, conn.peer) {
                 Parse::Partial => {
                     if conn.inbuf.len() > HEAD_BYTES_MAX {
-                        queue(conn, Response::error(431, "head_too_large", "request head exceeds 16 KiB").closing(), false);
+                        queue(
+                            conn,
+                            Response::error(431, "head_too_large", "request head exceeds 16 KiB")
+                                .closing(),
+                            false,
+                        );
                     }
                     return;
                 }
@@ -355,7 +362,11 @@ impl<H: Handler> Server<H> {
                         "request not completed within {} ms",
                         limits.request_timeout.as_millis()
                     );
-                    queue(conn, Response::error(408, "request_timeout", &detail).closing(), false);
+                    queue(
+                        conn,
+                        Response::error(408, "request_timeout", &detail).closing(),
+                        false,
+                    );
                     let _ = flush(conn);
                     expired.push(key);
                 }

@@ -43,7 +43,11 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
         }
     };
     if head_len > HEAD_BYTES_MAX {
-        return Parse::Reject(Response::error(431, "head_too_large", "request head exceeds 16 KiB"));
+        return Parse::Reject(Response::error(
+            431,
+            "head_too_large",
+            "request head exceeds 16 KiB",
+        ));
     }
     let mut content_length = 0usize;
     let mut keep_alive = req.version == Some(1);
@@ -51,22 +55,28 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
     for header in req.headers.iter() {
         let name = header.name.to_ascii_lowercase();
         let Ok(value) = std::str::from_utf8(header.value) else {
-            return Parse::Reject(Response::error(400, "bad_request", &format!("header {name}: not UTF-8")));
+            return Parse::Reject(Response::error(
+                400,
+                "bad_request",
+                &format!("header {name}: not UTF-8"),
+            ));
         };
         match name.as_str() {
             "content-length" => match value.trim().parse::<usize>() {
                 Ok(n) => content_length = n,
                 Err(_) => {
-                    return Parse::Reject(Response::error(400, "bad_request", "header content-length: not a number"))
+                    return Parse::Reject(Response::error(
+                        400,
+                        "bad_request",
+                        "header content-length: not a number",
+                    ))
                 }
             },
-            "transfer-encoding" => {
-                return Parse::Reject(Response::error(
-                    411,
-                    "length_required",
-                    "header transfer-encoding: chunked bodies are not accepted, send Content-Length",
-                ))
-            }
+            "transfer-encoding" => return Parse::Reject(Response::error(
+                411,
+                "length_required",
+                "header transfer-encoding: chunked bodies are not accepted, send Content-Length",
+            )),
             "connection" => {
                 let value = value.to_ascii_lowercase();
                 if value.contains("close") {
@@ -114,7 +124,8 @@ mod tests {
 
     #[test]
     fn complete_head_splits_path_and_query() {
-        let Parse::Complete(p) = parse(b"GET /v1/update?version=1 HTTP/1.1\r\nHost: x\r\n\r\n") else {
+        let Parse::Complete(p) = parse(b"GET /v1/update?version=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        else {
             panic!("complete")
         };
         assert_eq!(p.request.path, "/v1/update");
@@ -124,24 +135,38 @@ mod tests {
 
     #[test]
     fn http10_closes_unless_asked() {
-        let Parse::Complete(p) = parse(b"GET / HTTP/1.0\r\n\r\n") else { panic!() };
+        let Parse::Complete(p) = parse(b"GET / HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
         assert!(!p.keep_alive);
-        let Parse::Complete(p) = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") else { panic!() };
+        let Parse::Complete(p) = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") else {
+            panic!()
+        };
         assert!(p.keep_alive);
     }
 
     #[test]
     fn oversized_body_is_413_before_reading_it() {
-        let head = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", BODY_BYTES_MAX + 1);
-        let Parse::Reject(r) = parse(head.as_bytes()) else { panic!() };
+        let head = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            BODY_BYTES_MAX + 1
+        );
+        let Parse::Reject(r) = parse(head.as_bytes()) else {
+            panic!()
+        };
         assert_eq!(r.status, 413);
     }
 
     #[test]
     fn garbage_is_400_and_chunked_is_411() {
-        let Parse::Reject(r) = parse(b"\x00\x01 nonsense\r\n\r\n") else { panic!() };
+        let Parse::Reject(r) = parse(b"\x00\x01 nonsense\r\n\r\n") else {
+            panic!()
+        };
         assert_eq!(r.status, 400);
-        let Parse::Reject(r) = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") else { panic!() };
+        let Parse::Reject(r) = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else {
+            panic!()
+        };
         assert_eq!(r.status, 411);
     }
 }

@@ -78,6 +78,10 @@ struct Shared {
     db: DbPool,
     ticket_key: Vec<u8>,
     internal_key: String,
+    /// Held while the ranking changes, so that a full rebuild (a read of every user)
+    /// and the results of a match, applied row by row, never overlap: an older read can
+    /// never replace a newer ranking.
+    ranking_writer: Mutex<()>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +136,9 @@ fn parse_u64(req: &Request, name: &str, default: u64, max: u64) -> Result<u64, R
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n <= max => Ok(n),
-            _ => Err(bad_request(format!("query {name}: must be a whole number from 0 to {max}"))),
+            _ => Err(bad_request(format!(
+                "query {name}: must be a whole number from 0 to {max}"
+            ))),
         },
     }
 }
@@ -153,20 +159,45 @@ impl Shared {
             Route::Me => match row {
                 Some(row) => {
                     let rank = state.ranking.rank_of(&row.id, row.rating);
-                    Response::json(200, &Me { id: &row.id, level: row.level, xp: row.xp, rating: row.rating, rank, wins: row.wins, losses: row.losses })
+                    Response::json(
+                        200,
+                        &Me {
+                            id: &row.id,
+                            level: row.level,
+                            xp: row.xp,
+                            rating: row.rating,
+                            rank,
+                            wins: row.wins,
+                            losses: row.losses,
+                        },
+                    )
                 }
                 None if loaded => access_denied(),
                 None => return Outcome::Load,
             },
-            Route::Ranking { offset, limit } => {
-                Response::json(200, &Page { total: state.ranking.total(), entries: state.ranking.page(offset, limit) })
-            }
-            Route::Start => match state.play.seat(now_ms) {
-                Some((play, match_id)) => match ticket::issue(&self.ticket_key, play, match_id, &user, now_ms) {
-                    Ok(ticket) => Response::json(200, &Start { play: play.to_string(), r#match: match_id, ticket }),
-                    Err(e) => Response::error(500, "internal", &e.to_string()),
+            Route::Ranking { offset, limit } => Response::json(
+                200,
+                &Page {
+                    total: state.ranking.total(),
+                    entries: state.ranking.page(offset, limit),
                 },
-                None => Response::error(503, "no_capacity", "no play server can take a match now").with_header("Retry-After", "1"),
+            ),
+            Route::Start => match state.play.seat(now_ms) {
+                Some((play, match_id)) => {
+                    match ticket::issue(&self.ticket_key, play, match_id, &user, now_ms) {
+                        Ok(ticket) => Response::json(
+                            200,
+                            &Start {
+                                play: play.to_string(),
+                                r#match: match_id,
+                                ticket,
+                            },
+                        ),
+                        Err(e) => Response::error(500, "internal", &e.to_string()),
+                    }
+                }
+                None => Response::error(503, "no_capacity", "no play server can take a match now")
+                    .with_header("Retry-After", "1"),
             },
         };
         Outcome::Done(response)
@@ -175,7 +206,9 @@ impl Shared {
     /// Loads the session and its user from the DB, then serves the call.
     fn load_and_serve(&self, call: &Call) -> Response {
         let loaded = self.db.with(|c| {
-            let Some(session) = db::session(c, &call.hash)? else { return Ok(None) };
+            let Some(session) = db::session(c, &call.hash)? else {
+                return Ok(None);
+            };
             let user = db::user_row(c, &session.user_id)?;
             Ok(Some((session, user)))
         });
@@ -183,7 +216,8 @@ impl Shared {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(%e, "lobby could not read the user DB");
-                return Response::error(503, "unavailable", "user DB unavailable; retry shortly").with_header("Retry-After", "1");
+                return Response::error(503, "unavailable", "user DB unavailable; retry shortly")
+                    .with_header("Retry-After", "1");
             }
         };
         let mut state = self.state.lock().expect("lobby state lock");
@@ -202,7 +236,9 @@ impl Shared {
         }
     }
 
+    /// Rebuilds the ranking from every user in the DB.
     fn rebuild_ranking(&self) {
+        let _writer = self.ranking_writer.lock().expect("ranking writer lock");
         match self.db.with(|c| db::ranking(c)) {
             Ok(rows) => {
                 let ranking = Arc::new(Ranking::new(rows));
@@ -212,8 +248,32 @@ impl Shared {
         }
     }
 
+    /// Moves the users of a match's results to their new places in the ranking: their
+    /// rows only are read, committed before the notice came. Rebuilding from every user
+    /// after each match took longer at 50,000 users than matches took to end, and the
+    /// play servers' `end`s went out late.
+    fn apply_results(&self, ids: &[String]) {
+        let _writer = self.ranking_writer.lock().expect("ranking writer lock");
+        match self.db.with(|c| db::ranking_rows(c, ids)) {
+            Ok(rows) => {
+                let mut state = self.state.lock().expect("lobby state lock");
+                Arc::make_mut(&mut state.ranking).update(rows);
+            }
+            Err(e) => {
+                tracing::warn!(%e, "ranking update failed; rebuilding it whole");
+                drop(_writer);
+                self.rebuild_ranking();
+            }
+        }
+    }
+
     fn flush(&self) {
-        let (touched, revoked) = self.state.lock().expect("lobby state lock").sessions.take_writes();
+        let (touched, revoked) = self
+            .state
+            .lock()
+            .expect("lobby state lock")
+            .sessions
+            .take_writes();
         if touched.is_empty() && revoked.is_empty() {
             return;
         }
@@ -248,35 +308,52 @@ pub struct Lobby {
 
 impl Lobby {
     fn internal(&mut self, req: &Request, ctx: &mut Ctx<'_>) -> Reply {
-        let key_ok = req.header(INTERNAL_KEY_HEADER).is_some_and(|k| ct_eq(k.as_bytes(), self.shared.internal_key.as_bytes()));
+        let key_ok = req
+            .header(INTERNAL_KEY_HEADER)
+            .is_some_and(|k| ct_eq(k.as_bytes(), self.shared.internal_key.as_bytes()));
         if !key_ok {
-            return Reply::Now(Response::error(403, "forbidden", "internal route: missing or wrong internal key"));
+            return Reply::Now(Response::error(
+                403,
+                "forbidden",
+                "internal route: missing or wrong internal key",
+            ));
         }
         match req.path.as_str() {
             "/internal/v1/revoke" => match serde_json::from_slice::<RevokeNotice>(&req.body) {
                 Ok(notice) => {
-                    self.shared.state.lock().expect("lobby state lock").sessions.revoked_elsewhere(&notice.token_hash);
+                    self.shared
+                        .state
+                        .lock()
+                        .expect("lobby state lock")
+                        .sessions
+                        .revoked_elsewhere(&notice.token_hash);
                     Reply::Now(Response::empty(204))
                 }
                 Err(e) => Reply::Now(bad_request(format!("body: {e}"))),
             },
-            "/internal/v1/users/invalidate" => match serde_json::from_slice::<InvalidateNotice>(&req.body) {
-                Ok(notice) => {
-                    let mut state = self.shared.state.lock().expect("lobby state lock");
-                    for id in &notice.ids {
-                        state.users.remove(id);
+            "/internal/v1/users/invalidate" => {
+                match serde_json::from_slice::<InvalidateNotice>(&req.body) {
+                    Ok(notice) => {
+                        let mut state = self.shared.state.lock().expect("lobby state lock");
+                        for id in &notice.ids {
+                            state.users.remove(id);
+                        }
+                        drop(state);
+                        // The answer waits for the ranking to hold the new results, so
+                        // whoever reports them knows the lobby shows them at the 204.
+                        let shared = Arc::clone(&self.shared);
+                        // One notice may cover several matches of one player.
+                        let mut ids = notice.ids;
+                        ids.sort_unstable();
+                        ids.dedup();
+                        defer_to_pool(&self.pool, ctx, move || {
+                            shared.apply_results(&ids);
+                            Response::empty(204)
+                        })
                     }
-                    drop(state);
-                    // The answer waits for the new ranking, so whoever reports results
-                    // knows the lobby shows them once it gets the 204.
-                    let shared = Arc::clone(&self.shared);
-                    defer_to_pool(&self.pool, ctx, move || {
-                        shared.rebuild_ranking();
-                        Response::empty(204)
-                    })
+                    Err(e) => Reply::Now(bad_request(format!("body: {e}"))),
                 }
-                Err(e) => Reply::Now(bad_request(format!("body: {e}"))),
-            },
+            }
             _ => Reply::Now(http::not_found(req)),
         }
     }
@@ -285,7 +362,11 @@ impl Lobby {
         let Some(token) = req.bearer().filter(|t| well_formed(t)) else {
             return Reply::Now(access_denied());
         };
-        let call = Call { route, hash: token_hash(token), ip: req.peer.ip() };
+        let call = Call {
+            route,
+            hash: token_hash(token),
+            ip: req.peer.ip(),
+        };
         let outcome = {
             let mut state = self.shared.state.lock().expect("lobby state lock");
             self.shared.serve(&mut state, &call, db::now_ms(), false)
@@ -304,7 +385,9 @@ impl Handler for Lobby {
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         let route = match (req.method.as_str(), req.path.as_str()) {
             ("POST", p) if p.starts_with("/internal/") => return self.internal(&req, ctx),
-            ("GET", "/healthz") => return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"}))),
+            ("GET", "/healthz") => {
+                return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"})))
+            }
             ("GET", "/v1/me") => Route::Me,
             ("GET", "/v1/ranking") => {
                 let offset = parse_u64(&req, "offset", 0, u32::MAX as u64);
@@ -315,7 +398,9 @@ impl Handler for Lobby {
                 }
             }
             ("POST", "/v1/start") => Route::Start,
-            (_, "/v1/me" | "/v1/ranking" | "/v1/start" | "/healthz") => return Reply::Now(http::method_not_allowed(&req)),
+            (_, "/v1/me" | "/v1/ranking" | "/v1/start" | "/healthz") => {
+                return Reply::Now(http::method_not_allowed(&req))
+            }
             _ => return Reply::Now(http::not_found(&req)),
         };
         self.public(&req, route, ctx)
@@ -326,7 +411,11 @@ impl Handler for Lobby {
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts the lobby with its flusher, ranking and play-poller threads.
-pub fn start(listener: TcpListener, config: LobbyConfig, limits: Limits) -> Result<Running, StartError> {
+pub fn start(
+    listener: TcpListener,
+    config: LobbyConfig,
+    limits: Limits,
+) -> Result<Running, StartError> {
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
     let internal_key = db.secret(INTERNAL_KEY_META)?;
     let ticket_key = db.secret(ticket::TICKET_KEY_META)?.into_bytes();
@@ -338,11 +427,24 @@ pub fn start(listener: TcpListener, config: LobbyConfig, limits: Limits) -> Resu
         ranking: Arc::new(Ranking::default()),
         play: PlayDirectory::new(&config.play_servers, config.players_per_match, fill_ms, now),
     };
-    let shared = Arc::new(Shared { state: Mutex::new(state), db, ticket_key, internal_key });
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        db,
+        ticket_key,
+        internal_key,
+        ranking_writer: Mutex::new(()),
+    });
     // The first ranking is built before the lobby answers anyone.
     shared.rebuild_ranking();
     let pool = JobPool::new("lobby-db", LOBBY_DB_WORKERS, LOBBY_QUEUE_MAX)?;
-    let server = Server::new(listener, Lobby { shared: Arc::clone(&shared), pool }, limits)?;
+    let server = Server::new(
+        listener,
+        Lobby {
+            shared: Arc::clone(&shared),
+            pool,
+        },
+        limits,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("lobby")?, Arc::clone(&stop));
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));
@@ -364,7 +466,11 @@ pub fn start(listener: TcpListener, config: LobbyConfig, limits: Limits) -> Resu
     running.add_thread("lobby-play-poll", move || loop {
         for &addr in &addrs {
             let load = routing::poll(addr);
-            s.state.lock().expect("lobby state lock").play.report(addr, load);
+            s.state
+                .lock()
+                .expect("lobby state lock")
+                .play
+                .report(addr, load);
         }
         if !sleep_unless_stopped(&st, Duration::from_millis(routing::PLAY_POLL_MS)) {
             return;

@@ -57,12 +57,29 @@ impl PlayDirectory {
     /// Match ids start from the lobby's start time in seconds shifted by 20 bits, so a
     /// restarted lobby does not reuse the ids of its previous life, and ids stay below
     /// 2^53 for JavaScript clients.
-    pub fn new(addrs: &[SocketAddr], players_per_match: u32, fill_timeout_ms: i64, now_ms: i64) -> PlayDirectory {
+    pub fn new(
+        addrs: &[SocketAddr],
+        players_per_match: u32,
+        fill_timeout_ms: i64,
+        now_ms: i64,
+    ) -> PlayDirectory {
         let servers = addrs
             .iter()
-            .map(|&addr| PlayServer { addr, up: false, players: 0, matches: 0, assigned: 0, filling: None })
+            .map(|&addr| PlayServer {
+                addr,
+                up: false,
+                players: 0,
+                matches: 0,
+                assigned: 0,
+                filling: None,
+            })
             .collect();
-        PlayDirectory { servers, players_per_match, fill_timeout_ms, next_match: ((now_ms / 1000) as u64) << 20 }
+        PlayDirectory {
+            servers,
+            players_per_match,
+            fill_timeout_ms,
+            next_match: ((now_ms / 1000) as u64) << 20,
+        }
     }
 
     /// Every play server's address, for the poller.
@@ -72,7 +89,9 @@ impl PlayDirectory {
 
     /// Applies one poll result.
     pub fn report(&mut self, addr: SocketAddr, load: Option<PlayLoad>) {
-        let Some(server) = self.servers.iter_mut().find(|s| s.addr == addr) else { return };
+        let Some(server) = self.servers.iter_mut().find(|s| s.addr == addr) else {
+            return;
+        };
         if server.up && load.is_none() {
             tracing::warn!(%addr, "play server stopped answering; routing around it");
         }
@@ -93,20 +112,38 @@ impl PlayDirectory {
         let (ppm, fill_ms) = (self.players_per_match, self.fill_timeout_ms);
         let open = |f: &Filling| f.seats < ppm && now_ms - f.opened_ms < fill_ms;
         let load = |s: &PlayServer| (s.players + s.assigned, s.matches);
-        let filling = self.servers.iter().enumerate().filter(|(_, s)| s.up && s.filling.as_ref().is_some_and(open)).min_by_key(|(_, s)| load(s)).map(|(i, _)| i);
+        let filling = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.up && s.filling.as_ref().is_some_and(open))
+            .min_by_key(|(_, s)| load(s))
+            .map(|(i, _)| i);
         let i = match filling {
             Some(i) => i,
             None => {
-                let (i, _) = self.servers.iter().enumerate().filter(|(_, s)| s.up).min_by_key(|(_, s)| load(s))?;
+                let (i, _) = self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.up)
+                    .min_by_key(|(_, s)| load(s))?;
                 self.next_match += 1;
                 let server = &mut self.servers[i];
-                server.filling = Some(Filling { match_id: self.next_match, seats: 0, opened_ms: now_ms });
+                server.filling = Some(Filling {
+                    match_id: self.next_match,
+                    seats: 0,
+                    opened_ms: now_ms,
+                });
                 server.matches += 1;
                 i
             }
         };
         let server = &mut self.servers[i];
-        let filling = server.filling.as_mut().expect("a filling match was chosen or opened");
+        let filling = server
+            .filling
+            .as_mut()
+            .expect("a filling match was chosen or opened");
         filling.seats += 1;
         server.assigned += 1;
         Some((server.addr, filling.match_id))
@@ -120,7 +157,9 @@ pub fn poll(addr: SocketAddr) -> Option<PlayLoad> {
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.write_all(b"{\"t\":\"status\"}\n").ok()?;
     let mut line = String::new();
-    BufReader::new(stream.take(STATUS_LINE_BYTES_MAX)).read_line(&mut line).ok()?;
+    BufReader::new(stream.take(STATUS_LINE_BYTES_MAX))
+        .read_line(&mut line)
+        .ok()?;
     serde_json::from_str(&line).ok()
 }
 
@@ -136,8 +175,20 @@ mod tests {
     fn matches_fill_first_then_open_on_the_least_loaded_server() {
         let mut d = PlayDirectory::new(&[addr(1), addr(2)], 2, 5000, 0);
         assert_eq!(d.seat(0), None, "no server has answered yet");
-        d.report(addr(1), Some(PlayLoad { players: 10, matches: 3 }));
-        d.report(addr(2), Some(PlayLoad { players: 1, matches: 1 }));
+        d.report(
+            addr(1),
+            Some(PlayLoad {
+                players: 10,
+                matches: 3,
+            }),
+        );
+        d.report(
+            addr(2),
+            Some(PlayLoad {
+                players: 1,
+                matches: 1,
+            }),
+        );
         let (a, m1) = d.seat(0).unwrap();
         let (b, m1b) = d.seat(0).unwrap();
         assert_eq!((a, b), (addr(2), addr(2)));

@@ -51,22 +51,37 @@ pub fn access_denied() -> Response {
 impl Sessions {
     /// An empty cache with this idle timeout.
     pub fn new(idle_ms: i64) -> Sessions {
-        Sessions { map: HashMap::new(), touched: HashMap::new(), revoked: Vec::new(), idle_ms }
+        Sessions {
+            map: HashMap::new(),
+            touched: HashMap::new(),
+            revoked: Vec::new(),
+            idle_ms,
+        }
     }
 
     /// Applies the lobby rules to a token (by hash) used from `ip` at `now_ms`.
     pub fn authorize(&mut self, hash: &str, ip: IpAddr, now_ms: i64) -> Auth {
-        let Some(s) = self.map.get_mut(hash) else { return Auth::Miss };
+        let Some(s) = self.map.get_mut(hash) else {
+            return Auth::Miss;
+        };
         if s.revoked {
             return Auth::Deny(access_denied());
         }
         if s.ip != Some(ip) {
             s.revoked = true;
             self.revoked.push(hash.to_string());
-            return Auth::Deny(Response::error(401, "login_again", "this token was issued to another IP; log in again"));
+            return Auth::Deny(Response::error(
+                401,
+                "login_again",
+                "this token was issued to another IP; log in again",
+            ));
         }
         if now_ms - s.last_used_ms >= self.idle_ms {
-            return Auth::Deny(Response::error(401, "refresh_required", "token unused for too long; refresh it at profile"));
+            return Auth::Deny(Response::error(
+                401,
+                "refresh_required",
+                "token unused for too long; refresh it at profile",
+            ));
         }
         s.last_used_ms = now_ms;
         self.touched.insert(hash.to_string(), now_ms);
@@ -78,12 +93,19 @@ impl Sessions {
         if self.map.len() >= SESSIONS_CACHED_MAX {
             self.evict();
         }
-        let touched = self.touched.get(&row.token_hash).copied().unwrap_or(i64::MIN);
+        let touched = self
+            .touched
+            .get(&row.token_hash)
+            .copied()
+            .unwrap_or(i64::MIN);
         let cached = self.map.get(&row.token_hash);
         let entry = Cached {
             user_id: row.user_id,
             ip: row.ip.parse().ok(),
-            last_used_ms: row.last_used_ms.max(touched).max(cached.map_or(i64::MIN, |c| c.last_used_ms)),
+            last_used_ms: row
+                .last_used_ms
+                .max(touched)
+                .max(cached.map_or(i64::MIN, |c| c.last_used_ms)),
             revoked: row.revoked || cached.is_some_and(|c| c.revoked),
         };
         self.map.insert(row.token_hash, entry);
@@ -98,15 +120,24 @@ impl Sessions {
 
     /// The writes owed to the DB: last uses and revocations made here.
     pub fn take_writes(&mut self) -> (Vec<(String, i64)>, Vec<String>) {
-        (self.touched.drain().collect(), std::mem::take(&mut self.revoked))
+        (
+            self.touched.drain().collect(),
+            std::mem::take(&mut self.revoked),
+        )
     }
 
     fn evict(&mut self) {
         let (now, idle) = (crate::db::now_ms(), self.idle_ms);
-        self.map.retain(|_, s| !s.revoked && now - s.last_used_ms < idle);
+        self.map
+            .retain(|_, s| !s.revoked && now - s.last_used_ms < idle);
         if self.map.len() >= SESSIONS_CACHED_MAX {
             // Still full of live sessions: drop a tenth; they reload from the DB on use.
-            let drop: Vec<String> = self.map.keys().take(SESSIONS_CACHED_MAX / 10).cloned().collect();
+            let drop: Vec<String> = self
+                .map
+                .keys()
+                .take(SESSIONS_CACHED_MAX / 10)
+                .cloned()
+                .collect();
             for key in drop {
                 self.map.remove(&key);
             }
@@ -135,8 +166,13 @@ mod tests {
             Auth::User(u) => u,
             Auth::Miss => "miss".into(),
             Auth::Deny(r) => {
-                let crate::http::Body::Owned(b) = r.body else { panic!() };
-                serde_json::from_slice::<serde_json::Value>(&b).unwrap()["error"].as_str().unwrap().to_string()
+                let crate::http::Body::Owned(b) = r.body else {
+                    panic!()
+                };
+                serde_json::from_slice::<serde_json::Value>(&b).unwrap()["error"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             }
         }
     }

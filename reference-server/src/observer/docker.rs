@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -46,14 +47,22 @@ impl DockerSpawner {
             .enable_all()
             .build()
             .map_err(|e| ObserverError::Io("tokio runtime".into(), e))?;
-        let docker = Docker::connect_with_local_defaults().map_err(|e| backend("no engine (is the daemon running?)", e))?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| backend("no engine (is the daemon running?)", e))?;
         runtime
             .block_on(docker.ping())
             .map_err(|e| backend("the engine does not answer (is the daemon running?)", e))?;
-        runtime
-            .block_on(docker.inspect_image(IMAGE))
-            .map_err(|e| backend(&format!("image {IMAGE} is missing; build it with `bash ci/build-image.sh`"), e))?;
-        Ok(DockerSpawner { docker, runtime, data_dir })
+        runtime.block_on(docker.inspect_image(IMAGE)).map_err(|e| {
+            backend(
+                &format!("image {IMAGE} is missing; build it with `bash ci/build-image.sh`"),
+                e,
+            )
+        })?;
+        Ok(DockerSpawner {
+            docker,
+            runtime,
+            data_dir,
+        })
     }
 
     async fn start(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError> {
@@ -66,9 +75,17 @@ impl DockerSpawner {
         let body = ContainerCreateBody {
             image: Some(IMAGE.to_string()),
             cmd: Some(
-                ["observer", "--play", &play.to_string(), "--match", &match_id.to_string(), "--data", &data]
-                    .map(str::to_string)
-                    .to_vec(),
+                [
+                    "observer",
+                    "--play",
+                    &play.to_string(),
+                    "--match",
+                    &match_id.to_string(),
+                    "--data",
+                    &data,
+                ]
+                .map(str::to_string)
+                .to_vec(),
             ),
             labels: Some(labels),
             host_config: Some(HostConfig {
@@ -79,20 +96,40 @@ impl DockerSpawner {
             }),
             ..Default::default()
         };
-        let name = format!("catwar-observer-{match_id}-{}", crate::token::random_hex(4).map_err(|e| backend("name", e))?);
+        let name = format!(
+            "catwar-observer-{match_id}-{}",
+            crate::token::random_hex(4).map_err(|e| backend("name", e))?
+        );
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = self.docker.create_container(Some(options), body).await.map_err(|e| backend("create", e))?;
-        self.docker.start_container(&created.id, None).await.map_err(|e| backend("start", e))?;
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| backend("create", e))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| backend("start", e))?;
         let logs = LogsOptionsBuilder::new().follow(true).stdout(true).build();
         let mut stream = self.docker.logs(&created.id, Some(logs));
         let mut out = String::new();
         while let Some(chunk) = stream.next().await {
-            out.push_str(&chunk.map_err(|e| backend("reading the observer's output", e))?.to_string());
-            if let Some(addr) = out.lines().find_map(|l| l.trim().strip_prefix("listening ").and_then(|a| a.parse().ok())) {
+            out.push_str(
+                &chunk
+                    .map_err(|e| backend("reading the observer's output", e))?
+                    .to_string(),
+            );
+            if let Some(addr) = out.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("listening ")
+                    .and_then(|a| a.parse().ok())
+            }) {
                 return Ok(addr);
             }
         }
-        Err(ObserverError::Backend(format!("docker: observer container {name} exited before listening: {out:?}")))
+        Err(ObserverError::Backend(format!(
+            "docker: observer container {name} exited before listening: {out:?}"
+        )))
     }
 }
 
@@ -103,16 +140,28 @@ impl Spawner for DockerSpawner {
         let addr = self
             .runtime
             .block_on(async { tokio::time::timeout(timeout, self.start(play, match_id)).await })
-            .map_err(|_| ObserverError::Backend(format!("docker: observer did not listen within {START_TIMEOUT_MS} ms")))??;
+            .map_err(|_| {
+                ObserverError::Backend(format!(
+                    "docker: observer did not listen within {START_TIMEOUT_MS} ms"
+                ))
+            })??;
         tracing::info!(match_id, %addr, start_ms = started.elapsed().as_secs_f64() * 1000.0, "observer container started");
         Ok(addr)
     }
 
     fn stop_all(&self) {
-        let filters = HashMap::from([("label", vec![format!("{DATA_LABEL}={}", self.data_dir.display())])]);
-        let list = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{DATA_LABEL}={}", self.data_dir.display())],
+        )]);
+        let list = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
         self.runtime.block_on(async {
-            let Ok(containers) = self.docker.list_containers(Some(list)).await else { return };
+            let Ok(containers) = self.docker.list_containers(Some(list)).await else {
+                return;
+            };
             for id in containers.into_iter().filter_map(|c| c.id) {
                 let force = RemoveContainerOptionsBuilder::new().force(true).build();
                 let _ = self.docker.remove_container(&id, Some(force)).await;

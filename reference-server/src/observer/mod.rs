@@ -92,24 +92,44 @@ type Shared = Arc<(Mutex<Feed>, Condvar)>;
 /// Runs an observer until its match ends. The first line on stdout is
 /// `listening ADDR`, which the spawner waits for.
 pub fn run(args: &ObserverArgs) -> Result<(), ObserverError> {
-    let db = Arc::new(DbPool::new(&args.data_dir.join(db::DB_FILE)).map_err(|e| ObserverError::Backend(e.to_string()))?);
+    let db = Arc::new(
+        DbPool::new(&args.data_dir.join(db::DB_FILE))
+            .map_err(|e| ObserverError::Backend(e.to_string()))?,
+    );
     let key = db
         .with(|c| db::meta(c, INTERNAL_KEY_META))
         .map_err(|e| ObserverError::Backend(e.to_string()))?
-        .ok_or_else(|| ObserverError::Backend("the user DB has no internal key yet; start the topology first".into()))?;
-    let listener = TcpListener::bind(args.listen).map_err(|e| ObserverError::Io(format!("--listen {}", args.listen), e))?;
-    let addr = listener.local_addr().map_err(|e| ObserverError::Io("listener".into(), e))?;
-    let mut play = TcpStream::connect(args.play).map_err(|e| ObserverError::Io(format!("--play {}", args.play), e))?;
-    let subscribe = serde_json::json!({"t": "subscribe", "match": args.match_id, "key": key}).to_string();
+        .ok_or_else(|| {
+            ObserverError::Backend(
+                "the user DB has no internal key yet; start the topology first".into(),
+            )
+        })?;
+    let listener = TcpListener::bind(args.listen)
+        .map_err(|e| ObserverError::Io(format!("--listen {}", args.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ObserverError::Io("listener".into(), e))?;
+    let mut play = TcpStream::connect(args.play)
+        .map_err(|e| ObserverError::Io(format!("--play {}", args.play), e))?;
+    let subscribe =
+        serde_json::json!({"t": "subscribe", "match": args.match_id, "key": key}).to_string();
     writeln!(play, "{subscribe}").map_err(|e| ObserverError::Io("subscribe".into(), e))?;
-    let mut reader = BufReader::new(play.try_clone().map_err(|e| ObserverError::Io("play socket".into(), e))?);
+    let mut reader = BufReader::new(
+        play.try_clone()
+            .map_err(|e| ObserverError::Io("play socket".into(), e))?,
+    );
     let mut first = String::new();
-    (&mut reader).take(LINE_BYTES_MAX).read_line(&mut first).map_err(|e| ObserverError::Io("subscribe answer".into(), e))?;
+    (&mut reader)
+        .take(LINE_BYTES_MAX)
+        .read_line(&mut first)
+        .map_err(|e| ObserverError::Io("subscribe answer".into(), e))?;
     if !first.contains("\"subscribed\"") {
         return Err(ObserverError::Play(first.trim().to_string()));
     }
     println!("listening {addr}");
-    io::stdout().flush().map_err(|e| ObserverError::Io("stdout".into(), e))?;
+    io::stdout()
+        .flush()
+        .map_err(|e| ObserverError::Io("stdout".into(), e))?;
     let shared: Shared = Arc::new((Mutex::new(Feed::default()), Condvar::new()));
     let (s, m) = (Arc::clone(&shared), args.match_id);
     std::thread::spawn(move || accept_watchers(listener, s, db, m));
@@ -166,7 +186,9 @@ fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::
     stream.set_write_timeout(Some(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)))?;
     let mut out = stream.try_clone()?;
     let mut line = String::new();
-    BufReader::new(stream).take(LINE_BYTES_MAX).read_line(&mut line)?;
+    BufReader::new(stream)
+        .take(LINE_BYTES_MAX)
+        .read_line(&mut line)?;
     if let Err(code) = check_watch(&line, db, match_id) {
         return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}");
     }
@@ -206,8 +228,14 @@ fn check_watch(line: &str, db: &DbPool, match_id: u64) -> Result<(), &'static st
     if v.get("match").and_then(Value::as_u64) != Some(match_id) {
         return Err("unknown_match");
     }
-    let token = v.get("token").and_then(Value::as_str).filter(|t| well_formed(t)).ok_or("access_denied")?;
-    let session = db.with(|c| db::session(c, &token_hash(token))).map_err(|_| "unavailable")?;
+    let token = v
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|t| well_formed(t))
+        .ok_or("access_denied")?;
+    let session = db
+        .with(|c| db::session(c, &token_hash(token)))
+        .map_err(|_| "unavailable")?;
     match session {
         Some(s) if !s.revoked => Ok(()),
         _ => Err("access_denied"),

@@ -27,7 +27,11 @@ pub struct ProcessSpawner {
 impl ProcessSpawner {
     /// A spawner running `exe observer …` with `data_dir`.
     pub fn new(exe: PathBuf, data_dir: PathBuf) -> ProcessSpawner {
-        ProcessSpawner { exe, data_dir, children: Mutex::new(Vec::new()) }
+        ProcessSpawner {
+            exe,
+            data_dir,
+            children: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -36,7 +40,14 @@ impl Spawner for ProcessSpawner {
         let started = Instant::now();
         let mut command = Command::new(&self.exe);
         command
-            .args(["observer", "--play", &play.to_string(), "--match", &match_id.to_string(), "--data"])
+            .args([
+                "observer",
+                "--play",
+                &play.to_string(),
+                "--match",
+                &match_id.to_string(),
+                "--data",
+            ])
             .arg(&self.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
@@ -49,7 +60,9 @@ impl Spawner for ProcessSpawner {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|e| ObserverError::Io(format!("starting {}", self.exe.display()), e))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| ObserverError::Io(format!("starting {}", self.exe.display()), e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -57,8 +70,13 @@ impl Spawner for ProcessSpawner {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_millis(START_TIMEOUT_MS)).unwrap_or_default();
-        let addr = line.trim().strip_prefix("listening ").and_then(|a| a.parse().ok());
+        let line = rx
+            .recv_timeout(Duration::from_millis(START_TIMEOUT_MS))
+            .unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok());
         let mut children = self.children.lock().expect("children lock");
         // Observers exit when their match ends; reap those before adding one more.
         children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
@@ -71,7 +89,10 @@ impl Spawner for ProcessSpawner {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(ObserverError::Backend(format!("observer for match {match_id} did not start (said {:?})", line.trim())))
+                Err(ObserverError::Backend(format!(
+                    "observer for match {match_id} did not start (said {:?})",
+                    line.trim()
+                )))
             }
         }
     }

@@ -132,7 +132,14 @@ impl Game {
     }
 
     /// Records player `p`'s latest input, applied at the next tick.
-    pub fn input(&mut self, p: usize, seq: u64, dx: f64, dy: f64, fire: bool) -> Result<(), InputError> {
+    pub fn input(
+        &mut self,
+        p: usize,
+        seq: u64,
+        dx: f64,
+        dy: f64,
+        fire: bool,
+    ) -> Result<(), InputError> {
         let cat = &mut self.cats[p];
         if seq <= cat.received {
             return Err(InputError::StaleSeq);
@@ -196,7 +203,12 @@ impl Game {
             .cats
             .iter()
             .enumerate()
-            .map(|(p, c)| CatView { p, x: (c.x * 100.0).round() / 100.0, y: (c.y * 100.0).round() / 100.0, hp: c.hp.max(0) })
+            .map(|(p, c)| CatView {
+                p,
+                x: (c.x * 100.0).round() / 100.0,
+                y: (c.y * 100.0).round() / 100.0,
+                hp: c.hp.max(0),
+            })
             .collect();
         serde_json::to_value(cats).expect("plain values serialize")
     }
@@ -222,7 +234,11 @@ impl Game {
                     player: p,
                     user: c.user.clone(),
                     won,
-                    rating_delta: if won { RATING_STEP * losers } else { -RATING_STEP },
+                    rating_delta: if won {
+                        RATING_STEP * losers
+                    } else {
+                        -RATING_STEP
+                    },
                     xp: XP_PLAYED + XP_PER_HIT * c.hits as i64 + if won { XP_WIN } else { 0 },
                 }
             })
@@ -245,7 +261,10 @@ mod tests {
         assert_eq!(g.ack(p), 1);
         assert_eq!(g.input(p, 1, 0.0, 0.0, false), Err(InputError::StaleSeq));
         assert_eq!(g.input(p, 2, 1.0, 1.0, false), Err(InputError::TooFast));
-        assert_eq!(g.input(p, 3, f64::NAN, 0.0, false), Err(InputError::TooFast));
+        assert_eq!(
+            g.input(p, 3, f64::NAN, 0.0, false),
+            Err(InputError::TooFast)
+        );
     }
 
     #[test]
@@ -271,7 +290,10 @@ mod tests {
             seq += 1;
             for p in [a, b] {
                 let v = g.view()[p].clone();
-                let (dx, dy) = (ARENA_SIZE / 2.0 - v["x"].as_f64().unwrap(), ARENA_SIZE / 2.0 - v["y"].as_f64().unwrap());
+                let (dx, dy) = (
+                    ARENA_SIZE / 2.0 - v["x"].as_f64().unwrap(),
+                    ARENA_SIZE / 2.0 - v["y"].as_f64().unwrap(),
+                );
                 let len = (dx * dx + dy * dy).sqrt().max(1.0);
                 g.input(p, seq, dx / len, dy / len, p == a).unwrap();
             }

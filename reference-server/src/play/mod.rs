@@ -104,7 +104,8 @@ impl Clock {
         if self.lateness_us.len() >= LATENESS_SAMPLES_MAX {
             self.lateness_us.remove(0);
         }
-        self.lateness_us.push(late.as_micros().min(u32::MAX as u128) as u32);
+        self.lateness_us
+            .push(late.as_micros().min(u32::MAX as u128) as u32);
     }
 
     fn late_p99_us(&self) -> u32 {
@@ -196,7 +197,11 @@ impl Play {
             }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
-            self.poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE | Interest::WRITABLE)?;
+            self.poll.registry().register(
+                &mut stream,
+                Token(entry.key()),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             self.next_gen += 1;
             entry.insert(Conn::new(stream, self.next_gen));
         }
@@ -204,7 +209,9 @@ impl Play {
     }
 
     fn drive(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let lines = match conn.read_lines() {
             Ok(lines) => lines,
             Err(code) => {
@@ -220,7 +227,9 @@ impl Play {
     }
 
     fn flush_or_close(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let failed = conn.flush().is_err();
         if failed || conn.done() {
             self.close(key);
@@ -240,7 +249,11 @@ impl Play {
         };
         match msg {
             wire::In::Status => {
-                let players: usize = self.matches.values().map(|m| m.players.iter().flatten().count()).sum();
+                let players: usize = self
+                    .matches
+                    .values()
+                    .map(|m| m.players.iter().flatten().count())
+                    .sum();
                 let line = serde_json::json!({
                     "t": "status", "players": players, "matches": self.matches.len(),
                     "ticks": self.clock.ticks, "ticks_missed": self.clock.missed, "tick_late_p99_us": self.clock.late_p99_us(),
@@ -249,7 +262,9 @@ impl Play {
             }
             wire::In::Join { ticket } => self.join(key, &ticket),
             wire::In::Input { seq, dx, dy, fire } => self.input(key, seq, dx, dy, fire),
-            wire::In::Subscribe { key: k, .. } | wire::In::Observe { key: k, .. } if !self.internal(&k) => {
+            wire::In::Subscribe { key: k, .. } | wire::In::Observe { key: k, .. }
+                if !self.internal(&k) =>
+            {
                 self.conns[key].bad("forbidden")
             }
             wire::In::Subscribe { match_id, .. } => match self.matches.get_mut(&match_id) {
@@ -289,7 +304,8 @@ impl Play {
             return self.conns[key].bad("already_joined");
         }
         let now_ms = db::now_ms();
-        let claims = match ticket::verify(&self.ticket_key, self.config.public, ticket_text, now_ms) {
+        let claims = match ticket::verify(&self.ticket_key, self.config.public, ticket_text, now_ms)
+        {
             Ok(claims) => claims,
             Err(ticket::TicketError::Expired) => return self.conns[key].bad("ticket_expired"),
             Err(_) => return self.conns[key].bad("ticket_invalid"),
@@ -298,12 +314,15 @@ impl Play {
             return self.conns[key].bad("ticket_used");
         }
         let ppm = self.config.players_per_match as usize;
-        let m = self.matches.entry(claims.match_id).or_insert_with(|| Match {
-            game: Game::default(),
-            phase: Phase::Filling(Instant::now()),
-            players: Vec::new(),
-            subscribers: Vec::new(),
-        });
+        let m = self
+            .matches
+            .entry(claims.match_id)
+            .or_insert_with(|| Match {
+                game: Game::default(),
+                phase: Phase::Filling(Instant::now()),
+                players: Vec::new(),
+                subscribers: Vec::new(),
+            });
         let rejoin = m.game.player_of(&claims.user);
         let p = match (rejoin, &m.phase) {
             (Some(p), Phase::Filling(_) | Phase::Running) => p,
@@ -318,7 +337,11 @@ impl Play {
         // A rejoin (a reconnecting client) takes the seat over; the old connection is
         // told so and closed instead of silently going quiet.
         if let Some((old_key, old_gen)) = m.players[p] {
-            if let Some(old) = self.conns.get_mut(old_key).filter(|c| c.gen == old_gen && old_key != key) {
+            if let Some(old) = self
+                .conns
+                .get_mut(old_key)
+                .filter(|c| c.gen == old_gen && old_key != key)
+            {
                 old.send_error("replaced");
                 old.role = Role::Done;
                 old.closing = true;
@@ -328,7 +351,10 @@ impl Play {
         let conn = &mut self.conns[key];
         m.players[p] = Some((key, conn.gen));
         conn.role = Role::Player(claims.match_id, p);
-        conn.send_line(&format!("{{\"t\":\"joined\",\"match\":{},\"player\":{p}}}", claims.match_id));
+        conn.send_line(&format!(
+            "{{\"t\":\"joined\",\"match\":{},\"player\":{p}}}",
+            claims.match_id
+        ));
         if m.game.players() == ppm {
             if let Phase::Filling(_) = m.phase {
                 m.phase = Phase::Running;
@@ -357,7 +383,10 @@ impl Play {
         for (&id, m) in self.matches.iter_mut() {
             if let Phase::Filling(opened) = m.phase {
                 let full = m.game.players() >= ppm;
-                if full || (now.duration_since(opened) >= self.config.fill_timeout && m.game.players() > 0) {
+                if full
+                    || (now.duration_since(opened) >= self.config.fill_timeout
+                        && m.game.players() > 0)
+                {
                     m.phase = Phase::Running;
                 }
             }
@@ -371,11 +400,14 @@ impl Play {
                 let Some((key, gen)) = *slot else { continue };
                 let ack = m.game.ack(p);
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
-                    conn.send_line(&format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":{ack},\"players\":{players}}}"));
+                    conn.send_line(&format!(
+                        "{{\"t\":\"state\",\"tick\":{tick},\"ack\":{ack},\"players\":{players}}}"
+                    ));
                     touched.push(key);
                 }
             }
-            let observed = format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":0,\"players\":{players}}}");
+            let observed =
+                format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":0,\"players\":{players}}}");
             for &(key, gen) in &m.subscribers {
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
                     conn.send_line(&observed);
@@ -385,7 +417,12 @@ impl Play {
             if tick >= self.config.match_ticks || m.game.decided() {
                 m.phase = Phase::Committing;
                 let (winner, outcomes) = m.game.outcomes();
-                let _ = self.results_tx.send(Finished { match_id: id, ticks: tick, winner, outcomes });
+                let _ = self.results_tx.send(Finished {
+                    match_id: id,
+                    ticks: tick,
+                    winner,
+                    outcomes,
+                });
             }
         }
         for key in touched {
@@ -396,7 +433,9 @@ impl Play {
     /// Takes the writer's reports and the spawner's answers.
     fn collect(&mut self) {
         while let Ok((match_id, result)) = self.reports.try_recv() {
-            let Some(m) = self.matches.remove(&match_id) else { continue };
+            let Some(m) = self.matches.remove(&match_id) else {
+                continue;
+            };
             let line = match &result {
                 Ok(rows) => {
                     let winner = rows.iter().find(|r| r.won).map_or(0, |r| r.player);
@@ -407,7 +446,13 @@ impl Play {
                     r#"{"t":"error","error":"results_not_saved"}"#.to_string()
                 }
             };
-            let targets: Vec<(usize, u64)> = m.players.iter().flatten().copied().chain(m.subscribers.iter().copied()).collect();
+            let targets: Vec<(usize, u64)> = m
+                .players
+                .iter()
+                .flatten()
+                .copied()
+                .chain(m.subscribers.iter().copied())
+                .collect();
             for (key, gen) in targets {
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
                     conn.send_line(&line);
@@ -417,10 +462,15 @@ impl Play {
             }
         }
         while let Ok((key, gen, result)) = self.spawned.try_recv() {
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else { continue };
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+                continue;
+            };
             match result {
                 Ok(addr) => conn.send_line(&format!("{{\"t\":\"observer\",\"addr\":\"{addr}\"}}")),
-                Err(e) => conn.send_line(&serde_json::json!({"t": "error", "error": "observer_failed", "detail": e}).to_string()),
+                Err(e) => conn.send_line(
+                    &serde_json::json!({"t": "error", "error": "observer_failed", "detail": e})
+                        .to_string(),
+                ),
             }
             self.flush_or_close(key);
         }
@@ -435,7 +485,8 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
     listener.set_nonblocking(true)?;
     let mut listener = MioListener::from_std(listener);
     let poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let db = Arc::new(DbPool::new(&config.data_dir.join(db::DB_FILE))?);
     let ticket_key = db.secret(TICKET_KEY_META)?.into_bytes();
@@ -465,14 +516,20 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
         stop: Arc::clone(&stop),
         clock: Clock::default(),
     };
-    let server = std::thread::Builder::new().name("play".into()).spawn(move || play.run())?;
+    let server = std::thread::Builder::new()
+        .name("play".into())
+        .spawn(move || play.run())?;
     let mut running = Running::from_thread(public, server, Arc::clone(&stop), Arc::clone(&waker));
     let w = Arc::clone(&waker);
-    running.add_thread("play-results", move || results::run(db, public, lobby, results_rx, reports_tx, w))?;
+    running.add_thread("play-results", move || {
+        results::run(db, public, lobby, results_rx, reports_tx, w)
+    })?;
     let sp = Arc::clone(&spawner);
     running.add_thread("play-spawner", move || {
         for request in spawn_rx {
-            let result = sp.spawn(public, request.match_id).map_err(|e| e.to_string());
+            let result = sp
+                .spawn(public, request.match_id)
+                .map_err(|e| e.to_string());
             if spawned_tx.send((request.key, request.gen, result)).is_err() {
                 return;
             }

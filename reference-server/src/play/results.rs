@@ -22,6 +22,9 @@ const LOBBY_NOTICE_TIMEOUT_MS: u64 = 2_000;
 /// Attempts at committing one match before giving up on it (the DB is shared with other
 /// writers; a busy DB is retried, a broken one is reported).
 const COMMIT_ATTEMPTS_MAX: u32 = 5;
+/// Matches committed in one transaction at most: a few hundred players' rows, a
+/// transaction of milliseconds that never holds the DB's write lock for long.
+const BATCH_MATCHES_MAX: usize = 64;
 
 /// A finished match to commit.
 #[derive(Debug)]
@@ -53,28 +56,66 @@ pub struct Committed {
 /// What the writer reports back: the match and its committed results, or why not.
 pub type Report = (u64, Result<Vec<Committed>, String>);
 
-/// Runs the writer until `rx` closes.
-pub fn run(db: Arc<DbPool>, play: SocketAddr, lobby: Option<(SocketAddr, String)>, rx: Receiver<Finished>, tx: Sender<Report>, waker: Arc<Waker>) {
-    for finished in rx {
-        let result = commit_with_retry(&db, play, &finished);
-        if let (Ok(rows), Some((lobby, key))) = (&result, &lobby) {
-            notify_lobby(*lobby, key, rows);
+/// Runs the writer until `rx` closes. Matches that ended while it was busy are committed
+/// together, in one transaction, and announced to the lobby in one notice: under load
+/// the DB's write lock and the notice are paid once per batch instead of once per
+/// match, so the writer keeps up however many matches end at once (at 50,000 players,
+/// one transaction per match fell minutes behind and `end`s went out too late).
+pub fn run(
+    db: Arc<DbPool>,
+    play: SocketAddr,
+    lobby: Option<(SocketAddr, String)>,
+    rx: Receiver<Finished>,
+    tx: Sender<Report>,
+    waker: Arc<Waker>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MATCHES_MAX {
+            match rx.try_recv() {
+                Ok(finished) => batch.push(finished),
+                Err(_) => break,
+            }
         }
-        if tx.send((finished.match_id, result)).is_err() {
-            return;
+        let result = commit_with_retry(&db, play, &batch);
+        if let (Ok(rows), Some((lobby, key))) = (&result, &lobby) {
+            notify_lobby(*lobby, key, rows.iter().flatten());
+        }
+        for (index, finished) in batch.iter().enumerate() {
+            let report = match &result {
+                Ok(rows) => Ok(rows[index].clone()),
+                Err(e) => Err(e.clone()),
+            };
+            if tx.send((finished.match_id, report)).is_err() {
+                return;
+            }
         }
         let _ = waker.wake();
     }
 }
 
-fn commit_with_retry(db: &DbPool, play: SocketAddr, f: &Finished) -> Result<Vec<Committed>, String> {
+fn commit_with_retry(
+    db: &DbPool,
+    play: SocketAddr,
+    batch: &[Finished],
+) -> Result<Vec<Vec<Committed>>, String> {
     let mut last = String::new();
     for attempt in 1..=COMMIT_ATTEMPTS_MAX {
-        match db.with(|c| commit(c, play, f)) {
+        let committed = db.with(|c| {
+            let tx = c.transaction()?;
+            let rows = batch
+                .iter()
+                .map(|f| commit(&tx, play, f))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(rows)
+        });
+        match committed {
             Ok(rows) => return Ok(rows),
             Err(e) => {
                 last = e.to_string();
-                tracing::warn!(match_id = f.match_id, attempt, error = %last, "committing results failed");
+                let first = batch.first().map(|f| f.match_id);
+                tracing::warn!(match_id = first, matches = batch.len(), attempt, error = %last, "committing results failed");
                 std::thread::sleep(Duration::from_millis(50 * attempt as u64));
             }
         }
@@ -82,9 +123,13 @@ fn commit_with_retry(db: &DbPool, play: SocketAddr, f: &Finished) -> Result<Vec<
     Err(last)
 }
 
-/// Commits one match in one transaction; a match already recorded is not counted twice.
-fn commit(conn: &mut rusqlite::Connection, play: SocketAddr, f: &Finished) -> rusqlite::Result<Vec<Committed>> {
-    let tx = conn.transaction()?;
+/// Records one match in the writer's transaction; a match already recorded is not
+/// counted twice.
+fn commit(
+    tx: &rusqlite::Transaction<'_>,
+    play: SocketAddr,
+    f: &Finished,
+) -> rusqlite::Result<Vec<Committed>> {
     let results = serde_json::to_string(
         &f.outcomes.iter().map(|o| serde_json::json!({"id": o.user, "won": o.won, "rating": o.rating_delta, "xp": o.xp})).collect::<Vec<_>>(),
     )
@@ -103,23 +148,100 @@ fn commit(conn: &mut rusqlite::Connection, play: SocketAddr, f: &Finished) -> ru
                 params![o.won as i64, (!o.won) as i64, o.rating_delta, o.xp, XP_PER_LEVEL, o.user],
             )?;
         }
-        let row = db::user_row(&tx, &o.user)?.unwrap_or(db::UserRow { id: o.user.clone(), level: 1, xp: 0, rating: 0, wins: 0, losses: 0 });
-        committed.push(Committed { player: o.player, id: row.id, won: o.won, wins: row.wins, losses: row.losses, rating: row.rating, xp: row.xp, level: row.level });
+        let row = db::user_row(tx, &o.user)?.unwrap_or(db::UserRow {
+            id: o.user.clone(),
+            level: 1,
+            xp: 0,
+            rating: 0,
+            wins: 0,
+            losses: 0,
+        });
+        committed.push(Committed {
+            player: o.player,
+            id: row.id,
+            won: o.won,
+            wins: row.wins,
+            losses: row.losses,
+            rating: row.rating,
+            xp: row.xp,
+            level: row.level,
+        });
     }
-    tx.commit()?;
     Ok(committed)
 }
 
-fn notify_lobby(lobby: SocketAddr, key: &str, rows: &[Committed]) {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+fn notify_lobby<'a>(lobby: SocketAddr, key: &str, rows: impl Iterator<Item = &'a Committed>) {
+    let ids: Vec<&str> = rows.map(|r| r.id.as_str()).collect();
     let body = serde_json::json!({ "ids": ids }).to_string();
     let timeout = Duration::from_millis(LOBBY_NOTICE_TIMEOUT_MS);
     for attempt in 1..=COMMIT_ATTEMPTS_MAX {
-        match client::request(lobby, "POST", "/internal/v1/users/invalidate", &[(INTERNAL_KEY_HEADER, key)], body.as_bytes(), timeout) {
+        match client::request(
+            lobby,
+            "POST",
+            "/internal/v1/users/invalidate",
+            &[(INTERNAL_KEY_HEADER, key)],
+            body.as_bytes(),
+            timeout,
+        ) {
             Ok(r) if r.status == 204 => return,
             Ok(r) => tracing::warn!(status = r.status, attempt, "lobby refused a results notice"),
             Err(e) => tracing::warn!(%e, attempt, "lobby missed a results notice"),
         }
     }
-    tracing::error!(?ids, "the lobby may show stale stats for these users until it restarts");
+    tracing::error!(
+        ?ids,
+        "the lobby may show stale stats for these users until it restarts"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Argon2Preset;
+    use crate::users;
+    use std::sync::mpsc;
+
+    fn finished(match_id: u64, winner: &str, loser: &str) -> Finished {
+        let outcome = |player, user: &str, won| Outcome {
+            player,
+            user: user.to_string(),
+            won,
+            rating_delta: if won { 10 } else { -10 },
+            xp: 5,
+        };
+        Finished {
+            match_id,
+            ticks: 100,
+            winner: 0,
+            outcomes: vec![outcome(0, winner, true), outcome(1, loser, false)],
+        }
+    }
+
+    #[test]
+    fn matches_queued_together_are_committed_and_reported_each() {
+        let dir = tempfile::tempdir().unwrap();
+        users::seed(dir.path(), 4, Argon2Preset::Fast).unwrap();
+        let db = Arc::new(DbPool::new(&dir.path().join(db::DB_FILE)).unwrap());
+        let (finished_tx, finished_rx) = mpsc::channel();
+        // Queued before the writer starts, so its first batch holds all three; user1
+        // plays two of them, and its second result builds on its first.
+        finished_tx.send(finished(1, "user1", "user2")).unwrap();
+        finished_tx.send(finished(2, "user3", "user4")).unwrap();
+        finished_tx.send(finished(3, "user1", "user3")).unwrap();
+        drop(finished_tx);
+        let (reports_tx, reports_rx) = mpsc::channel();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let play: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        run(Arc::clone(&db), play, None, finished_rx, reports_tx, waker);
+        let reports: Vec<Report> = reports_rx.iter().collect();
+        assert_eq!(reports.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        let third = reports[2].1.as_ref().unwrap();
+        let user1 = third.iter().find(|row| row.id == "user1").unwrap();
+        assert_eq!((user1.wins, user1.losses, user1.xp), (2, 0, 10));
+        let matches: i64 = db
+            .with(|c| c.query_row("SELECT COUNT(*) FROM matches", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(matches, 3);
+    }
 }

@@ -52,7 +52,17 @@ pub struct Conn {
 impl Conn {
     /// A new connection.
     pub fn new(stream: TcpStream, gen: u64) -> Conn {
-        Conn { stream, gen, role: Role::New, closing: false, inbuf: Vec::new(), out: Vec::new(), out_pos: 0, bad_lines: 0, read_closed: false }
+        Conn {
+            stream,
+            gen,
+            role: Role::New,
+            closing: false,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            bad_lines: 0,
+            read_closed: false,
+        }
     }
 
     /// Reads until `WouldBlock` and returns the complete lines; an overlong line is an
@@ -190,20 +200,33 @@ pub enum In {
 pub fn parse(line: &[u8]) -> Result<In, &'static str> {
     let v: Value = serde_json::from_slice(line).map_err(|_| "bad_json")?;
     let field = |name: &str| v.get(name).ok_or("missing_field");
-    let string = |name: &str| field(name)?.as_str().map(str::to_string).ok_or("wrong_type");
+    let string = |name: &str| {
+        field(name)?
+            .as_str()
+            .map(str::to_string)
+            .ok_or("wrong_type")
+    };
     let number = |name: &str| field(name)?.as_f64().ok_or("wrong_type");
     let whole = |name: &str| field(name)?.as_u64().ok_or("wrong_type");
     match v.get("t").and_then(Value::as_str).ok_or("missing_type")? {
         "status" => Ok(In::Status),
-        "join" => Ok(In::Join { ticket: string("ticket")? }),
+        "join" => Ok(In::Join {
+            ticket: string("ticket")?,
+        }),
         "input" => Ok(In::Input {
             seq: whole("seq")?,
             dx: number("dx")?,
             dy: number("dy")?,
             fire: field("fire")?.as_bool().ok_or("wrong_type")?,
         }),
-        "subscribe" => Ok(In::Subscribe { match_id: whole("match")?, key: string("key")? }),
-        "observe" => Ok(In::Observe { match_id: whole("match")?, key: string("key")? }),
+        "subscribe" => Ok(In::Subscribe {
+            match_id: whole("match")?,
+            key: string("key")?,
+        }),
+        "observe" => Ok(In::Observe {
+            match_id: whole("match")?,
+            key: string("key")?,
+        }),
         _ => Err("unknown_type"),
     }
 }
@@ -215,16 +238,30 @@ mod tests {
 
     #[test]
     fn messages_parse_and_bad_ones_name_the_problem() {
-        assert_eq!(parse(br#"{"t":"join","ticket":"x"}"#), Ok(In::Join { ticket: "x".into() }));
+        assert_eq!(
+            parse(br#"{"t":"join","ticket":"x"}"#),
+            Ok(In::Join { ticket: "x".into() })
+        );
         assert_eq!(
             parse(br#"{"t":"input","seq":3,"dx":0.5,"dy":-1,"fire":true}"#),
-            Ok(In::Input { seq: 3, dx: 0.5, dy: -1.0, fire: true })
+            Ok(In::Input {
+                seq: 3,
+                dx: 0.5,
+                dy: -1.0,
+                fire: true
+            })
         );
         assert_eq!(parse(b"{"), Err("bad_json"));
         assert_eq!(parse(br#"{"t":"dance"}"#), Err("unknown_type"));
         assert_eq!(parse(br#"{"x":1}"#), Err("missing_type"));
-        assert_eq!(parse(br#"{"t":"input","seq":-1,"dx":0,"dy":0,"fire":false}"#), Err("wrong_type"));
-        assert_eq!(parse(br#"{"t":"input","seq":1,"dx":"0","dy":0,"fire":false}"#), Err("wrong_type"));
+        assert_eq!(
+            parse(br#"{"t":"input","seq":-1,"dx":0,"dy":0,"fire":false}"#),
+            Err("wrong_type")
+        );
+        assert_eq!(
+            parse(br#"{"t":"input","seq":1,"dx":"0","dy":0,"fire":false}"#),
+            Err("wrong_type")
+        );
         assert_eq!(parse(br#"{"t":"join"}"#), Err("missing_field"));
     }
 
