@@ -128,7 +128,9 @@ pub fn compare(baseline: &ReportView, current: &ReportView, max_regression_pct: 
         for ((stat, baseline_us), (_, current_us)) in base.stats().into_iter().zip(now.stats()) {
             let verdict = match (baseline_us, current_us) {
                 _ if samples < SAMPLES_MIN => Verdict::Skipped("fewer than 100 samples"),
-                _ if stat == "p99" && samples < P99_SAMPLES_MIN => Verdict::Skipped("p99 of fewer than 1000 samples"),
+                _ if stat == "p99" && samples < P99_SAMPLES_MIN => {
+                    Verdict::Skipped("p99 of fewer than 1000 samples")
+                }
                 (Some(b), Some(c)) if regressed(b, c, max_regression_pct) => Verdict::Regressed,
                 (Some(_), Some(_)) => Verdict::Ok,
                 _ => Verdict::Skipped("no value"),
@@ -237,7 +239,9 @@ mod tests {
         let p99 = rows.iter().find(|r| r.stat == "p99").unwrap();
         assert!(matches!(p99.verdict, Verdict::Skipped(_)));
         let current = view(&[("lobby.start", 600, [5_000, 200, 500])]);
-        assert!(compare(&baseline, &current, 100.0).iter().any(|r| r.verdict == Verdict::Regressed));
+        assert!(compare(&baseline, &current, 100.0)
+            .iter()
+            .any(|r| r.verdict == Verdict::Regressed));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct Pick {
 }
 
 /// What one shard saw around one kill.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillWindow {
     /// When the kill was sent, µs since the start of the run.
     pub at_us: u64,
@@ -120,6 +120,15 @@ impl FailoverTracker {
         });
     }
 
+    /// A tracker holding windows merged elsewhere (a worker process's), picks folded in.
+    pub fn from_windows(windows: Vec<KillWindow>) -> FailoverTracker {
+        FailoverTracker {
+            last_pick_us: None,
+            max_epoch: None,
+            windows,
+        }
+    }
+
     /// The windows, one per kill, in kill order.
     pub fn windows(&self) -> &[KillWindow] {
         &self.windows
@@ -184,20 +193,15 @@ pub fn merge_windows<'a>(
     trackers: impl IntoIterator<Item = &'a FailoverTracker>,
 ) -> Vec<KillWindow> {
     let mut merged: Vec<KillWindow> = Vec::new();
-    for tracker in trackers {
-        if merged.is_empty() {
-            merged = tracker.windows.clone();
-            continue;
-        }
-        assert_eq!(
-            merged.len(),
-            tracker.windows.len(),
-            "every shard sees every kill"
-        );
-        for (into, window) in merged.iter_mut().zip(&tracker.windows) {
-            into.merge(window);
+    // Windows of the same kill share its time; a worker process that heard of a kill
+    // only after its clients stopped simply has no window for it.
+    for window in trackers.into_iter().flat_map(|tracker| &tracker.windows) {
+        match merged.iter_mut().find(|m| m.at_us == window.at_us) {
+            Some(into) => into.merge(window),
+            None => merged.push(window.clone()),
         }
     }
+    merged.sort_by_key(|w| w.at_us);
     merged
 }
 

@@ -139,13 +139,18 @@ struct BalancerStatus {
 /// Asks both balancer processes for their role and names the active one.
 async fn active_balancer(topology: &Topology) -> Option<String> {
     for name in ["balancer", "balancer-observer"] {
-        let Some(service) = topology.service(name) else { continue };
-        let mut client = HttpClient::new(None);
-        let ask = client.get(service.addr, "/v1/status");
-        let Ok(Ok(response)) = tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), ask).await else {
+        let Some(service) = topology.service(name) else {
             continue;
         };
-        let active = serde_json::from_slice::<BalancerStatus>(&response.body).is_ok_and(|s| s.role == "active");
+        let mut client = HttpClient::new(None);
+        let ask = client.get(service.addr, "/v1/status");
+        let Ok(Ok(response)) =
+            tokio::time::timeout(Duration::from_millis(STATUS_TIMEOUT_MS), ask).await
+        else {
+            continue;
+        };
+        let active = serde_json::from_slice::<BalancerStatus>(&response.body)
+            .is_ok_and(|s| s.role == "active");
         if response.status == 200 && active {
             return Some(name.to_string());
         }

@@ -214,8 +214,18 @@ impl HttpClient {
         HttpClient {
             local_ip,
             idle: Vec::new(),
-            buf: Vec::with_capacity(READ_CHUNK_BYTES),
+            // Allocated by the first read: tens of thousands of clients that have not
+            // sent anything yet should not hold a read buffer each.
+            buf: Vec::new(),
         }
+    }
+
+    /// Closes every kept-alive connection and frees the read buffer: a client about to
+    /// play a match or to stay away for long holds nothing it does not use, as a real
+    /// game client, and a server would time those connections out anyway.
+    pub fn close_idle(&mut self) {
+        self.idle.clear();
+        self.buf = Vec::new();
     }
 
     /// The address new connections are made from.

@@ -220,8 +220,9 @@ impl Verdict {
     }
 }
 
-/// Compares the ledger with the DB.
-pub fn compare(ledger: &Snapshot, db: &DbView, mode: Mode) -> Verdict {
+/// Compares the ledger with the DB, for the users `owns` says this process's clients
+/// played (all of them in a run of one process). Every match seen must be in the DB.
+pub fn compare(ledger: &Snapshot, db: &DbView, mode: Mode, owns: impl Fn(&str) -> bool) -> Verdict {
     let mut verdict = Verdict::default();
     let mut matches = ledger.matches.clone();
     matches.sort_unstable();
@@ -230,9 +231,15 @@ pub fn compare(ledger: &Snapshot, db: &DbView, mode: Mode) -> Verdict {
         verdict
             .judge(missing.then(|| format!("match {id} ended for a client but is not in the DB")));
     }
-    let mut users: Vec<&String> = ledger.users.keys().collect();
+    // Another process's users show up in the ends of shared matches, but only that
+    // process saw every match they played.
+    let mut users: Vec<&String> = ledger.users.keys().filter(|u| owns(u)).collect();
     if mode == Mode::Exact {
-        users.extend(db.users.keys().filter(|u| !ledger.users.contains_key(*u)));
+        users.extend(
+            db.users
+                .keys()
+                .filter(|u| !ledger.users.contains_key(*u) && owns(u)),
+        );
     }
     users.sort_unstable();
     for user in users {
@@ -302,12 +309,14 @@ impl std::error::Error for CheckError {
 /// until every match with unresolved seats is committed, or until `match_length` has
 /// passed since the last such seat was taken, when those matches would have ended.
 /// The comparison holds either way (an unresolved seat may or may not have a result);
-/// waiting makes the DB final.
+/// waiting makes the DB final. `owns` tells this process's users from those of other
+/// worker processes, which check their own.
 pub async fn check(
     ledger: &Ledger,
     db_path: &Path,
     mode: Mode,
     match_length: Duration,
+    owns: impl Fn(&str) -> bool + Send + 'static,
 ) -> Result<Verdict, CheckError> {
     let snapshot = ledger.snapshot();
     let settle_until = snapshot
@@ -316,7 +325,7 @@ pub async fn check(
     let path = db_path.to_path_buf();
     let read = tokio::task::spawn_blocking(move || {
         let view = db::read(&path, &snapshot, mode, settle_until)?;
-        Ok(compare(&snapshot, &view, mode))
+        Ok(compare(&snapshot, &view, mode, owns))
     });
     let result = read.await.expect("the DB check does not panic");
     result.map_err(|source| CheckError {

@@ -10,6 +10,11 @@
 //! - [`threshold`]: pass/fail conditions such as `"update.check.p99" = "< 100ms"`.
 //! - [`topology`]: topology.json, and starting/stopping the embedded server.
 //! - [`run`]: one run from scenario to report: clients, faults, ticker, shutdown.
+//! - [`clients`]: one process's share of the clients, the closed loop and the open model.
+//! - [`arrivals`]: the open model's arrival times (Poisson or constant, ramp stages).
+//! - [`worker`]: worker processes that share a run's clients, merged exactly.
+//! - [`knee`]: where a capacity run's server stopped keeping up.
+//! - [`progress`]: the live progress bar or log lines.
 //! - [`script`]: what one virtual client does, step by step.
 //! - [`http`]: the minimal keep-alive HTTP/1.1 client the script talks through.
 //! - [`lines`]: the newline-delimited JSON client for play servers and match observers.
@@ -25,13 +30,17 @@
 
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod arrivals;
+pub mod clients;
 pub mod compare;
 pub mod failover;
 pub mod faults;
 pub mod http;
+pub mod knee;
 pub mod ledger;
 pub mod lines;
 pub mod metrics;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -41,6 +50,7 @@ pub mod threshold;
 pub mod tls;
 pub mod tokens;
 pub mod topology;
+pub mod worker;
 
 /// Every threshold and invariant held.
 pub const EXIT_OK: i32 = 0;

@@ -173,7 +173,7 @@ impl LineConn {
         };
         Ok(LineConn {
             stream,
-            buf: Vec::with_capacity(READ_CHUNK_BYTES),
+            buf: Vec::new(),
             scanned: 0,
         })
     }
@@ -210,13 +210,13 @@ impl LineConn {
             // Waiting for readiness consumes nothing, so it is the only await; the read
             // itself is synchronous and leaves `buf` whole whatever it returns.
             self.stream.readable().await.map_err(LineError::Io)?;
-            let filled = self.buf.len();
-            self.buf.resize(filled + READ_CHUNK_BYTES, 0);
-            let read = self.stream.try_read(&mut self.buf[filled..]);
-            self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
-            match read {
+            // The chunk lives on the stack between two awaits, so an idle connection
+            // keeps only what it has not parsed yet: thousands of players waiting for
+            // their next tick must not hold a read buffer each.
+            let mut chunk = [0u8; READ_CHUNK_BYTES];
+            match self.stream.try_read(&mut chunk) {
                 Ok(0) => return Err(LineError::Closed),
-                Ok(_) => {}
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(LineError::Io(e)),
             }

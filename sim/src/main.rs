@@ -1,12 +1,16 @@
-//! The `catwar-sim` command line: `run` a scenario, or `compare` two reports.
+//! The `catwar-sim` command line: `run` a scenario, `replay` one client of it, or
+//! `compare` two reports.
 
 use anyhow::Context as _;
 use catwar_sim::compare::{self, CompareError, ReportView, Verdict, MAX_REGRESSION_PCT_DEFAULT};
-use catwar_sim::run::{RunError, RunOptions};
+use catwar_sim::run::{RunError, RunOptions, Share};
+use catwar_sim::scenario::Scenario;
+use catwar_sim::worker::WorkerArgs;
 use catwar_sim::{
     EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLD_FAILED, EXIT_USAGE,
 };
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,6 +39,46 @@ enum Command {
         /// The catwar-server binary [default: $CATWAR_SERVER_BIN, else next to catwar-sim].
         #[arg(long, value_name = "PATH")]
         server_bin: Option<PathBuf>,
+    },
+    /// Re-run one client's exact path (its random stream comes from the scenario seed and
+    /// its number) with every step, branch and pause traced to stderr. Exit codes as for
+    /// `run`, with the scenario's thresholds left out: one client cannot meet them.
+    Replay {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// The client number (closed model) or arrival number (open model), from 0.
+        #[arg(long, value_name = "N")]
+        client: u64,
+        /// A running topology's topology.json; without it the embedded server is started.
+        #[arg(long, value_name = "DIR/topology.json")]
+        target: Option<PathBuf>,
+        /// Where to write the replay's report.json and report.html.
+        #[arg(long, value_name = "DIR", default_value = "catwar-replay")]
+        out: PathBuf,
+        /// The catwar-server binary [default: $CATWAR_SERVER_BIN, else next to catwar-sim].
+        #[arg(long, value_name = "PATH")]
+        server_bin: Option<PathBuf>,
+    },
+    /// One worker process of a run with `load.workers` > 1; started by `run` itself.
+    #[command(hide = true)]
+    Worker {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The topology.json of the running topology.
+        #[arg(long)]
+        target: PathBuf,
+        /// This worker's number, from 0.
+        #[arg(long)]
+        index: u64,
+        /// Workers in the run.
+        #[arg(long)]
+        count: u64,
+        /// The shared start, ms since the Unix epoch.
+        #[arg(long)]
+        start_unix_ms: u64,
+        /// `exact` (the embedded topology) or `at-least` (`--target`).
+        #[arg(long)]
+        mode: String,
     },
     /// Compare the p50/p90/p99 of two reports; exit 1 on a regression.
     Compare {
@@ -82,6 +126,34 @@ fn main() -> ExitCode {
             target,
             out_dir: out,
             server_bin,
+            only_client: None,
+        }),
+        Command::Replay {
+            scenario,
+            client,
+            target,
+            out,
+            server_bin,
+        } => replay(RunOptions {
+            scenario,
+            target,
+            out_dir: out,
+            server_bin,
+            only_client: Some(client),
+        }),
+        Command::Worker {
+            scenario,
+            target,
+            index,
+            count,
+            start_unix_ms,
+            mode,
+        } => worker(WorkerArgs {
+            scenario,
+            target,
+            share: Share { index, count },
+            start_unix_ms,
+            exact: mode == "exact",
         }),
         Command::Compare {
             baseline,
@@ -122,6 +194,36 @@ fn run(options: RunOptions) -> anyhow::Result<i32> {
     };
     println!("result: {verdict} (exit {code})");
     Ok(code)
+}
+
+fn replay(options: RunOptions) -> anyhow::Result<i32> {
+    let client = options.only_client.expect("replay names its client");
+    let scenario = Scenario::load(&options.scenario).map_err(RunError::Scenario)?;
+    catwar_sim::run::check_replay_client(&scenario, client)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    eprintln!(
+        "catwar-sim: replaying client {client} of {} (seed {}): every step, branch and pause follows",
+        scenario.scenario.name, scenario.scenario.seed
+    );
+    run(options)
+}
+
+fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(catwar_sim::worker::serve(&args));
+    // The stdin reader blocks in a read on the runtime's blocking pool, which a normal
+    // drop would wait for until the coordinator closes the pipe.
+    runtime.shutdown_background();
+    served?;
+    Ok(EXIT_OK)
 }
 
 fn compare(baseline: &Path, current: &Path, max_regression_pct: f64) -> anyhow::Result<i32> {

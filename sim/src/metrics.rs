@@ -12,13 +12,19 @@
 //! bound) is both: its latency goes into the histograms, so that the percentiles show
 //! the lateness, and it counts as an error by code.
 
+use crate::arrivals::Schedule;
 use crate::failover::{merge_windows, FailoverTracker, KillWindow, Pick};
-use crate::step::{Invariant, Step};
+use crate::script::TRACE;
+use crate::step::{Invariant, Stage, Step};
 use crate::tokens::{TokenPrefix, TokenSet};
 use hdrhistogram::Histogram;
+use load::LoadGauges;
+pub use load::{process_usage, LoadPoint};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The fastest loopback request still takes a microsecond; finer resolution is noise.
 pub const LATENCY_US_MIN: u64 = 1;
@@ -45,7 +51,19 @@ pub fn latency_histogram() -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
-fn interval_histogram() -> Histogram<u64> {
+/// Funnel times are whole stages: a match is minutes, a soak session may be hours.
+const STAGE_MS_MAX: u64 = 86_400_000;
+/// Two figures (1 %) are plenty for how long a stage took, and keep the funnel small.
+const STAGE_SIGNIFICANT_FIGURES: u8 = 2;
+
+/// An empty histogram of stage times, in ms.
+pub fn stage_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, STAGE_MS_MAX, STAGE_SIGNIFICANT_FIGURES)
+        .expect("constant histogram bounds are valid")
+}
+
+/// An empty per-second latency histogram (2 figures).
+pub fn interval_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(LATENCY_US_MIN, LATENCY_US_MAX, INTERVAL_SIGNIFICANT_FIGURES)
         .expect("constant histogram bounds are valid")
 }
@@ -76,12 +94,30 @@ impl StepTotals {
         }
     }
 
+    /// Totals from their parts, as a worker process reported them.
+    pub fn from_parts(
+        latency: Histogram<u64>,
+        count: u64,
+        errors: u64,
+        errors_by_code: BTreeMap<String, u64>,
+        expected_by_code: BTreeMap<String, u64>,
+    ) -> StepTotals {
+        StepTotals {
+            latency,
+            count,
+            errors,
+            errors_by_code,
+            expected_by_code,
+        }
+    }
+
     fn add_error(&mut self, code: &str) {
         self.errors += 1;
         count_code(&mut self.errors_by_code, code);
     }
 
-    fn merge(&mut self, other: &StepTotals) {
+    /// Adds another shard's or worker's totals of the same step.
+    pub fn merge(&mut self, other: &StepTotals) {
         self.latency
             .add(&other.latency)
             .expect("histograms share bounds");
@@ -142,8 +178,45 @@ impl StepInterval {
     }
 }
 
+/// The funnel figures of one stage.
+#[derive(Clone, Debug)]
+pub struct StageTotals {
+    /// Sessions that entered the stage.
+    pub sessions: u64,
+    /// Distinct clients that entered it at least once.
+    pub clients: u64,
+    /// Time spent in the stage per session, ms.
+    pub time_ms: Histogram<u64>,
+}
+
+impl StageTotals {
+    /// No session yet.
+    pub fn new() -> StageTotals {
+        StageTotals {
+            sessions: 0,
+            clients: 0,
+            time_ms: stage_histogram(),
+        }
+    }
+
+    /// Adds another shard's or worker's figures of the same stage.
+    pub fn merge(&mut self, other: &StageTotals) {
+        self.sessions += other.sessions;
+        self.clients += other.clients;
+        self.time_ms
+            .add(&other.time_ms)
+            .expect("histograms share bounds");
+    }
+}
+
+impl Default for StageTotals {
+    fn default() -> StageTotals {
+        StageTotals::new()
+    }
+}
+
 /// How often an invariant was checked and how often it failed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvariantCount {
     /// Times checked.
     pub checked: u64,
@@ -157,11 +230,13 @@ struct Shard {
     interval: Vec<StepInterval>,
     invariants: Vec<InvariantCount>,
     failover: FailoverTracker,
+    funnel: Vec<StageTotals>,
 }
 
 impl Shard {
     fn new() -> Shard {
         Shard {
+            funnel: Stage::ALL.iter().map(|_| StageTotals::new()).collect(),
             steps: Step::ALL.iter().map(|_| StepTotals::new()).collect(),
             interval: Step::ALL.iter().map(|_| StepInterval::new()).collect(),
             invariants: vec![InvariantCount::default(); Invariant::ALL.len()],
@@ -182,12 +257,14 @@ pub struct IntervalStep {
 }
 
 /// One interval of the per-second series.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct IntervalPoint {
     /// Index of the interval: 0 covers the first second of the run.
     pub t_s: u64,
     /// Figures per step, indexed like `Step::ALL`.
     pub steps: Vec<IntervalStep>,
+    /// The load offered and held.
+    pub load: LoadPoint,
 }
 
 /// Everything measured, merged over all shards.
@@ -201,6 +278,12 @@ pub struct Snapshot {
     pub kill_windows: Vec<KillWindow>,
     /// The per-second series.
     pub series: Vec<IntervalPoint>,
+    /// The funnel, indexed like `Stage::ALL`.
+    pub funnel: Vec<StageTotals>,
+    /// Arrivals started and dropped over the run, and the peaks of the gauges.
+    pub load: LoadPoint,
+    /// Resident memory before any client started, KiB (of the workers, if any).
+    pub baseline_rss_kib: u64,
 }
 
 /// The measurements of one run.
@@ -210,6 +293,18 @@ pub struct Metrics {
     shards: Vec<Mutex<Shard>>,
     series: Mutex<Vec<IntervalPoint>>,
     tokens: TokenSet,
+    gauges: LoadGauges,
+    /// Resident memory when the run's measurements began, before any client, KiB.
+    baseline_rss_kib: u64,
+    /// The same, summed over worker processes; replaces this process's own when set.
+    worker_baseline_rss_kib: AtomicU64,
+    /// The open model's rate schedule and this process's fraction of it; `None` once
+    /// arrivals stopped (or for the closed model).
+    offered: Mutex<Option<(Schedule, f64)>>,
+    /// Failover windows from worker processes, merged with this process's own.
+    worker_trackers: Mutex<Vec<FailoverTracker>>,
+    /// Where balancer kills are forwarded as µs since the start, for worker processes.
+    kill_listeners: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<u64>>>,
 }
 
 impl Metrics {
@@ -222,7 +317,119 @@ impl Metrics {
                 .collect(),
             series: Mutex::new(Vec::new()),
             tokens: TokenSet::default(),
+            gauges: LoadGauges::default(),
+            baseline_rss_kib: process_usage().1,
+            worker_baseline_rss_kib: AtomicU64::new(0),
+            offered: Mutex::new(None),
+            worker_trackers: Mutex::new(Vec::new()),
+            kill_listeners: Mutex::new(Vec::new()),
         })
+    }
+
+    /// When the run started.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Forwards every later balancer kill to `listener`, as µs since the start.
+    pub fn forward_kills(&self, listener: tokio::sync::mpsc::UnboundedSender<u64>) {
+        lock(&self.kill_listeners).push(listener);
+    }
+
+    /// Counts an arrival of the open model: started, or dropped because every client
+    /// was busy.
+    pub fn arrival(&self, started: bool) {
+        let g = &self.gauges;
+        let (total, interval) = if started {
+            (&g.arrivals, &g.interval_arrivals)
+        } else {
+            (&g.dropped, &g.interval_dropped)
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        interval.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reports the rate `schedule` offers, times `fraction` (this process's share), in
+    /// every second of the series until [`Metrics::stop_offering`].
+    pub fn set_schedule(&self, schedule: Schedule, fraction: f64) {
+        *lock(&self.offered) = Some((schedule, fraction));
+    }
+
+    /// Arrivals stopped: the series shows no offered rate from now on.
+    pub fn stop_offering(&self) {
+        *lock(&self.offered) = None;
+    }
+
+    /// A client entered (`true`) or left (`false`) a session.
+    pub fn client_active(&self, active: bool) {
+        if active {
+            self.gauges.active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.gauges.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The load point of the interval closing now; resets the interval counters.
+    fn close_load(&self) -> LoadPoint {
+        let g = &self.gauges;
+        let (open_files, rss_kib) = process_usage();
+        let elapsed_s = self.start.elapsed().as_secs_f64();
+        let offered_per_s = lock(&self.offered)
+            .as_ref()
+            .map_or(0.0, |(schedule, fraction)| {
+                schedule.rate_at(elapsed_s) * fraction
+            });
+        LoadPoint {
+            arrivals: g.interval_arrivals.swap(0, Ordering::Relaxed),
+            dropped: g.interval_dropped.swap(0, Ordering::Relaxed),
+            offered_per_s,
+            active: g.active.load(Ordering::Relaxed),
+            open_files,
+            rss_kib,
+        }
+    }
+
+    /// Every token issued so far, for a coordinator that merges workers.
+    pub fn token_prefixes(&self) -> Vec<TokenPrefix> {
+        self.tokens.prefixes()
+    }
+
+    /// Records a token a worker process saw; false if another worker saw it first,
+    /// which is one more violation of `tokens.unique`.
+    pub fn merge_token(&self, token: TokenPrefix) -> bool {
+        self.tokens.insert(token)
+    }
+
+    /// Adds the totals of a worker process: steps, invariants, funnel, arrivals and its
+    /// view of every balancer kill.
+    pub fn absorb(&self, worker: &Snapshot) {
+        let mut shard = lock(&self.shards[0]);
+        for (into, from) in shard.steps.iter_mut().zip(&worker.steps) {
+            into.merge(from);
+        }
+        for (into, from) in shard.invariants.iter_mut().zip(&worker.invariants) {
+            into.checked += from.checked;
+            into.violations += from.violations;
+        }
+        for (into, from) in shard.funnel.iter_mut().zip(&worker.funnel) {
+            into.merge(from);
+        }
+        drop(shard);
+        let g = &self.gauges;
+        g.arrivals
+            .fetch_add(worker.load.arrivals, Ordering::Relaxed);
+        g.dropped.fetch_add(worker.load.dropped, Ordering::Relaxed);
+        self.worker_baseline_rss_kib
+            .fetch_add(worker.baseline_rss_kib, Ordering::Relaxed);
+        lock(&self.worker_trackers)
+            .push(FailoverTracker::from_windows(worker.kill_windows.clone()));
+    }
+
+    /// Appends a point merged elsewhere (from worker processes) to the series.
+    pub fn push_point(&self, mut point: IntervalPoint) {
+        let mut series = lock(&self.series);
+        point.t_s = series.len() as u64;
+        series.push(point);
     }
 
     /// The recorder for one virtual client.
@@ -230,6 +437,7 @@ impl Metrics {
         Recorder {
             metrics: Arc::clone(self),
             shard: (client_id % METRIC_SHARDS as u64) as usize,
+            client: client_id,
         }
     }
 
@@ -240,15 +448,27 @@ impl Metrics {
 
     /// Starts timing a balancer kill sent at `at`; call right before sending it.
     pub fn mark_kill(&self, at: Instant) {
-        let at_us = self.micros(at);
+        self.mark_kill_at_us(self.micros(at));
+    }
+
+    /// Starts timing a balancer kill sent `at_us` after the start of the run.
+    pub fn mark_kill_at_us(&self, at_us: u64) {
         for shard in &self.shards {
             lock(shard).failover.open_window(at_us);
         }
+        // A worker that is gone no longer needs to hear of kills.
+        lock(&self.kill_listeners).retain(|listener| listener.send(at_us).is_ok());
     }
 
     /// Closes the current interval: drains every shard's interval figures into the next
     /// point of the series and returns that point.
     pub fn close_interval(&self) -> IntervalPoint {
+        self.close_interval_with_histograms().0
+    }
+
+    /// Like [`Metrics::close_interval`], also returning the interval's latency histograms
+    /// per step (2 figures), which a worker process sends to its coordinator.
+    pub fn close_interval_with_histograms(&self) -> (IntervalPoint, Vec<Histogram<u64>>) {
         let mut merged: Vec<StepInterval> = Step::ALL.iter().map(|_| StepInterval::new()).collect();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -264,13 +484,16 @@ impl Metrics {
                 p99_us: (!s.latency.is_empty()).then(|| s.latency.value_at_quantile(0.99)),
             })
             .collect();
+        let load = self.close_load();
         let mut series = lock(&self.series);
         let point = IntervalPoint {
             t_s: series.len() as u64,
             steps,
+            load,
         };
         series.push(point.clone());
-        point
+        let histograms = merged.into_iter().map(|s| s.latency).collect();
+        (point, histograms)
     }
 
     /// Adds checks of `invariant` made once for the whole run, such as the comparison of
@@ -287,8 +510,12 @@ impl Metrics {
         let mut steps: Vec<StepTotals> = Step::ALL.iter().map(|_| StepTotals::new()).collect();
         let mut invariants = vec![InvariantCount::default(); Invariant::ALL.len()];
         let mut trackers = Vec::with_capacity(self.shards.len());
+        let mut funnel: Vec<StageTotals> = Stage::ALL.iter().map(|_| StageTotals::new()).collect();
         for shard in &self.shards {
             let shard = lock(shard);
+            for (into, from) in funnel.iter_mut().zip(&shard.funnel) {
+                into.merge(from);
+            }
             for (into, from) in steps.iter_mut().zip(&shard.steps) {
                 into.merge(from);
             }
@@ -298,11 +525,27 @@ impl Metrics {
             }
             trackers.push(shard.failover.clone());
         }
+        trackers.extend(lock(&self.worker_trackers).iter().cloned());
+        let series = lock(&self.series).clone();
+        let mut load = LoadPoint::default();
+        for point in &series {
+            load.peak(&point.load);
+        }
+        load.arrivals = self.gauges.arrivals.load(Ordering::Relaxed);
+        load.dropped = self.gauges.dropped.load(Ordering::Relaxed);
+        let workers_baseline = self.worker_baseline_rss_kib.load(Ordering::Relaxed);
         Snapshot {
             steps,
             invariants,
             kill_windows: merge_windows(&trackers),
-            series: lock(&self.series).clone(),
+            series,
+            funnel,
+            load,
+            baseline_rss_kib: if workers_baseline > 0 {
+                workers_baseline
+            } else {
+                self.baseline_rss_kib
+            },
         }
     }
 }
@@ -331,6 +574,7 @@ enum Outcome<'a> {
 pub struct Recorder {
     metrics: Arc<Metrics>,
     shard: usize,
+    client: u64,
 }
 
 impl Recorder {
@@ -368,6 +612,17 @@ impl Recorder {
     fn record(&self, step: Step, started: Instant, done: Instant, outcome: Outcome<'_>) {
         let latency_us = done.saturating_duration_since(started).as_micros() as u64;
         let latency_us = latency_us.clamp(LATENCY_US_MIN, LATENCY_US_MAX);
+        let code = match outcome {
+            Outcome::Success => "ok",
+            Outcome::Expected(code) | Outcome::Late(code) => code,
+        };
+        tracing::debug!(
+            target: TRACE,
+            client = self.client,
+            step = step.name(),
+            code,
+            ms = latency_us as f64 / 1000.0
+        );
         let mut shard = self.shard();
         let totals = &mut shard.steps[step.index()];
         totals.count += 1;
@@ -383,8 +638,30 @@ impl Recorder {
         interval.latency.saturating_record(latency_us);
     }
 
+    /// Records that a session entered `stage`; `first` if this client never had before.
+    pub fn stage_entered(&self, stage: Stage, first: bool) {
+        let mut shard = self.shard();
+        let totals = &mut shard.funnel[stage.index()];
+        totals.sessions += 1;
+        totals.clients += u64::from(first);
+    }
+
+    /// Records the time a session spent in `stage`.
+    pub fn stage_time(&self, stage: Stage, spent: Duration) {
+        let ms = (spent.as_millis() as u64).clamp(1, STAGE_MS_MAX);
+        self.shard().funnel[stage.index()]
+            .time_ms
+            .saturating_record(ms);
+    }
+
+    /// The client entered (`true`) or left (`false`) a session.
+    pub fn client_active(&self, active: bool) {
+        self.metrics.client_active(active);
+    }
+
     /// Records a failed request of `step` with its error code.
     pub fn failure(&self, step: Step, code: &str) {
+        tracing::debug!(target: TRACE, client = self.client, step = step.name(), error = code);
         let mut shard = self.shard();
         let totals = &mut shard.steps[step.index()];
         totals.count += 1;
@@ -415,6 +692,9 @@ impl Recorder {
 
     /// Records one check of `invariant` and whether it was violated.
     pub fn invariant(&self, invariant: Invariant, violated: bool) {
+        if violated {
+            tracing::debug!(target: TRACE, client = self.client, violated = invariant.name());
+        }
         let mut shard = self.shard();
         let count = &mut shard.invariants[invariant.index()];
         count.checked += 1;
@@ -422,5 +702,6 @@ impl Recorder {
     }
 }
 
+mod load;
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,8 @@
 
 use crate::failover::FailoverSummary;
 use crate::faults::FaultRecord;
-use crate::metrics::{IntervalPoint, Snapshot, StepTotals};
-use crate::step::{Invariant, Step};
+use crate::metrics::{IntervalPoint, LoadPoint, Snapshot, StageTotals, StepTotals};
+use crate::step::{Invariant, Stage, Step};
 use crate::threshold::{Threshold, ThresholdResult};
 use crate::{EXIT_INTERRUPTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_THRESHOLD_FAILED};
 use base64::Engine as _;
@@ -56,6 +56,19 @@ pub struct Report {
     pub failover: FailoverSummary,
     /// Every invariant and how often it held.
     pub invariants: Vec<InvariantReport>,
+    /// How many sessions and clients reached each stage of the scenario, and how long
+    /// they spent there.
+    #[serde(default)]
+    pub funnel: Vec<FunnelRow>,
+    /// The open model's arrivals; `null` for the closed model.
+    #[serde(default)]
+    pub arrivals: Option<ArrivalsReport>,
+    /// The knee of a capacity run (a scenario with `[knee]`); `null` otherwise.
+    #[serde(default)]
+    pub knee: Option<KneeReport>,
+    /// The simulator's own use of the machine.
+    #[serde(default)]
+    pub sim: SimUsage,
     /// Every threshold of the scenario and whether it held.
     pub thresholds: Vec<ThresholdResult>,
     /// The exit code of the run.
@@ -137,6 +150,9 @@ pub struct ServerInfo {
     pub tick_hz: u32,
     /// How observers are started, `process` or `docker`.
     pub observer_backend: String,
+    /// Play server processes.
+    #[serde(default)]
+    pub play_servers: u32,
     /// True when catwar-sim started the server with these settings; false when they are
     /// only declared for a `--target`.
     pub applied: bool,
@@ -146,17 +162,22 @@ impl ServerInfo {
     /// One line naming every setting, as the terminal summary and the page show it.
     pub fn describe(&self) -> String {
         format!(
-            "argon2 {}, token idle {} s, {} users, matches of {} players, {} ticks at {} Hz, \
-             fill timeout {} s, {} observers ({})",
+            "argon2 {}, token idle {} s, {} users, {} play servers, matches of {} players, {} \
+             ticks at {} Hz, fill timeout {} s, {} observers ({})",
             self.argon2,
             self.token_idle_s,
             self.users,
+            self.play_servers,
             self.players_per_match,
             self.match_ticks,
             self.tick_hz,
             self.match_fill_timeout_s,
             self.observer_backend,
-            if self.applied { "as started by catwar-sim" } else { "as declared for the target" }
+            if self.applied {
+                "as started by catwar-sim"
+            } else {
+                "as declared for the target"
+            }
         )
     }
 }
@@ -231,6 +252,124 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("histogram is not HdrHistogram V2: {e:?}"))
 }
 
+/// One stage of the funnel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelRow {
+    /// The stage: update, download, login, lobby, play, observe, done.
+    pub stage: String,
+    /// Sessions that reached it.
+    pub sessions: u64,
+    /// Distinct clients that reached it at least once.
+    pub clients: u64,
+    /// Time spent in it per session, ms: median, 99th percentile and maximum (2 figures);
+    /// `null` when no session left the stage.
+    pub p50_ms: Option<u64>,
+    /// 99th percentile, ms.
+    pub p99_ms: Option<u64>,
+    /// Longest, ms.
+    pub max_ms: Option<u64>,
+    /// The time histogram, ms: HdrHistogram V2, base64.
+    pub hist: String,
+}
+
+impl FunnelRow {
+    /// The row of one stage's totals.
+    pub fn from_totals(stage: Stage, totals: &StageTotals) -> FunnelRow {
+        let time = &totals.time_ms;
+        let some = !time.is_empty();
+        FunnelRow {
+            stage: stage.name().to_string(),
+            sessions: totals.sessions,
+            clients: totals.clients,
+            p50_ms: some.then(|| time.value_at_quantile(0.5)),
+            p99_ms: some.then(|| time.value_at_quantile(0.99)),
+            max_ms: some.then(|| time.max()),
+            hist: encode_histogram(time),
+        }
+    }
+}
+
+/// The open model's arrivals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArrivalsReport {
+    /// `poisson` or `constant`.
+    pub arrival: String,
+    /// Arrivals the stages were expected to offer.
+    pub expected: f64,
+    /// Arrivals started.
+    pub started: u64,
+    /// Arrivals not started because `population.clients` were all busy; their requests
+    /// never happened, so they are counted here rather than hidden.
+    pub dropped: u64,
+}
+
+/// The knee of a capacity run: where the server stopped keeping up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KneeReport {
+    /// Whether a condition broke for `window_s` seconds in a row.
+    pub found: bool,
+    /// The first second of the broken window; `null` if not found.
+    pub t_s: Option<u64>,
+    /// The condition that broke, such as `lobby.me.p99 < 50ms`.
+    pub condition: Option<String>,
+    /// The arrival rate offered at the knee, or the highest rate offered if the server
+    /// never broke (then the capacity is at least this).
+    pub arrival_rate_per_s: f64,
+    /// Requests per second completed in the last second before the knee (or the best
+    /// second of a run without one).
+    pub throughput_per_s: u64,
+    /// Clients in a session at the knee.
+    pub active: u64,
+    /// Seconds a condition had to stay broken.
+    pub window_s: u64,
+}
+
+/// What the simulator itself used, for sizing runs (memory per client, sockets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimUsage {
+    /// Processes that ran clients.
+    pub workers: u32,
+    /// Most clients inside a session at once.
+    pub peak_active: u64,
+    /// Most descriptors (sockets, mostly) held at once, all workers together.
+    pub peak_open_files: u64,
+    /// Largest resident memory, KiB, all workers together.
+    pub peak_rss_kib: u64,
+    /// Resident memory before any client started, KiB, all workers together.
+    #[serde(default)]
+    pub baseline_rss_kib: u64,
+    /// Resident memory per active client at the busiest second, KiB: what the clients
+    /// added to the baseline, divided by the clients active then. Clients in a session
+    /// hold their connections, buffers and task; the kernel's socket buffers are not in
+    /// it (they are not the simulator's memory).
+    pub rss_per_active_kib: Option<f64>,
+}
+
+impl SimUsage {
+    /// The usage of a run from its series and the resident memory before its clients.
+    pub fn from_series(points: &[TimePoint], workers: u32, baseline_rss_kib: u64) -> SimUsage {
+        let mut usage = SimUsage {
+            workers,
+            baseline_rss_kib,
+            ..SimUsage::default()
+        };
+        let mut busiest: Option<&LoadPoint> = None;
+        for point in points {
+            let load = &point.load;
+            usage.peak_active = usage.peak_active.max(load.active);
+            usage.peak_open_files = usage.peak_open_files.max(load.open_files);
+            usage.peak_rss_kib = usage.peak_rss_kib.max(load.rss_kib);
+            if busiest.is_none_or(|b| load.active > b.active) {
+                busiest = Some(load);
+            }
+        }
+        usage.rss_per_active_kib = busiest
+            .filter(|b| b.active > 0)
+            .map(|b| b.rss_kib.saturating_sub(baseline_rss_kib) as f64 / b.active as f64);
+        usage
+    }
+}
+
 /// The per-second series.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Timeseries {
@@ -247,6 +386,9 @@ pub struct TimePoint {
     pub t_s: u64,
     /// Figures per step, by step name.
     pub steps: BTreeMap<String, TimeStep>,
+    /// Arrivals, active clients and the simulator's own use of the machine.
+    #[serde(default)]
+    pub load: LoadPoint,
 }
 
 /// One step in one second.
@@ -284,6 +426,14 @@ pub struct Measured {
     pub invariants: Vec<InvariantReport>,
     /// Failover figures.
     pub failover: FailoverSummary,
+    /// The funnel, in stage order.
+    pub funnel: Vec<FunnelRow>,
+    /// Arrivals started and dropped over the run (open model).
+    pub arrivals_started: u64,
+    /// See [`ArrivalsReport::dropped`].
+    pub arrivals_dropped: u64,
+    /// See [`SimUsage::baseline_rss_kib`].
+    pub baseline_rss_kib: u64,
 }
 
 impl Measured {
@@ -318,11 +468,19 @@ impl Measured {
             },
             invariants,
             failover: FailoverSummary::from_windows(&snapshot.kill_windows),
+            funnel: Stage::ALL
+                .iter()
+                .map(|&stage| FunnelRow::from_totals(stage, &snapshot.funnel[stage.index()]))
+                .collect(),
+            arrivals_started: snapshot.load.arrivals,
+            arrivals_dropped: snapshot.load.dropped,
+            baseline_rss_kib: snapshot.baseline_rss_kib,
         }
     }
 }
 
-fn time_point(point: &IntervalPoint) -> TimePoint {
+/// The report's form of one point of the series.
+pub fn time_point(point: &IntervalPoint) -> TimePoint {
     let steps = Step::ALL
         .iter()
         .map(|&step| {
@@ -338,6 +496,7 @@ fn time_point(point: &IntervalPoint) -> TimePoint {
     TimePoint {
         t_s: point.t_s,
         steps,
+        load: point.load,
     }
 }
 
@@ -418,6 +577,7 @@ mod tests {
                 match_ticks: 600,
                 tick_hz: 20,
                 observer_backend: "process".into(),
+                play_servers: 2,
                 applied: true,
             },
             steps: BTreeMap::from([("update.check".to_string(), StepReport::from_totals(check))]),
@@ -433,6 +593,10 @@ mod tests {
                 checked: 5,
                 violations,
             }],
+            funnel: Vec::new(),
+            arrivals: None,
+            knee: None,
+            sim: SimUsage::default(),
             thresholds: Vec::new(),
             exit_code: 0,
         }
@@ -466,6 +630,10 @@ mod tests {
                         ("login".to_string(), step(20, 0, Some(9_000))),
                         ("logout".to_string(), step(0, 0, None)),
                     ]),
+                    load: LoadPoint {
+                        active: 50,
+                        ..LoadPoint::default()
+                    },
                 }
             })
             .collect();

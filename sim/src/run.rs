@@ -7,13 +7,21 @@
 //! user DB, stop the embedded server, judge and write the report.
 //! Ctrl-C or SIGTERM cut the run short but still stop the server and write the report.
 
+use crate::arrivals::{Arrivals, Schedule};
+use crate::clients::drive;
+pub use crate::clients::Share;
 use crate::faults::{run_faults, FaultRecord};
+use crate::knee::KneeFinder;
 use crate::ledger::{self, Mode};
 use crate::metrics::{IntervalPoint, InvariantCount, Metrics};
-use crate::report::{Environment, Measured, Report, ScenarioInfo, ServerInfo, REPORT_SCHEMA};
-use crate::scenario::{Fault, Scenario, ScenarioError};
-use crate::script::{discover_version, run_client, PlayPlan, ScriptEnv};
-use crate::step::{Invariant, Step};
+use crate::progress::Progress;
+use crate::report::{
+    time_point, ArrivalsReport, Environment, KneeReport, Measured, Report, ScenarioInfo,
+    ServerInfo, SimUsage, REPORT_SCHEMA,
+};
+use crate::scenario::{Fault, LoadModel, Scenario, ScenarioError};
+use crate::script::{discover_version, PlayPlan, ScriptEnv};
+use crate::step::Invariant;
 use crate::tls::{TlsClient, TlsSetupError, TLS_CERT_FILE};
 use crate::topology::{
     resolve_server_bin, EmbeddedConfig, EmbeddedServer, Topology, TopologyError,
@@ -25,18 +33,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// After the deadline, clients finish the request in flight; a request never takes
 /// longer than its timeout, so this grace is enough for all of them.
-const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
-/// A progress line goes to stderr this often; every second would flood CI logs.
-const PROGRESS_EVERY_S: u64 = 5;
+pub(crate) const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
 /// Sockets one client may hold at once: its kept-alive connections, one TLS connection
 /// to profile, and while it plays, its play server, the router and an observer.
 const FDS_PER_CLIENT: u64 = crate::http::CLIENT_CONNECTIONS_MAX as u64 + 4;
 /// The user DB in the folder of topology.json (SPEC §3).
-const DB_FILE: &str = "catwar.db";
+pub(crate) const DB_FILE: &str = "catwar.db";
 /// Descriptors the simulator needs besides its clients' sockets: the runtime's, the
 /// server log, the report, standard streams.
 const FDS_BASE: u64 = 64;
@@ -52,6 +57,9 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// The `catwar-server` binary for the embedded topology.
     pub server_bin: Option<PathBuf>,
+    /// `catwar-sim replay`: run only this client (or open-model arrival), in this
+    /// process, and judge invariants but not thresholds (one client cannot meet them).
+    pub only_client: Option<u64>,
 }
 
 /// Why a run could not produce a report.
@@ -74,6 +82,8 @@ pub enum RunError {
     },
     /// Ctrl-C or SIGTERM arrived before the clients started.
     Interrupted,
+    /// Worker processes could not be started, or one failed.
+    Workers(String),
 }
 
 impl RunError {
@@ -98,6 +108,7 @@ impl fmt::Display for RunError {
                 write!(f, "cannot write {}: {source}", path.display())
             }
             RunError::Interrupted => f.write_str("interrupted before the clients started"),
+            RunError::Workers(message) => write!(f, "worker processes: {message}"),
         }
     }
 }
@@ -130,7 +141,14 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         source,
     })?;
     let mut interrupt = interrupt_signal();
-    let fd_warning = raise_open_files_limit(scenario.population.clients);
+    // With worker processes the coordinator holds no client sockets; each worker checks
+    // its own share. The limit is raised all the same, for the embedded server.
+    let own_clients = if scenario.load.workers > 1 && options.only_client.is_none() {
+        0
+    } else {
+        scenario.population.clients
+    };
+    let fd_warning = raise_open_files_limit(own_clients);
     let (mut report, mut warnings) = match &options.target {
         Some(path) => {
             let target = Target {
@@ -143,7 +161,12 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         None => run_embedded(&scenario, options, &mut interrupt).await?,
     };
     warnings.extend(fd_warning);
-    report.judge(&scenario.thresholds);
+    let thresholds = if options.only_client.is_some() {
+        &[][..]
+    } else {
+        &scenario.thresholds[..]
+    };
+    report.judge(thresholds);
     let report_path = report.write(out_dir).map_err(|source| RunError::Output {
         path: out_dir.join("report.json"),
         source,
@@ -159,6 +182,28 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         report_path,
         warnings,
     })
+}
+
+/// Checks that `client` exists in `scenario`, for `catwar-sim replay --client`: a closed
+/// model's client number, or an arrival the open model's stages make.
+pub fn check_replay_client(scenario: &Scenario, client: u64) -> Result<(), RunError> {
+    let exists = match scenario.load.model {
+        LoadModel::Closed => client < scenario.population.clients,
+        LoadModel::Open => Arrivals::new(&scenario.load, scenario.scenario.seed)
+            .nth(client as usize)
+            .is_some(),
+    };
+    if exists {
+        return Ok(());
+    }
+    Err(RunError::Scenario(ScenarioError::Invalid {
+        field: "--client".to_string(),
+        message: format!(
+            "scenario {} has no client {client}: the closed model numbers clients from 0 to \
+             population.clients - 1, the open model its arrivals from 0",
+            scenario.scenario.name
+        ),
+    }))
 }
 
 /// Starts the embedded topology, simulates against it, and stops it whatever happened.
@@ -201,46 +246,52 @@ struct Target {
     server_applied: bool,
 }
 
-/// Runs the clients against a live topology and measures them.
-async fn simulate(
-    scenario: &Scenario,
-    options: &RunOptions,
+/// Addresses and secrets every client of a run needs, read from the topology.
+pub(crate) struct Reached {
+    storage: std::net::SocketAddr,
+    profile: std::net::SocketAddr,
+    router: std::net::SocketAddr,
+    tls: TlsClient,
+    current_version: String,
+}
+
+/// Reads the topology, loads profile's certificate and asks storage for the current
+/// version.
+pub(crate) async fn reach(
     topology_path: &Path,
-    target: Target,
     interrupt: &mut watch::Receiver<bool>,
-) -> Result<Report, RunError> {
+) -> Result<Reached, RunError> {
     let topology = Topology::read(topology_path)?;
     let storage = topology.addr("storage", topology_path)?;
     let profile = topology.addr("profile", topology_path)?;
     let router = topology.addr("router", topology_path)?;
-    let data_dir = topology_path.parent().unwrap_or(Path::new("."));
-    let cert = data_dir.join(TLS_CERT_FILE);
+    let cert = data_dir(topology_path).join(TLS_CERT_FILE);
     let tls = TlsClient::from_pem_file(&cert).map_err(RunError::Tls)?;
     let current_version = until_interrupted(interrupt, discover_version(storage))
         .await?
         .map_err(RunError::Discovery)?;
-    let clients = scenario.population.clients;
-    let duration = Duration::from_secs(scenario.scenario.duration_s);
-    eprintln!(
-        "catwar-sim: {} (seed {}): {clients} clients for {} s against {}, storage {storage}, \
-         profile {profile}, current version {current_version}",
-        scenario.scenario.name,
-        scenario.scenario.seed,
-        duration.as_secs(),
-        target.label
-    );
-
-    let started_at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let start = Instant::now();
-    let metrics = Metrics::new(start);
-    let env = Arc::new(ScriptEnv {
+    Ok(Reached {
         storage,
         profile,
         router,
         tls,
         current_version,
+    })
+}
+
+/// The folder of topology.json, where the DB and the certificate live.
+pub(crate) fn data_dir(topology_path: &Path) -> &Path {
+    topology_path.parent().unwrap_or(Path::new("."))
+}
+
+/// What every client of a run shares, for a run that started at `start`.
+pub(crate) fn script_env(scenario: &Scenario, reached: Reached, start: Instant) -> ScriptEnv {
+    ScriptEnv {
+        storage: reached.storage,
+        profile: reached.profile,
+        router: reached.router,
+        tls: reached.tls,
+        current_version: reached.current_version,
         stale_version: scenario.population.stale_version.clone(),
         users: scenario.population.user_count(),
         branches: scenario.script.clone(),
@@ -251,8 +302,58 @@ async fn simulate(
         start_spread_ms: scenario.load.start_window_ms(),
         file_nodes_killed: scenario.faults.iter().any(Fault::kills_file_node),
         seed: scenario.scenario.seed,
-        deadline: start + duration,
-    });
+        deadline: start + Duration::from_secs(scenario.scenario.duration_s),
+    }
+}
+
+/// Runs the clients against a live topology and measures them.
+async fn simulate(
+    scenario: &Scenario,
+    options: &RunOptions,
+    topology_path: &Path,
+    target: Target,
+    interrupt: &mut watch::Receiver<bool>,
+) -> Result<Report, RunError> {
+    let reached = reach(topology_path, interrupt).await?;
+    let workers = if options.only_client.is_some() {
+        1
+    } else {
+        scenario.load.workers
+    };
+    eprintln!(
+        "catwar-sim: {} (seed {}): {} for {} s against {}, storage {}, profile {}, current \
+         version {}{}",
+        scenario.scenario.name,
+        scenario.scenario.seed,
+        describe_load(scenario),
+        scenario.scenario.duration_s,
+        target.label,
+        reached.storage,
+        reached.profile,
+        reached.current_version,
+        if workers > 1 {
+            format!(", {workers} worker processes")
+        } else {
+            String::new()
+        }
+    );
+    let mode = if target.server_applied {
+        Mode::Exact
+    } else {
+        Mode::AtLeast
+    };
+    // Workers need a moment to start; they all begin at the same instant after it.
+    let delay_ms = if workers > 1 {
+        crate::worker::WORKER_START_DELAY_MS
+    } else {
+        0
+    };
+    let started_at_unix_ms = unix_ms() + delay_ms;
+    let start = Instant::now() + Duration::from_millis(delay_ms);
+    let metrics = Metrics::new(start);
+    if scenario.load.model == LoadModel::Open {
+        metrics.set_schedule(Schedule::new(&scenario.load), 1.0);
+    }
     let (stop, stopped) = watch::channel(false);
     let faults = tokio::spawn(run_faults(
         scenario.faults.clone(),
@@ -261,57 +362,96 @@ async fn simulate(
         start,
         stopped.clone(),
     ));
-    let ticker = tokio::spawn(tick(Arc::clone(&metrics), start, stopped));
-    let mut tasks = JoinSet::new();
-    for id in 0..clients {
-        tasks.spawn(run_client(Arc::clone(&env), id, metrics.recorder(id)));
-    }
-
-    let interrupted = tokio::select! {
-        _ = tokio::time::sleep_until(env.deadline.into()) => false,
-        _ = interrupt.wait_for(|&fired| fired) => true,
+    let driven = if workers > 1 {
+        let plan = crate::worker::Plan {
+            scenario_path: options.scenario.clone(),
+            topology_path: topology_path.to_path_buf(),
+            start_unix_ms: started_at_unix_ms,
+            mode,
+        };
+        crate::worker::coordinate(scenario, &plan, &metrics, interrupt).await?
+    } else {
+        let env = Arc::new(script_env(scenario, reached, start));
+        let (stop_arrivals, arrivals_stopped) = watch::channel(false);
+        let watcher = SecondWatcher::new(scenario, stop_arrivals);
+        let ticker = tokio::spawn(tick(Arc::clone(&metrics), start, stopped.clone(), watcher));
+        let share = match options.only_client {
+            Some(client) => Share::only(client),
+            None => Share::WHOLE,
+        };
+        let interrupted = drive(scenario, &env, &metrics, share, interrupt, arrivals_stopped).await;
+        // The ticker holds a receiver until told to stop, so this send always lands.
+        let _ = stop.send(true);
+        let watcher = ticker.await.expect("the ticker does not panic");
+        // An interrupted run proves nothing, and its clients' matches were cut off.
+        if !interrupted {
+            let db = data_dir(topology_path).join(DB_FILE);
+            check_results(&env, &db, mode, &metrics, share).await;
+        }
+        Driven {
+            interrupted,
+            knee: watcher.knee_report(),
+        }
     };
     let duration_s = start.elapsed().as_secs_f64();
-    if !interrupted {
-        let grace = Duration::from_millis(CLIENT_GRACE_MS);
-        let finished = async { while tasks.join_next().await.is_some() {} };
-        // Clients still running after the grace are stuck; they are aborted below.
-        tokio::select! {
-            _ = tokio::time::timeout(grace, finished) => {}
-            _ = interrupt.wait_for(|&fired| fired) => {}
-        }
-    }
-    tasks.shutdown().await;
-    // The ticker holds a receiver until told to stop, so this send always lands.
     let _ = stop.send(true);
     let faults = faults.await.expect("the fault schedule does not panic");
-    ticker.await.expect("the ticker does not panic");
-    // An interrupted run proves nothing, and its clients' matches were cut off.
-    if !interrupted {
-        let mode = if target.server_applied {
-            Mode::Exact
-        } else {
-            Mode::AtLeast
-        };
-        check_results(&env, &data_dir.join(DB_FILE), mode, &metrics).await;
-    }
-
     let ran = Ran {
         started_at_unix_ms,
         duration_s,
-        interrupted,
+        interrupted: driven.interrupted,
         faults,
         measured: Measured::from_snapshot(&metrics.snapshot()),
+        knee: driven.knee,
     };
     Ok(unjudged_report(scenario, options, target, ran))
+}
+
+/// How the clients of a run, in this process or in workers, came out.
+pub(crate) struct Driven {
+    /// Whether Ctrl-C or SIGTERM cut the run short.
+    pub interrupted: bool,
+    /// The knee, for a scenario that looks for one.
+    pub knee: Option<KneeReport>,
+}
+
+/// The load of a scenario in words, for the opening line.
+fn describe_load(scenario: &Scenario) -> String {
+    let clients = scenario.population.clients;
+    match scenario.load.model {
+        LoadModel::Closed => format!("{clients} clients"),
+        LoadModel::Open => {
+            let schedule = Schedule::new(&scenario.load);
+            format!(
+                "{} arrivals (~{:.0} expected over {} stages, at most {clients} at once)",
+                scenario.load.arrival.name(),
+                schedule.expected_arrivals(),
+                scenario.load.stages.len()
+            )
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Compares the clients' ledger with the user DB (`results.no_loss`) and adds the
 /// outcome to `metrics`. The embedded topology was seeded by the simulator and served no
 /// one else, so its DB must match exactly; a DB that cannot be read leaves the invariant
 /// unchecked, with a warning.
-async fn check_results(env: &ScriptEnv, db: &Path, mode: Mode, metrics: &Metrics) {
-    match ledger::check(&env.ledger, db, mode, env.play.normal_length()).await {
+pub(crate) async fn check_results(
+    env: &ScriptEnv,
+    db: &Path,
+    mode: Mode,
+    metrics: &Metrics,
+    share: Share,
+) {
+    let owns = move |user: &str| share.owns_user(user);
+    match ledger::check(&env.ledger, db, mode, env.play.normal_length(), owns).await {
         Ok(verdict) => {
             eprintln!(
                 "catwar-sim: results.no_loss: {} matches and users checked against {}, {} violations",
@@ -339,10 +479,16 @@ struct Ran {
     interrupted: bool,
     faults: Vec<FaultRecord>,
     measured: Measured,
+    knee: Option<KneeReport>,
 }
 
 /// The report of a run, before its thresholds are judged.
 fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ran: Ran) -> Report {
+    let sim = SimUsage::from_series(
+        &ran.measured.timeseries.points,
+        scenario.load.workers,
+        ran.measured.baseline_rss_kib,
+    );
     Report {
         schema: REPORT_SCHEMA.to_string(),
         scenario: ScenarioInfo {
@@ -364,6 +510,7 @@ fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ra
             match_ticks: scenario.server.match_ticks,
             tick_hz: scenario.server.tick_hz,
             observer_backend: scenario.server.observer_backend.name().to_string(),
+            play_servers: scenario.server.play_servers,
             applied: target.server_applied,
         },
         steps: ran.measured.steps,
@@ -372,59 +519,106 @@ fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ra
         faults: ran.faults,
         failover: ran.measured.failover,
         invariants: ran.measured.invariants,
+        funnel: ran.measured.funnel,
+        arrivals: (scenario.load.model == LoadModel::Open).then(|| ArrivalsReport {
+            arrival: scenario.load.arrival.name().to_string(),
+            expected: Schedule::new(&scenario.load).expected_arrivals(),
+            started: ran.measured.arrivals_started,
+            dropped: ran.measured.arrivals_dropped,
+        }),
+        knee: ran.knee,
+        sim,
         thresholds: Vec::new(),
         exit_code: 0,
     }
 }
 
+/// What happens as each second of the series closes: the progress display, and the
+/// search for the knee, which may stop the arrivals.
+pub(crate) struct SecondWatcher {
+    progress: Progress,
+    knee: Option<KneeFinder>,
+    stop_at_knee: bool,
+    stop_arrivals: watch::Sender<bool>,
+}
+
+impl SecondWatcher {
+    /// A watcher for `scenario` that stops arrivals through `stop_arrivals`.
+    pub(crate) fn new(scenario: &Scenario, stop_arrivals: watch::Sender<bool>) -> SecondWatcher {
+        SecondWatcher {
+            progress: Progress::new(scenario.scenario.duration_s),
+            knee: scenario.knee.as_ref().map(KneeFinder::new),
+            stop_at_knee: scenario.knee.as_ref().is_some_and(|k| k.stop),
+            stop_arrivals,
+        }
+    }
+
+    /// Shows and judges one closed second.
+    pub(crate) fn second(&mut self, point: &IntervalPoint) {
+        self.progress.second(point);
+        let Some(knee) = &mut self.knee else {
+            return;
+        };
+        if knee.observe(&time_point(point)) {
+            let report = knee.report();
+            self.progress.note(&format!(
+                "catwar-sim: knee at {} s: {} broke for {} s at {:.1} arrivals/s{}",
+                report.t_s.unwrap_or(0),
+                report.condition.as_deref().unwrap_or("?"),
+                report.window_s,
+                report.arrival_rate_per_s,
+                if self.stop_at_knee {
+                    "; no more arrivals"
+                } else {
+                    ""
+                }
+            ));
+            if self.stop_at_knee {
+                // Nobody listening means the arrivals are over anyway.
+                let _ = self.stop_arrivals.send(true);
+            }
+        }
+    }
+
+    /// Closes the progress display.
+    pub(crate) fn finish(&mut self) {
+        self.progress.finish();
+    }
+
+    /// The knee, for a scenario that looks for one.
+    pub(crate) fn knee_report(&self) -> Option<KneeReport> {
+        self.knee.as_ref().map(KneeFinder::report)
+    }
+}
+
 /// Closes one interval of the series every second, and the last partial one at the end.
-async fn tick(metrics: Arc<Metrics>, start: Instant, mut stop: watch::Receiver<bool>) {
+async fn tick(
+    metrics: Arc<Metrics>,
+    start: Instant,
+    mut stop: watch::Receiver<bool>,
+    mut watcher: SecondWatcher,
+) -> SecondWatcher {
     let second = Duration::from_secs(1);
     let mut interval = tokio::time::interval_at((start + second).into(), second);
     // A late tick must not be followed by a burst of catch-up ticks with empty intervals.
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => {
-                let point = metrics.close_interval();
-                if (point.t_s + 1) % PROGRESS_EVERY_S == 0 {
-                    eprintln!("{}", progress_line(&point));
-                }
-            }
+            _ = interval.tick() => watcher.second(&metrics.close_interval()),
             _ = stop.changed() => {
-                metrics.close_interval();
-                return;
+                watcher.second(&metrics.close_interval());
+                watcher.finish();
+                return watcher;
             }
         }
     }
-}
-
-fn progress_line(point: &IntervalPoint) -> String {
-    // Only the steps that ran this second: eight columns of zeros help nobody.
-    let steps: Vec<String> = Step::ALL
-        .iter()
-        .filter(|step| point.steps[step.index()].requests > 0)
-        .map(|step| {
-            let figures = point.steps[step.index()];
-            let p99 = figures.p99_us.map_or("-".to_string(), |us| {
-                format!("{:.1} ms", us as f64 / 1000.0)
-            });
-            format!(
-                "{} {}/s p99 {p99} errors {}",
-                step.name(),
-                figures.requests,
-                figures.errors
-            )
-        })
-        .collect();
-    format!("[{:>4} s] {}", point.t_s + 1, steps.join(" | "))
 }
 
 /// Raises this process's soft limit on open files to its hard limit, before the embedded
 /// server is spawned so that it inherits the limit too: a default soft limit of 1024
 /// would stop a few hundred clients. Returns a warning when even the hard limit is
 /// below what `clients` may need; the run goes on, and failed connections show as errors.
-fn raise_open_files_limit(clients: u64) -> Option<String> {
+pub(crate) fn raise_open_files_limit(clients: u64) -> Option<String> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -10,16 +10,21 @@
 //! | `population.clients` | 100 | virtual clients |
 //! | `population.users` | `clients` | seeded users; client k logs in as `user{k % users + 1}` |
 //! | `population.stale_version` | `"1.0.0"` | the version stale clients report |
-//! | `load.model` | `"closed"` | only the closed model exists for now |
-//! | `load.think_time_ms` | 1000 | pause after a session, jittered by ±50 % |
-//! | `load.start_spread_ms` | `think_time_ms` | first sessions start uniformly within it |
+//! | `load.model` | `"closed"` | `"closed"`: `clients` loop sessions; `"open"`: sessions arrive at a rate |
+//! | `load.think_time_ms` | 1000 | closed: pause after a session, jittered by ±50 % |
+//! | `load.start_spread_ms` | `think_time_ms` | closed: first sessions start uniformly within it |
+//! | `load.arrival` | `"poisson"` | open: `"poisson"` or `"constant"` gaps between arrivals |
+//! | `load.start_rate_per_s` | 0 | open: the rate the first stage ramps from |
+//! | `load.stages` | required for open | `[{ duration_s, target_per_s }]`, linear ramps |
+//! | `load.workers` | 1 | simulator processes sharing the clients (one per ~15,000 sockets) |
 //! | `script.stale_version` | 0.1 | probability that a session starts stale |
 //! | `script.wrong_password` | 0.02 | probability of a wrong password before the right one |
+//! | `script.me_requests` | 1 | `/v1/me` requests per session, back to back |
 //! | `script.ranking` | 0.5 | probability of a ranking page after `/v1/me` |
 //! | `script.ip_change` | 0.02 | probability of a source-IP change mid-session |
 //! | `script.idle` | 0.0 | probability of idling past the token timeout, then refreshing |
 //! | `script.start` | 1.0 | probability of starting, joining and playing a match |
-//! | `script.input_hz` | 10 | inputs per second a player sends during its match |
+//! | `script.input_hz` | 10 | inputs per second a player sends during its match (0: idle) |
 //! | `script.observe` | 0.3 | probability of also watching the match through an observer |
 //! | `server.argon2` | `"fast"` | password hashing preset of the embedded server (`"owasp"`) |
 //! | `server.token_idle_s` | 600 | the token idle timeout of the embedded server |
@@ -28,8 +33,15 @@
 //! | `server.match_ticks` | 600 | ticks in a match |
 //! | `server.tick_hz` | 20 | the play servers' tick rate |
 //! | `server.observer_backend` | `"process"` | how observers start (`"docker"`) |
+//! | `server.play_servers` | 2 | play server processes |
 //! | `[[faults]]` | none | `at_s`, `action = "kill"`, `service` (a topology name) |
 //! | `[thresholds]` | none | `"metric" = "condition"`, see [`crate::threshold`] |
+//! | `knee.conditions` | none | open model: per-second `STEP.p99` / `errors.rate` conditions |
+//! | `knee.window_s` | 3 | seconds in a row a condition must break to mark the knee |
+//! | `knee.stop` | true | stop arrivals once the knee is found |
+//!
+//! In the open model `population.clients` caps the clients in flight at once: an arrival
+//! that finds them all busy is not started and is counted as `arrivals.dropped`.
 //!
 //! `[server]` configures the embedded topology. With `--target` the simulator cannot
 //! configure the server: the section is then only recorded in the report, and it must
@@ -45,8 +57,8 @@ mod sections;
 mod tests;
 
 pub use sections::{
-    Argon2Preset, Fault, FaultAction, Load, LoadModel, Meta, ObserverBackend, Population, Script,
-    Server,
+    Argon2Preset, Arrival, Fault, FaultAction, KneeSection, Load, LoadModel, Meta, ObserverBackend,
+    Population, Script, Server, Stage,
 };
 
 use crate::threshold::{Metric, Threshold};
@@ -75,6 +87,22 @@ const DURATION_S_MAX: u64 = 86_400;
 const THINK_TIME_MS_MAX: u64 = 3_600_000;
 /// Names and versions end up in paths and tables, so they stay short.
 const NAME_BYTES_MAX: usize = 64;
+/// `/v1/me` requests in one session: ten million keep one client busy for minutes even at
+/// loopback speed, enough for any lobby load loop.
+const ME_REQUESTS_MAX: u32 = 10_000_000;
+/// Ramp stages of the open model; a hundred describe any realistic day of traffic.
+const STAGES_MAX: usize = 100;
+/// Arrivals per second of the open model; a hundred thousand sessions a second is far
+/// beyond what one machine's loopback can serve, so a larger rate is a typo.
+const RATE_PER_S_MAX: f64 = 100_000.0;
+/// Simulator worker processes; 64 cover a million clients at ~16,000 sockets each.
+pub const WORKERS_MAX: u32 = 64;
+/// A knee window of a minute or more would report the knee long after the server broke.
+const KNEE_WINDOW_S_MAX: u64 = 60;
+/// One bad second is noise on a shared machine; three in a row is a trend.
+const KNEE_WINDOW_S_DEFAULT: u64 = 3;
+/// `catwar-server up` runs 1 to 100 play servers.
+const PLAY_SERVERS_MAX: u32 = 100;
 /// A scenario schedules at most this many faults; more would be a chaos test, not a script.
 const FAULTS_MAX: usize = 1_000;
 /// `catwar-server up` takes 1 to 64 players per match.
@@ -164,6 +192,19 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// `[thresholds]`, sorted by metric name.
     pub thresholds: Vec<Threshold>,
+    /// `[knee]`, if the scenario looks for the load at which the server breaks.
+    pub knee: Option<Knee>,
+}
+
+/// The validated `[knee]` section.
+#[derive(Clone, Debug)]
+pub struct Knee {
+    /// Seconds in a row a condition must be broken.
+    pub window_s: u64,
+    /// Whether arrivals stop once the knee is found.
+    pub stop: bool,
+    /// Per-second conditions: `STEP.p99` or `errors.rate`.
+    pub conditions: Vec<Threshold>,
 }
 
 /// The file as written, before validation.
@@ -183,6 +224,8 @@ struct Raw {
     faults: Vec<Fault>,
     #[serde(default)]
     thresholds: BTreeMap<String, String>,
+    #[serde(default)]
+    knee: Option<KneeSection>,
 }
 
 impl Scenario {
@@ -211,6 +254,9 @@ impl Scenario {
         validate_faults(&raw.faults, raw.scenario.duration_s)?;
         let thresholds = parse_thresholds(&raw.thresholds, &raw.faults)?;
         validate_match_fits(&raw.script, &raw.server, raw.scenario.duration_s)?;
+        validate_stages(&raw.load, raw.scenario.duration_s)?;
+        validate_workers(&raw.load, &raw.population)?;
+        let knee = parse_knee(raw.knee.as_ref(), &raw.load)?;
         let mut faults = raw.faults;
         faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         Ok(Scenario {
@@ -222,6 +268,7 @@ impl Scenario {
             server: raw.server,
             faults,
             thresholds,
+            knee,
         })
     }
 }
@@ -268,12 +315,7 @@ fn validate_population(population: &Population) -> Result<(), ScenarioError> {
 }
 
 fn validate_load(load: &Load) -> Result<(), ScenarioError> {
-    if load.model == LoadModel::Open {
-        return Err(ScenarioError::invalid(
-            "load.model",
-            "the open model is not available in this version of catwar-sim; use \"closed\"",
-        ));
-    }
+    in_range("load.workers", load.workers, 1, WORKERS_MAX)?;
     if load.think_time_ms > THINK_TIME_MS_MAX {
         return Err(ScenarioError::invalid(
             "load.think_time_ms",
@@ -309,7 +351,132 @@ fn validate_server(server: &Server) -> Result<(), ScenarioError> {
         MATCH_FILL_TIMEOUT_S_MAX,
     )?;
     in_range("server.match_ticks", server.match_ticks, 1, MATCH_TICKS_MAX)?;
+    in_range(
+        "server.play_servers",
+        server.play_servers,
+        1,
+        PLAY_SERVERS_MAX,
+    )?;
     in_range("server.tick_hz", server.tick_hz, 1, TICK_HZ_MAX)
+}
+
+/// The open model needs stages that fit in the run; the closed model must not have any,
+/// or a scenario author would believe they ramp something.
+fn validate_stages(load: &Load, duration_s: u64) -> Result<(), ScenarioError> {
+    if load.model == LoadModel::Closed {
+        if !load.stages.is_empty() || load.start_rate_per_s != 0.0 {
+            return Err(ScenarioError::invalid(
+                "load.stages",
+                "arrival stages belong to load.model = \"open\"; the closed model loops \
+                 population.clients clients",
+            ));
+        }
+        return Ok(());
+    }
+    if load.stages.is_empty() {
+        return Err(ScenarioError::invalid(
+            "load.stages",
+            "the open model needs at least one stage, such as \
+             [{ duration_s = 60, target_per_s = 10 }]",
+        ));
+    }
+    if load.stages.len() > STAGES_MAX {
+        return Err(ScenarioError::invalid(
+            "load.stages",
+            format!("at most {STAGES_MAX} stages"),
+        ));
+    }
+    rate_in_range("load.start_rate_per_s", load.start_rate_per_s)?;
+    for (index, stage) in load.stages.iter().enumerate() {
+        if !(stage.duration_s > 0.0 && stage.duration_s <= DURATION_S_MAX as f64) {
+            return Err(ScenarioError::invalid(
+                format!("load.stages[{index}].duration_s"),
+                format!("must be above 0 and at most {DURATION_S_MAX}"),
+            ));
+        }
+        rate_in_range(
+            &format!("load.stages[{index}].target_per_s"),
+            stage.target_per_s,
+        )?;
+    }
+    if load.stages_s() > duration_s as f64 {
+        return Err(ScenarioError::invalid(
+            "load.stages",
+            format!(
+                "the stages last {} s, longer than scenario.duration_s ({duration_s})",
+                load.stages_s()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Each user's clients must live in one worker, which checks that user's results: client
+/// k logs in as user k % users + 1 and lives in worker k % workers, so `users` must be a
+/// multiple of `workers`.
+fn validate_workers(load: &Load, population: &Population) -> Result<(), ScenarioError> {
+    let workers = u64::from(load.workers);
+    if workers > 1 && population.user_count() % workers != 0 {
+        return Err(ScenarioError::invalid(
+            "population.users",
+            format!(
+                "must be a multiple of load.workers ({workers}) so that each user's clients \
+                 run in one worker; it is {} (by default population.clients)",
+                population.user_count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn rate_in_range(field: &str, rate: f64) -> Result<(), ScenarioError> {
+    if !(0.0..=RATE_PER_S_MAX).contains(&rate) {
+        return Err(ScenarioError::invalid(
+            field,
+            format!("must be an arrival rate between 0 and {RATE_PER_S_MAX} per second"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates `[knee]`: only per-second figures can be judged second by second, and only
+/// an open model ramps the load past the knee.
+fn parse_knee(section: Option<&KneeSection>, load: &Load) -> Result<Option<Knee>, ScenarioError> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    if load.model != LoadModel::Open {
+        return Err(ScenarioError::invalid(
+            "knee",
+            "finding a knee needs load.model = \"open\" with rising stages",
+        ));
+    }
+    let window_s = section.window_s.unwrap_or(KNEE_WINDOW_S_DEFAULT);
+    in_range("knee.window_s", window_s, 1, KNEE_WINDOW_S_MAX)?;
+    if section.conditions.is_empty() {
+        return Err(ScenarioError::invalid(
+            "knee.conditions",
+            "needs at least one condition, such as { \"lobby.me.p99\" = \"< 50ms\" }",
+        ));
+    }
+    let mut conditions = Vec::with_capacity(section.conditions.len());
+    for (name, condition) in &section.conditions {
+        let field = format!("knee.conditions.\"{name}\"");
+        let threshold = Threshold::parse(name, condition)
+            .map_err(|e| ScenarioError::invalid(field.clone(), e.0))?;
+        if !threshold.metric.per_second() {
+            return Err(ScenarioError::invalid(
+                field,
+                "the knee is judged second by second: use STEP.p99 or errors.rate",
+            ));
+        }
+        conditions.push(threshold);
+    }
+    Ok(Some(Knee {
+        window_s,
+        stop: section.stop.unwrap_or(true),
+        conditions,
+    }))
 }
 
 /// Checks `min <= value <= max`, naming `field` otherwise.
@@ -337,7 +504,8 @@ fn validate_script(script: &Script, server: &Server, duration_s: u64) -> Result<
             ));
         }
     }
-    in_range("script.input_hz", script.input_hz, 1, INPUT_HZ_MAX)?;
+    in_range("script.input_hz", script.input_hz, 0, INPUT_HZ_MAX)?;
+    in_range("script.me_requests", script.me_requests, 1, ME_REQUESTS_MAX)?;
     // The idle branch sleeps one second past the timeout; a run too short to hold that
     // sleep and the rest of the session would never complete the branch.
     let idle_session_s = server.token_idle_s + 1 + IDLE_SESSION_SLACK_S;

@@ -24,7 +24,12 @@
 //!    match observer meanwhile (`observe.rs`). A match that started or filled before the
 //!    join arrived sends the client back to the lobby, a bounded number of times, and no
 //!    match is started that could not end before the run does;
-//! 8. `logout` at profile, then think for `load.think_time_ms`, jittered by ±50 %.
+//! 8. `logout` at profile; in the closed model, think for `load.think_time_ms`, jittered
+//!    by ±50 %, and start over; in the open model, leave.
+//!
+//! An open-model session's first request is timed from its scheduled arrival, so a late
+//! start counts as latency; every other request from the moment it is sent. The funnel follows the session through
+//! the design document's stages (update, download, login, lobby, play, observe, done).
 //!
 //! `429` and `503` answers (other than `no_capacity`) are retried a bounded number of
 //! times after a jittered back-off no longer than their Retry-After; each is counted by
@@ -47,7 +52,7 @@ use crate::http::{HttpClient, Request, Response};
 use crate::ledger::Ledger;
 use crate::metrics::Recorder;
 use crate::scenario::Script;
-use crate::step::Step;
+use crate::step::{Stage, Step};
 use crate::tls::TlsClient;
 use account::Session;
 use answer::{successful, Failure, Refusal, Reply};
@@ -59,6 +64,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use update::Update;
 
+/// The tracing target of one client's path, which `catwar-sim replay` shows.
+pub const TRACE: &str = "catwar_sim::trace";
+/// tokio's timers have millisecond resolution and a parked worker takes a moment to
+/// wake: an arrival started this late is on time.
+const TIMER_TICK_MS: u64 = 2;
+/// A pause this long is a player away from the game: the client closes its connections
+/// first, as real clients do, and servers would time them out during it anyway.
+const AWAY_MS_MIN: u64 = 5_000;
 /// The first pause after a `busy` or `rate_limited` answer: a full login queue drains
 /// in tens of milliseconds on loopback.
 const BUSY_BACKOFF_START_MS: u64 = 50;
@@ -105,18 +118,21 @@ pub struct ScriptEnv {
     pub deadline: Instant,
 }
 
-/// Runs one virtual client until the deadline.
+/// Runs one virtual client of the closed model: sessions back to back until the deadline.
 pub async fn run_client(env: Arc<ScriptEnv>, id: u64, recorder: Recorder) {
-    let rng = StdRng::seed_from_u64(client_seed(env.seed, id));
-    let mut client = VirtualClient {
-        user: identity::user_id(id, env.users),
-        http: HttpClient::new(Some(IpAddr::V4(home_ip(id)))),
-        env,
-        id,
-        rng,
-        recorder,
-    };
+    let mut client = VirtualClient::new(env, id, recorder);
     client.run().await;
+}
+
+/// Runs one arrival of the open model: a client that arrived at `arrived_at` plays one
+/// session and leaves. Its first request counts from `arrived_at`, so a simulator that
+/// starts it late shows the delay instead of hiding it.
+pub async fn run_arrival(env: Arc<ScriptEnv>, id: u64, recorder: Recorder, arrived_at: Instant) {
+    let mut client = VirtualClient::new(env, id, recorder);
+    client.due = Some(arrived_at);
+    client.recorder.client_active(true);
+    client.session().await;
+    client.recorder.client_active(false);
 }
 
 /// The seed of one client's random stream: a splitmix64 mix of the scenario seed and
@@ -140,6 +156,14 @@ struct VirtualClient {
     rng: StdRng,
     http: HttpClient,
     recorder: Recorder,
+    /// When the next request was meant to leave: an open-model session's arrival. A
+    /// request timed from there shows a late start (a busy simulator, a dispatcher
+    /// behind) as latency, which keeps the open model free of coordinated omission.
+    due: Option<Instant>,
+    /// The funnel stage the session is in, since when.
+    stage: Option<(Stage, Instant)>,
+    /// The stages this client ever reached, one bit each.
+    reached: u8,
 }
 
 /// Where a request goes.
@@ -152,6 +176,20 @@ enum Via {
 }
 
 impl VirtualClient {
+    fn new(env: Arc<ScriptEnv>, id: u64, recorder: Recorder) -> VirtualClient {
+        VirtualClient {
+            user: identity::user_id(id, env.users),
+            http: HttpClient::new(Some(IpAddr::V4(home_ip(id)))),
+            rng: StdRng::seed_from_u64(client_seed(env.seed, id)),
+            env,
+            id,
+            recorder,
+            due: None,
+            stage: None,
+            reached: 0,
+        }
+    }
+
     async fn run(&mut self) {
         // Starts spread over `load.start_spread_ms`: one think time unless the scenario
         // asks for a stampede.
@@ -159,58 +197,80 @@ impl VirtualClient {
         if !self.pause_ms(first_pause).await {
             return;
         }
+        self.recorder.client_active(true);
         while self.running() {
             self.session().await;
+            let think_ms = self.jitter(self.env.think_time_ms);
+            self.pause_ms(think_ms).await;
         }
+        self.recorder.client_active(false);
     }
 
-    /// One session: update, log in, visit the lobby, log out, think.
+    /// One session: update, log in, visit the lobby, log out.
     async fn session(&mut self) {
         let env = Arc::clone(&self.env);
+        let began = Instant::now();
         // Every session starts from the client's own address, whatever happened before.
         self.http.set_local_ip(IpAddr::V4(home_ip(self.id)));
+        self.enter_stage(Stage::Update);
         // Steps 1 and 2: the update check, and the download of an offered update.
-        let stale = self.chance(env.branches.stale_version);
+        let stale = self.chance("stale_version", env.branches.stale_version);
         let version = if stale {
             &env.stale_version
         } else {
             &env.current_version
         };
         if let Some(Update::Available(manifest)) = self.update_check(version).await {
+            self.enter_stage(Stage::Download);
             self.download_all(&manifest).await;
         }
         // Steps 3 to 7, and the logout of whatever session is still open.
-        if let Some(session) = self.enter().await {
-            self.logout(&session).await;
+        self.enter_stage(Stage::Login);
+        let completed = match self.enter().await {
+            Some(session) => {
+                self.logout(&session).await;
+                self.running()
+            }
+            None => false,
+        };
+        self.leave_stage();
+        if completed {
+            self.reach(Stage::Done);
+            self.recorder.stage_time(Stage::Done, began.elapsed());
         }
-        let think_ms = self.jitter(env.think_time_ms);
-        self.pause_ms(think_ms).await;
     }
 
     /// Logs in and goes through the lobby; returns the session still open at the end.
     async fn enter(&mut self) -> Option<Session> {
         let branches = self.env.branches.clone();
         // Step 3: a wrong password must be refused; a real player then types the right one.
-        if self.chance(branches.wrong_password) {
+        if self.chance("wrong_password", branches.wrong_password) {
             self.login_with_wrong_password().await;
         }
         // "Your login is failed" ends the session.
         let mut session = self.login().await?;
+        self.enter_stage(Stage::Lobby);
         // Step 4: the player's own data, and maybe a page of the ranking.
-        self.me(&session).await;
-        if self.chance(branches.ranking) {
+        for _ in 0..branches.me_requests {
+            // A request refused for the deadline returns at once, without yielding.
+            if !self.running() {
+                break;
+            }
+            self.me(&session).await;
+        }
+        if self.chance("ranking", branches.ranking) {
             self.ranking(&session).await;
         }
         // Step 5: the network is wired, so a new source IP means "login again".
-        if self.chance(branches.ip_change) {
+        if self.chance("ip_change", branches.ip_change) {
             session = self.change_ip(&session).await?;
         }
         // Step 6: a token unused for the idle timeout must be refreshed.
-        if self.chance(branches.idle) {
+        if self.chance("idle", branches.idle) {
             session = self.idle_past_timeout(session).await?;
         }
         // Step 7: start a match and play it, maybe watching it too.
-        if self.chance(branches.start) {
+        if self.chance("start", branches.start) {
             self.play_match(&session).await;
         }
         Some(session)
@@ -227,7 +287,7 @@ impl VirtualClient {
             if !self.running() {
                 return None;
             }
-            let started = Instant::now();
+            let started = self.send_time();
             let result = match via {
                 Via::Profile => {
                     let local_ip = self.http.local_ip();
@@ -309,9 +369,11 @@ impl VirtualClient {
         self.pause_ms(pause).await
     }
 
-    /// Draws a branch taken with `probability`.
-    fn chance(&mut self, probability: f64) -> bool {
-        self.rng.random_bool(probability)
+    /// Draws the branch `name` (as in `[script]`), taken with `probability`.
+    fn chance(&mut self, name: &str, probability: f64) -> bool {
+        let taken = self.rng.random_bool(probability);
+        tracing::debug!(target: TRACE, client = self.id, branch = name, taken);
+        taken
     }
 
     /// A pause of `ms` jittered by ±50 %.
@@ -324,8 +386,30 @@ impl VirtualClient {
         Instant::now() < self.env.deadline
     }
 
-    /// Sleeps `ms`, but not past the deadline; false if the deadline cut it short.
-    async fn pause_ms(&self, ms: u64) -> bool {
+    /// When the request about to leave was meant to: an open-model session's arrival,
+    /// else now. Lateness within a timer tick or two is the timer's resolution, not a
+    /// stall: tokio wakes a sleep up to a millisecond or so after its deadline, every
+    /// time, which would add a constant to every session's first request.
+    fn send_time(&mut self) -> Instant {
+        let now = Instant::now();
+        match self.due.take() {
+            Some(due)
+                if now.saturating_duration_since(due) > Duration::from_millis(TIMER_TICK_MS) =>
+            {
+                due
+            }
+            _ => now,
+        }
+    }
+
+    /// Sleeps `ms`, but not past the deadline; false if the deadline cut it short. A
+    /// pause is the client's own (think time, back-off): what follows it is timed from
+    /// when it is sent, as a closed loop is by definition.
+    async fn pause_ms(&mut self, ms: u64) -> bool {
+        tracing::debug!(target: TRACE, client = self.id, pause_ms = ms);
+        if ms >= AWAY_MS_MIN {
+            self.http.close_idle();
+        }
         let wake = Instant::now() + Duration::from_millis(ms);
         if wake >= self.env.deadline {
             tokio::time::sleep_until(self.env.deadline.into()).await;
@@ -333,6 +417,28 @@ impl VirtualClient {
         }
         tokio::time::sleep_until(wake.into()).await;
         true
+    }
+
+    /// Moves the session into `stage` of the funnel, closing the one it was in.
+    fn enter_stage(&mut self, stage: Stage) {
+        tracing::debug!(target: TRACE, client = self.id, stage = stage.name());
+        self.leave_stage();
+        self.reach(stage);
+        self.stage = Some((stage, Instant::now()));
+    }
+
+    /// Closes the current stage, recording the time spent in it.
+    fn leave_stage(&mut self) {
+        if let Some((stage, since)) = self.stage.take() {
+            self.recorder.stage_time(stage, since.elapsed());
+        }
+    }
+
+    /// Counts the session into `stage`, and the client if this is its first time there.
+    fn reach(&mut self, stage: Stage) {
+        let first = self.reached & stage.bit() == 0;
+        self.reached |= stage.bit();
+        self.recorder.stage_entered(stage, first);
     }
 }
 

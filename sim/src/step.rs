@@ -152,6 +152,62 @@ impl Invariant {
     }
 }
 
+/// A step of the design document's scenario, for the funnel: how many sessions reached
+/// it, how many distinct clients, and how long they spent in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Asking storage whether the client's version is current.
+    Update,
+    /// Downloading and verifying an offered update.
+    Download,
+    /// Logging in at profile, wrong passwords and retries included.
+    Login,
+    /// The lobby: own data, ranking, IP change, idle and refresh, asking for a match.
+    Lobby,
+    /// Joining a match and playing it to its end.
+    Play,
+    /// Watching the match through an observer, beside playing it.
+    Observe,
+    /// The session completed, logout included; its time is the whole session.
+    Done,
+}
+
+impl Stage {
+    /// Every stage, in scenario order.
+    pub const ALL: [Stage; 7] = [
+        Stage::Update,
+        Stage::Download,
+        Stage::Login,
+        Stage::Lobby,
+        Stage::Play,
+        Stage::Observe,
+        Stage::Done,
+    ];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Update => "update",
+            Stage::Download => "download",
+            Stage::Login => "login",
+            Stage::Lobby => "lobby",
+            Stage::Play => "play",
+            Stage::Observe => "observe",
+            Stage::Done => "done",
+        }
+    }
+
+    /// The position of the stage in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// This stage's bit in a client's set of stages reached.
+    pub fn bit(self) -> u8 {
+        1 << self.index()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +220,9 @@ mod tests {
         }
         for (position, invariant) in Invariant::ALL.into_iter().enumerate() {
             assert_eq!(invariant.index(), position);
+        }
+        for (position, stage) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(stage.index(), position);
         }
     }
 }

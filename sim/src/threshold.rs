@@ -3,11 +3,12 @@
 //! A threshold is a metric name and a condition: `"update.check.p99" = "< 100ms"`. Metric
 //! names are `<step>.<p50|p90|p99|p99.9|max|count|errors|errors.rate>`, `errors.rate`,
 //! `failover.gap` (the largest gap of the run), `invariants.violations` and
-//! `tokens.collisions` (duplicate tokens issued). Each metric has one kind of unit:
+//! `tokens.collisions` (duplicate tokens issued), `arrivals.dropped` (open-model arrivals
+//! not started) and `knee.arrival_rate` (arrivals per second at a capacity run's knee). Each metric has one kind of unit:
 //! latencies take `us`, `ms` or `s`, `errors.rate` takes `%`, counts take plain numbers.
 //! A mismatched unit or an unknown metric is an error, never a silent pass.
 
-use crate::report::Report;
+use crate::report::{Report, TimePoint};
 use crate::step::{Invariant, Step};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -30,6 +31,11 @@ pub enum Metric {
     InvariantsViolations,
     /// Tokens issued that equal one issued before: the violations of `tokens.unique`.
     TokensCollisions,
+    /// Open model: arrivals that found every client busy and were not started.
+    ArrivalsDropped,
+    /// Capacity runs: the arrival rate offered when the knee was found, or the highest
+    /// rate offered if the server never broke (per second).
+    KneeArrivalRate,
 }
 
 /// A statistic of a step: a latency percentile, the maximum, or the request count.
@@ -85,6 +91,8 @@ impl Metric {
             "failover.gap" => return Some(Metric::FailoverGap),
             "invariants.violations" => return Some(Metric::InvariantsViolations),
             "tokens.collisions" => return Some(Metric::TokensCollisions),
+            "arrivals.dropped" => return Some(Metric::ArrivalsDropped),
+            "knee.arrival_rate" => return Some(Metric::KneeArrivalRate),
             _ => {}
         }
         Step::ALL.into_iter().find_map(|step| {
@@ -101,7 +109,9 @@ impl Metric {
                 ..
             }
             | Metric::InvariantsViolations
-            | Metric::TokensCollisions => Kind::Count,
+            | Metric::TokensCollisions
+            | Metric::ArrivalsDropped
+            | Metric::KneeArrivalRate => Kind::Count,
             Metric::Step {
                 stat: Stat::ErrorsRate,
                 ..
@@ -154,6 +164,41 @@ impl Metric {
                 .iter()
                 .find(|i| i.name == Invariant::TokensUnique.name())
                 .map(|i| i.violations as f64),
+            Metric::ArrivalsDropped => report.arrivals.as_ref().map(|a| a.dropped as f64),
+            Metric::KneeArrivalRate => report.knee.as_ref().map(|k| k.arrival_rate_per_s),
+        }
+    }
+
+    /// Whether the per-second series holds this metric, so that it can be judged second
+    /// by second (the knee of a capacity run).
+    pub fn per_second(self) -> bool {
+        matches!(
+            self,
+            Metric::Step {
+                stat: Stat::P99,
+                ..
+            } | Metric::ErrorsRate
+        )
+    }
+
+    /// The value of a [`Metric::per_second`] metric in one second of the series, or
+    /// `None` when that second holds no sample of it.
+    pub fn actual_in_second(self, point: &TimePoint) -> Option<f64> {
+        match self {
+            Metric::Step {
+                step,
+                stat: Stat::P99,
+            } => point
+                .steps
+                .get(step.name())
+                .and_then(|s| s.p99_us)
+                .map(|us| us as f64),
+            Metric::ErrorsRate => {
+                let requests: u64 = point.steps.values().map(|s| s.requests).sum();
+                let errors: u64 = point.steps.values().map(|s| s.errors).sum();
+                (requests > 0).then(|| errors as f64 / requests as f64)
+            }
+            _ => None,
         }
     }
 }
@@ -271,7 +316,7 @@ impl Threshold {
             ThresholdError(format!(
                 "unknown metric; known are <step>.<p50|p90|p99|p99.9|max|count|errors|errors.rate> \
                  for the steps {}, and errors.rate, failover.gap, invariants.violations, \
-                 tokens.collisions",
+                 tokens.collisions, arrivals.dropped, knee.arrival_rate",
                 Step::ALL.map(Step::name).join(", ")
             ))
         })?;
@@ -316,6 +361,11 @@ impl Threshold {
             limit: value * unit.base_per_unit(),
             unit,
         })
+    }
+
+    /// Whether an actual value in base units meets the condition.
+    pub fn holds(&self, actual: f64) -> bool {
+        self.op.holds(actual, self.limit)
     }
 
     /// Tests the threshold against an actual value in base units; a missing value fails.

@@ -35,6 +35,19 @@ impl TokenPrefix {
             .map(TokenPrefix)
     }
 
+    /// The prefix as 32 hex digits, as a worker process sends it to its coordinator.
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+
+    /// Reads [`TokenPrefix::to_hex`] back.
+    pub fn from_hex(text: &str) -> Option<TokenPrefix> {
+        if text.len() != PREFIX_HEX_DIGITS || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(TokenPrefix)
+    }
+
     fn shard(self) -> usize {
         (self.0 % TOKEN_SHARDS as u128) as usize
     }
@@ -60,6 +73,14 @@ impl TokenSet {
     /// Adds a newly issued token; false if an equal one was issued before.
     pub fn insert(&self, prefix: TokenPrefix) -> bool {
         lock(&self.shards[prefix.shard()]).insert(prefix)
+    }
+
+    /// Every prefix seen, in no particular order.
+    pub fn prefixes(&self) -> Vec<TokenPrefix> {
+        self.shards
+            .iter()
+            .flat_map(|shard| lock(shard).iter().copied().collect::<Vec<_>>())
+            .collect()
     }
 
     /// How many distinct tokens were seen.

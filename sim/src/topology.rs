@@ -150,6 +150,7 @@ pub fn up_args(server: &Server) -> Vec<String> {
             "--observer-backend",
             server.observer_backend.name().to_string(),
         ),
+        ("--play-servers", server.play_servers.to_string()),
     ];
     flags
         .into_iter()

@@ -1,7 +1,8 @@
 //! Whole runs against the reference server: the embedded topology, and `--target`.
 
 use crate::util::{
-    code, printed, read_report, run_sim, server_bin, write_scenario, Topology, TARGET_USERS,
+    code, printed, read_report, run_embedded, run_sim, server_bin, write_scenario, Topology,
+    TARGET_USERS,
 };
 
 /// Every branch of the script, often enough to be taken in a few seconds, short
@@ -52,20 +53,7 @@ service = "balancer"
 
 #[test]
 fn embedded_run_takes_every_branch_plays_observes_and_survives_a_balancer_kill() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(dir.path(), FULL_SCENARIO);
-    let out = dir.path().join("out");
-    let bin = server_bin();
-    let output = run_sim(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--server-bin",
-        bin.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&output), 0, "{}", printed(&output));
-    let report = read_report(&out);
+    let report = run_embedded(FULL_SCENARIO);
     assert_eq!(report["schema"], "catwar-sim/report/v1");
     assert_eq!(report["exit_code"], 0);
     assert!(report["steps"]["update.check"]["count"].as_u64().unwrap() > 0);
@@ -74,8 +62,6 @@ fn embedded_run_takes_every_branch_plays_observes_and_survives_a_balancer_kill()
     assert_eq!(gaps.len(), 1, "{}", report["failover"]);
     assert!(gaps[0].as_f64().unwrap() > 0.0);
     assert_eq!(report["faults"][0]["ok"], true, "{}", report["faults"]);
-    assert!(out.join("server.log").is_file());
-
     let steps = &report["steps"];
     let count = |step: &str| steps[step]["count"].as_u64().unwrap();
     let expected = |step: &str, code: &str| steps[step]["expected_by_code"][code].as_u64();
@@ -174,4 +160,125 @@ fn target_run_fails_an_impossible_threshold_with_exit_1() {
     assert_eq!(report["environment"]["target"], target.to_str().unwrap());
     assert!(report["steps"]["login"]["count"].as_u64().unwrap() > 0);
     assert_eq!(report["server"]["applied"], false);
+}
+
+/// The open model in two worker processes: sessions arrive at a ramping rate, each plays
+/// a short match, and the coordinator merges both workers' histograms and checks.
+const OPEN_WORKERS_SCENARIO: &str = r#"
+[scenario]
+name = "open-workers-test"
+seed = 9
+duration_s = 10
+
+[population]
+clients = 40
+users = 40
+
+[load]
+model = "open"
+arrival = "poisson"
+workers = 2
+start_rate_per_s = 5
+stages = [{ duration_s = 4, target_per_s = 20 }]
+
+[script]
+stale_version = 0.2
+start = 0.5
+observe = 0.3
+
+[server]
+argon2 = "fast"
+players_per_match = 2
+match_fill_timeout_s = 1
+match_ticks = 20
+tick_hz = 20
+
+[thresholds]
+"tokens.collisions" = "== 0"
+"invariants.violations" = "== 0"
+"#;
+
+#[test]
+fn open_model_in_two_workers_merges_into_one_report() {
+    let report = run_embedded(OPEN_WORKERS_SCENARIO);
+    assert_eq!(report["sim"]["workers"], 2);
+    let arrivals = &report["arrivals"];
+    let started = arrivals["started"].as_u64().unwrap();
+    // 50 expected (5 → 20 per second over 4 s); a Poisson count strays by √50 ≈ 7.
+    assert!((20..=90).contains(&started), "{arrivals}");
+    assert_eq!(arrivals["dropped"], 0, "{arrivals}");
+    // Each arrival is one session: one update check each, whichever worker ran it.
+    let steps = &report["steps"];
+    assert_eq!(steps["update.check"]["count"].as_u64().unwrap(), started);
+    // The funnel saw every session start and most of them finish.
+    let funnel = report["funnel"].as_array().unwrap();
+    let stage = |name: &str| funnel.iter().find(|row| row["stage"] == name).unwrap();
+    assert_eq!(stage("update")["sessions"].as_u64().unwrap(), started);
+    assert!(stage("done")["sessions"].as_u64().unwrap() > started / 2);
+    assert!(stage("play")["sessions"].as_u64().unwrap() > 0);
+    // Seconds merged from both workers: arrivals in the series add up to the total.
+    let points = report["timeseries"]["points"].as_array().unwrap();
+    let arrived: u64 = points
+        .iter()
+        .map(|p| p["load"]["arrivals"].as_u64().unwrap())
+        .sum();
+    assert_eq!(arrived, started);
+    let checked = |name: &str| {
+        let invariants = report["invariants"].as_array().unwrap();
+        invariants.iter().find(|i| i["name"] == name).unwrap()["checked"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(checked("tokens.unique") >= started);
+    assert!(checked("results.no_loss") > 0);
+}
+
+#[test]
+fn replay_runs_one_client_and_traces_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), FULL_SCENARIO);
+    let out = dir.path().join("out");
+    let bin = server_bin();
+    let replay = |client: &str| {
+        run_sim(&[
+            "replay",
+            scenario.to_str().unwrap(),
+            "--client",
+            client,
+            "--out",
+            out.to_str().unwrap(),
+            "--server-bin",
+            bin.to_str().unwrap(),
+        ])
+    };
+    let output = replay("7");
+    assert_eq!(code(&output), 0, "{}", printed(&output));
+    let trace = String::from_utf8_lossy(&output.stderr);
+    for event in [
+        "branch=\"stale_version\"",
+        "step=\"update.check\"",
+        "stage=\"login\"",
+    ] {
+        assert!(trace.contains(event), "no {event} in the trace:\n{trace}");
+    }
+    assert!(
+        trace.contains("client=7") && !trace.contains("client=8"),
+        "{trace}"
+    );
+    let report = read_report(&out);
+    assert_eq!(report["sim"]["peak_active"], 1);
+    // The same client draws the same branches on every replay.
+    let branches = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.contains("branch="))
+            .map(|line| line.split("branch=").nth(1).unwrap().to_string())
+            .take(6)
+            .collect()
+    };
+    let again = replay("7");
+    assert_eq!(
+        branches(&trace),
+        branches(&String::from_utf8_lossy(&again.stderr))
+    );
+    assert_eq!(code(&replay("50")), 64, "client 50 of 50 does not exist");
 }

@@ -6,9 +6,10 @@
 
 use catwar_sim::failover::FailoverSummary;
 use catwar_sim::faults::FaultRecord;
+use catwar_sim::metrics::LoadPoint;
 use catwar_sim::report::{
-    Environment, InvariantReport, Report, ScenarioInfo, ServerInfo, TimePoint, TimeStep,
-    Timeseries, INTERVAL_MS, REPORT_SCHEMA,
+    Environment, FunnelRow, InvariantReport, Report, ScenarioInfo, ServerInfo, SimUsage, TimePoint,
+    TimeStep, Timeseries, INTERVAL_MS, REPORT_SCHEMA,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,17 @@ fn synthetic_report() -> Report {
                     step(120, if spike { 25 } else { 0 }, Some(800)),
                 ),
             ]);
-            TimePoint { t_s: t, steps }
+            let load = LoadPoint {
+                arrivals: 10 + t,
+                offered_per_s: 10.0 + t as f64,
+                active: 100 + 3 * t,
+                ..LoadPoint::default()
+            };
+            TimePoint {
+                t_s: t,
+                steps,
+                load,
+            }
         })
         .collect();
     Report {
@@ -63,6 +74,7 @@ fn synthetic_report() -> Report {
             match_ticks: 600,
             tick_hz: 20,
             observer_backend: "process".to_string(),
+            play_servers: 2,
             applied: true,
         },
         steps: BTreeMap::new(),
@@ -86,6 +98,22 @@ fn synthetic_report() -> Report {
             checked: 160,
             violations: 0,
         }],
+        funnel: ["update", "login", "lobby", "play", "done"]
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| FunnelRow {
+                stage: stage.to_string(),
+                sessions: 500 - 20 * i as u64,
+                clients: 100,
+                p50_ms: Some(40 * (i as u64 + 1)),
+                p99_ms: Some(90 * (i as u64 + 1)),
+                max_ms: Some(100 * (i as u64 + 1)),
+                hist: String::new(),
+            })
+            .collect(),
+        arrivals: None,
+        knee: None,
+        sim: SimUsage::default(),
         thresholds: Vec::new(),
         exit_code: 0,
     }
@@ -159,6 +187,11 @@ fn report_html_renders_charts_in_headless_chromium() {
         "series points {points:?}"
     );
     assert!(dom.contains("data-fault=\"balancer-1\""), "no fault marker");
+    assert!(
+        dom.contains("data-series=\"active clients\""),
+        "no load chart"
+    );
+    assert!(dom.contains("<h2>Funnel</h2>"), "no funnel");
 
     let png = dir.path().join("report.png");
     let shot = headless(&chromium, &dir.path().join("profile-shot"))

@@ -48,6 +48,26 @@ pub fn server_bin() -> PathBuf {
     bin
 }
 
+/// `catwar-sim run` of the scenario `text` against its embedded topology, in a folder of
+/// its own; checks that it passed and returns its report.
+pub fn run_embedded(text: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), text);
+    let out = dir.path().join("out");
+    let bin = server_bin();
+    let output = run_sim(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--server-bin",
+        bin.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&output), 0, "{}", printed(&output));
+    assert!(out.join("server.log").is_file());
+    read_report(&out)
+}
+
 /// Writes a scenario file into `dir`.
 pub fn write_scenario(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("scenario.toml");

@@ -85,6 +85,10 @@ impl Report {
         for chart in &charts {
             self.draw(&mut out, chart);
         }
+        let load = self.load_chart();
+        if !load.series.is_empty() {
+            self.draw(&mut out, &load);
+        }
         let _ = write!(
             out,
             "<details><summary>Scenario file {}</summary><pre>{}</pre></details>\n</body></html>\n",
@@ -124,10 +128,7 @@ impl Report {
                     env.os, env.arch, env.cores, env.sim_version, env.target
                 )),
             ),
-            (
-                "server",
-                escape(&server.describe()),
-            ),
+            ("server", escape(&server.describe())),
         ];
         out.push_str("<table>\n");
         for (key, value) in rows {
@@ -196,6 +197,7 @@ impl Report {
             );
         }
         out.push_str("</table>\n");
+        self.html_funnel(out);
         if !self.faults.is_empty() {
             out.push_str("<h2>Faults</h2>\n<table><tr><th>scheduled s</th><th>executed s</th><th>action</th><th>service</th><th>pid</th><th>outcome</th></tr>\n");
             for f in &self.faults {
@@ -216,6 +218,101 @@ impl Report {
                 );
             }
             out.push_str("</table>\n");
+        }
+    }
+
+    /// How far sessions got, stage by stage, and the open model's arrivals and knee.
+    fn html_funnel(&self, out: &mut String) {
+        if !self.funnel.is_empty() {
+            out.push_str(
+                "<h2>Funnel</h2>\n<table><tr><th>stage</th><th>sessions</th><th>clients</th>\
+                 <th>p50 s</th><th>p99 s</th><th>max s</th></tr>\n",
+            );
+            let s = |ms: Option<u64>| {
+                ms.map_or("-".to_string(), |ms| format!("{:.2}", ms as f64 / 1000.0))
+            };
+            for row in &self.funnel {
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                    escape(&row.stage),
+                    row.sessions,
+                    row.clients,
+                    s(row.p50_ms),
+                    s(row.p99_ms),
+                    s(row.max_ms)
+                );
+            }
+            out.push_str("</table><p>Time spent in each stage per session; observe runs beside play; done is the whole session.</p>\n");
+        }
+        if let Some(arrivals) = &self.arrivals {
+            let _ = writeln!(
+                out,
+                "<p>Open model ({}): {:.0} arrivals expected, {} started, <span class=\"{}\">{} dropped</span> (every client busy).</p>",
+                escape(&arrivals.arrival),
+                arrivals.expected,
+                arrivals.started,
+                if arrivals.dropped == 0 { "pass" } else { "fail" },
+                arrivals.dropped
+            );
+        }
+        if let Some(knee) = &self.knee {
+            let text = match (knee.t_s, &knee.condition) {
+                (Some(t_s), Some(condition)) => format!(
+                    "Knee at {t_s} s: {} broke for {} s in a row at {:.1} arrivals/s offered; \
+                     {} requests/s the second before, {} clients active.",
+                    condition, knee.window_s, knee.arrival_rate_per_s, knee.throughput_per_s, knee.active
+                ),
+                _ => format!(
+                    "No knee: the server kept every condition up to {:.1} arrivals/s ({} requests/s at best).",
+                    knee.arrival_rate_per_s, knee.throughput_per_s
+                ),
+            };
+            let _ = writeln!(out, "<h2>Capacity</h2>\n<p>{}</p>", escape(&text));
+        }
+        let sim = &self.sim;
+        if sim.peak_active > 0 {
+            let _ = writeln!(
+                out,
+                "<p>Simulator: {} process(es), at most {} clients active, {} descriptors, {:.1} MiB resident{}.</p>",
+                sim.workers,
+                sim.peak_active,
+                sim.peak_open_files,
+                sim.peak_rss_kib as f64 / 1024.0,
+                sim.rss_per_active_kib
+                    .map_or(String::new(), |kib| format!(" ({kib:.1} KiB per active client)"))
+            );
+        }
+    }
+
+    /// Clients in a session and, for the open model, arrivals per second against the rate
+    /// offered, with the knee's moment visible as where they part.
+    fn load_chart(&self) -> Chart<'static> {
+        let points = &self.timeseries.points;
+        let line =
+            |name: &str, colour: &'static str, value: &dyn Fn(&super::TimePoint) -> f64| Series {
+                name: name.to_string(),
+                colour,
+                points: points
+                    .iter()
+                    .map(|p| (p.t_s as f64 + 0.5, value(p)))
+                    .collect(),
+            };
+        let series = [
+            line("active clients", "#444", &|p| p.load.active as f64),
+            line("arrivals/s", "#1f77b4", &|p| p.load.arrivals as f64),
+            line("offered/s", "#2ca02c", &|p| p.load.offered_per_s),
+            line("dropped/s", "#d62728", &|p| p.load.dropped as f64),
+        ]
+        .into_iter()
+        .filter(|s| s.points.iter().any(|p| p.1 > 0.0))
+        .collect();
+        Chart {
+            title: "Load",
+            y_label: "clients, arrivals/s",
+            log: false,
+            series,
         }
     }
 
@@ -297,7 +394,12 @@ mod tests {
         let html = sample_report("nightly").html();
         assert!(!html.contains("http://") && !html.contains("https://"));
         assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("<img"));
-        assert_eq!(html.matches("<svg").count(), 3, "three charts");
+        assert_eq!(
+            html.matches("<svg").count(),
+            4,
+            "three charts of steps and the load"
+        );
+        assert!(html.contains("data-series=\"active clients\""));
         assert!(html.contains("data-series=\"update.check\""));
         let points = data_points(&html);
         assert!(
@@ -306,7 +408,7 @@ mod tests {
         );
         assert_eq!(
             html.matches("data-fault=\"balancer-1\"").count(),
-            3,
+            4,
             "one marker per chart"
         );
         assert!(html.contains("threshold") || html.contains("Thresholds"));

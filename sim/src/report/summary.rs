@@ -49,6 +49,7 @@ impl Report {
             let _ = writeln!(out, "expected refusals: {}", expected.join(", "));
         }
         self.summarize_failover(&mut out);
+        self.summarize_load(&mut out);
         for threshold in &self.thresholds {
             let actual = threshold
                 .actual
@@ -81,6 +82,66 @@ impl Report {
         let mut steps: Vec<(&String, &StepReport)> = self.steps.iter().collect();
         steps.sort_by_key(|(name, _)| position(name));
         steps.into_iter()
+    }
+
+    /// The funnel, the open model's arrivals, the knee and the simulator's own use.
+    fn summarize_load(&self, out: &mut String) {
+        let reached: Vec<String> = self
+            .funnel
+            .iter()
+            .filter(|row| row.sessions > 0)
+            .map(|row| {
+                let p50 = row.p50_ms.map_or("-".to_string(), |ms| ms.to_string());
+                format!(
+                    "{} {} ({} clients, p50 {p50} ms)",
+                    row.stage, row.sessions, row.clients
+                )
+            })
+            .collect();
+        if !reached.is_empty() {
+            let _ = writeln!(out, "funnel: {}", reached.join(" → "));
+        }
+        if let Some(arrivals) = &self.arrivals {
+            let _ = writeln!(
+                out,
+                "arrivals ({}): {:.0} expected, {} started, {} dropped",
+                arrivals.arrival, arrivals.expected, arrivals.started, arrivals.dropped
+            );
+        }
+        if let Some(knee) = &self.knee {
+            match (knee.t_s, &knee.condition) {
+                (Some(t_s), Some(condition)) => {
+                    let _ = writeln!(
+                        out,
+                        "knee: at {t_s} s, {condition} broke for {} s at {:.1} arrivals/s; \
+                         {} requests/s the second before, {} clients active",
+                        knee.window_s, knee.arrival_rate_per_s, knee.throughput_per_s, knee.active
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "knee: not reached up to {:.1} arrivals/s ({} requests/s at best)",
+                        knee.arrival_rate_per_s, knee.throughput_per_s
+                    );
+                }
+            }
+        }
+        let sim = &self.sim;
+        if sim.peak_active > 0 {
+            let per_client = sim.rss_per_active_kib.map_or(String::new(), |kib| {
+                format!(", {kib:.1} KiB per active client")
+            });
+            let _ = writeln!(
+                out,
+                "simulator: {} process(es), peak {} active clients, {} descriptors, {:.1} MiB \
+                 resident{per_client}",
+                sim.workers,
+                sim.peak_active,
+                sim.peak_open_files,
+                sim.peak_rss_kib as f64 / 1024.0
+            );
+        }
     }
 
     fn summarize_failover(&self, out: &mut String) {

@@ -1,6 +1,7 @@
 //! The sections of a scenario file as typed structs, with their defaults.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// `[scenario]`: identity and length of the run.
@@ -72,24 +73,69 @@ impl Default for Population {
 pub enum LoadModel {
     /// A fixed number of clients, each looping sessions back to back.
     Closed,
-    /// Sessions arriving at a rate; named so that it is rejected with a clear message.
+    /// Sessions arriving at a rate that does not depend on how fast the server answers;
+    /// each arrival is a client that plays one session and leaves.
     Open,
+}
+
+/// How arrivals of the open model are spaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Independent arrivals: exponential gaps at the current rate, as real players log on.
+    Poisson,
+    /// Evenly spaced arrivals at the current rate, like wrk2's constant throughput.
+    Constant,
+}
+
+impl Arrival {
+    /// The name used in scenarios and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrival::Poisson => "poisson",
+            Arrival::Constant => "constant",
+        }
+    }
+}
+
+/// One stage of the open model's arrival rate: a linear ramp from the rate the previous
+/// stage ended at (or `load.start_rate_per_s`) to `target_per_s`, over `duration_s`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Length of the stage in seconds.
+    pub duration_s: f64,
+    /// Arrivals per second at the end of the stage.
+    pub target_per_s: f64,
 }
 
 /// `[load]`: the load model.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Only `closed` is supported. Default `closed`.
+    /// `closed` or `open`. Default `closed`.
     #[serde(default = "Load::default_model")]
     pub model: LoadModel,
-    /// Pause after each session, jittered by ±50 %. Default 1000.
+    /// Closed model: pause after each session, jittered by ±50 %. Default 1000.
     #[serde(default = "Load::default_think_time_ms")]
     pub think_time_ms: u64,
-    /// Clients start their first session at a uniform random moment within this many
-    /// ms, if given; see [`Load::start_window_ms`].
+    /// Closed model: clients start their first session at a uniform random moment
+    /// within this many ms, if given; see [`Load::start_window_ms`].
     #[serde(default)]
     pub start_spread_ms: Option<u64>,
+    /// Open model: how arrivals are spaced. Default `poisson`.
+    #[serde(default = "Load::default_arrival")]
+    pub arrival: Arrival,
+    /// Open model: the arrival rate the first stage ramps from. Default 0.
+    #[serde(default)]
+    pub start_rate_per_s: f64,
+    /// Open model: the stages of the arrival rate, in order; required for `open`.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Simulator worker processes sharing the clients. Default 1 (in-process). A process
+    /// holds at most `ulimit -n` sockets, so runs past about 4,000 clients need more.
+    #[serde(default = "Load::default_workers")]
+    pub workers: u32,
 }
 
 impl Load {
@@ -100,11 +146,22 @@ impl Load {
         self.start_spread_ms.unwrap_or(self.think_time_ms)
     }
 
+    /// The seconds over which the open model's stages offer arrivals.
+    pub fn stages_s(&self) -> f64 {
+        self.stages.iter().map(|stage| stage.duration_s).sum()
+    }
+
     fn default_model() -> LoadModel {
         LoadModel::Closed
     }
     fn default_think_time_ms() -> u64 {
         1000
+    }
+    fn default_arrival() -> Arrival {
+        Arrival::Poisson
+    }
+    fn default_workers() -> u32 {
+        1
     }
 }
 
@@ -114,8 +171,29 @@ impl Default for Load {
             model: Load::default_model(),
             think_time_ms: Load::default_think_time_ms(),
             start_spread_ms: None,
+            arrival: Load::default_arrival(),
+            start_rate_per_s: 0.0,
+            stages: Vec::new(),
+            workers: Load::default_workers(),
         }
     }
+}
+
+/// `[knee]`: per-second conditions that a capacity run must keep; the first second from
+/// which one of them breaks for `window_s` seconds in a row is the knee.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KneeSection {
+    /// Seconds a condition must stay broken; one bad second is noise. Default 3.
+    #[serde(default)]
+    pub window_s: Option<u64>,
+    /// Stop offering arrivals once the knee is found, so a capacity run ends early.
+    /// Default true.
+    #[serde(default)]
+    pub stop: Option<bool>,
+    /// `"metric" = "condition"`, as in `[thresholds]`, for `STEP.p99` and `errors.rate`.
+    #[serde(default)]
+    pub conditions: BTreeMap<String, String>,
 }
 
 /// `[script]`: the probabilities of the script's branches, each drawn once per session.
@@ -129,6 +207,11 @@ pub struct Script {
     /// retries with the right one. Default 0.02.
     #[serde(default = "Script::default_wrong_password")]
     pub wrong_password: f64,
+    /// `GET /v1/me` requests per session, back to back on one kept-alive connection.
+    /// Default 1, as a player opens the lobby once; a large value turns the session into
+    /// a lobby load loop, which is how the generator-efficiency benchmark drives it.
+    #[serde(default = "Script::default_me_requests")]
+    pub me_requests: u32,
     /// The client reads a page of the ranking after its own data. Default 0.5.
     #[serde(default = "Script::default_ranking")]
     pub ranking: f64,
@@ -145,7 +228,8 @@ pub struct Script {
     #[serde(default = "Script::default_start")]
     pub start: f64,
     /// Inputs a player sends per second while its match runs. Default 10: a client that
-    /// samples its stick at half the server's default tick rate.
+    /// samples its stick at half the server's default tick rate. 0: the player never
+    /// touches the controls (an idle player, for scale runs), so no `play.input_ack`.
     #[serde(default = "Script::default_input_hz")]
     pub input_hz: u32,
     /// Right after joining, the client also asks the router for a match observer and
@@ -160,6 +244,9 @@ impl Script {
     }
     fn default_wrong_password() -> f64 {
         0.02
+    }
+    fn default_me_requests() -> u32 {
+        1
     }
     fn default_ranking() -> f64 {
         0.5
@@ -196,6 +283,7 @@ impl Default for Script {
         Script {
             stale_version: Script::default_stale_version(),
             wrong_password: Script::default_wrong_password(),
+            me_requests: Script::default_me_requests(),
             ranking: Script::default_ranking(),
             ip_change: Script::default_ip_change(),
             idle: 0.0,
@@ -274,6 +362,10 @@ pub struct Server {
     /// How match observers are started. Default `process`.
     #[serde(default = "Server::default_observer_backend")]
     pub observer_backend: ObserverBackend,
+    /// Play server processes. Default 2, the server's own default; each holds at most
+    /// `ulimit -n` players, so tens of thousands of players need more of them.
+    #[serde(default = "Server::default_play_servers")]
+    pub play_servers: u32,
 }
 
 impl Server {
@@ -313,6 +405,9 @@ impl Server {
     fn default_observer_backend() -> ObserverBackend {
         ObserverBackend::Process
     }
+    fn default_play_servers() -> u32 {
+        2
+    }
 }
 
 impl Default for Server {
@@ -325,6 +420,7 @@ impl Default for Server {
             match_ticks: Server::default_match_ticks(),
             tick_hz: Server::default_tick_hz(),
             observer_backend: Server::default_observer_backend(),
+            play_servers: Server::default_play_servers(),
         }
     }
 }

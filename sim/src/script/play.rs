@@ -15,7 +15,7 @@ use super::{account::Session, VirtualClient};
 use crate::http::REQUEST_TIMEOUT_MS;
 use crate::lines::{End, LineConn, LineError, ServerLine, State};
 use crate::scenario::{Script, Server};
-use crate::step::{Invariant, Step};
+use crate::step::{Invariant, Stage, Step};
 use rand::Rng;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ pub struct PlayPlan {
     /// The time between two ticks.
     pub tick_period: Duration,
     /// The time between two inputs of a player.
-    pub input_period: Duration,
+    pub input_period: Option<Duration>,
     /// The longest a joined player waits for its match to start.
     pub fill_timeout: Duration,
     /// How long a running match lasts at most.
@@ -66,7 +66,9 @@ impl PlayPlan {
     pub fn new(server: &Server, script: &Script) -> PlayPlan {
         PlayPlan {
             tick_period: server.tick_period(),
-            input_period: Duration::from_secs_f64(1.0 / f64::from(script.input_hz)),
+            // No inputs at all: a player who leaves the controls alone.
+            input_period: (script.input_hz > 0)
+                .then(|| Duration::from_secs_f64(1.0 / f64::from(script.input_hz))),
             fill_timeout: server.fill_timeout(),
             match_duration: server.match_duration(),
         }
@@ -108,6 +110,11 @@ impl VirtualClient {
             };
             match self.join(&seat).await {
                 Join::Joined { conn, player } => {
+                    // The lobby conversation is over: during the match the client holds
+                    // only its play connection, so a play server's players need no
+                    // lobby or storage sockets.
+                    self.http.close_idle();
+                    self.enter_stage(Stage::Play);
                     return self.play(session, &seat, conn, player).await;
                 }
                 Join::Missed => {}
@@ -120,7 +127,7 @@ impl VirtualClient {
     async fn join(&mut self, seat: &Seat) -> Join {
         // From the moment the join leaves, the server may count a result for this user.
         self.env.ledger.seat(seat.match_id, &self.user);
-        let started = Instant::now();
+        let started = self.send_time();
         let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
         let joining = connect_and_join(self.http.local_ip(), seat);
         let answer = tokio::time::timeout(timeout, joining).await;
@@ -156,7 +163,11 @@ impl VirtualClient {
     /// branch, and records the `end` in the ledger.
     async fn play(&mut self, session: &Session, seat: &Seat, mut conn: LineConn, player: u64) {
         let joined = Instant::now();
-        let watcher = self.chance(self.env.branches.observe).then(|| {
+        let observe = self.chance("observe", self.env.branches.observe);
+        if observe {
+            self.reach(Stage::Observe);
+        }
+        let watcher = observe.then(|| {
             Watcher::spawn(WatchRequest {
                 router: self.env.router,
                 local_ip: self.http.local_ip(),
@@ -183,7 +194,12 @@ impl VirtualClient {
             self.recorder.failure(Step::PlayMatch, END_WITHOUT_PLAYER);
         }
         let watched = match watcher {
-            Some(watcher) => watcher.finish().await,
+            Some(watcher) => {
+                let watched = watcher.finish().await;
+                // Watching lasts from the join to the observer's end, beside the match.
+                self.recorder.stage_time(Stage::Observe, joined.elapsed());
+                watched
+            }
             None => None,
         };
         if let Some(watched) = watched {
@@ -200,7 +216,9 @@ impl VirtualClient {
         let mut clock = TickClock::new(plan.tick_period);
         let mut pending = PendingInputs::default();
         let mut walk = RandomWalk::new(&mut self.rng);
-        let mut inputs = tokio::time::interval(plan.input_period);
+        // An idle player's interval never fires: it never steers.
+        let period = plan.input_period.unwrap_or(Duration::MAX / 4);
+        let mut inputs = tokio::time::interval(period);
         inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seq = 0;
         // Inputs flow from the first tick until the cat dies: before, they would wait
@@ -229,13 +247,13 @@ impl VirtualClient {
                             if alive && !steering {
                                 // A random phase against the ticks: inputs sent right
                                 // after each state would all wait a whole period.
-                                let phase = plan.input_period.mul_f64(self.rng.random());
+                                let phase = period.mul_f64(self.rng.random());
                                 inputs.reset_at((Instant::now() + phase).into());
                             }
                             if !alive {
                                 pending.clear();
                             }
-                            steering = alive;
+                            steering = alive && plan.input_period.is_some();
                             silent_at = at + Duration::from_millis(PLAY_SILENCE_MS);
                         }
                         ServerLine::End(end) => return Ok(end),

@@ -37,7 +37,7 @@ impl VirtualClient {
         let target = format!("/v1/update?version={}", percent_encode(version, false));
         let mut backoff_ms = BACKOFF_START_MS;
         for _ in 0..UNAVAILABLE_RETRIES_MAX {
-            let started = Instant::now();
+            let started = self.send_time();
             let result = self.http.get(self.env.storage, &target).await;
             let done = Instant::now();
             match successful(result).and_then(|response| parse_update(&response)) {
@@ -81,7 +81,7 @@ impl VirtualClient {
             percent_encode(&manifest.version, false),
             percent_encode(&file.path, true)
         );
-        let started = Instant::now();
+        let started = self.send_time();
         let result = self.http.get(endpoint, &target).await;
         let done = Instant::now();
         match successful(result) {
