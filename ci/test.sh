@@ -13,7 +13,7 @@ cargo nextest run --release --workspace --locked --no-fail-fast
 out=target/ci/smoke
 rm -rf "$out"
 target/release/catwar-sim run scenarios/smoke.toml --out "$out"
-target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 100
+target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 200
 
 # The same path with every match observer a container of the project's image.
 rm -rf target/ci/smoke-docker

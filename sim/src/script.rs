@@ -1,7 +1,8 @@
 //! The virtual client script, step by step.
 //!
-//! Each virtual client is one task that loops sessions until the run's deadline. A
-//! session follows the scenario (SPEC §2):
+//! Each virtual client is one task that loops sessions until the run's deadline (with
+//! matches in the script, until a match no longer fits before it). A session follows
+//! the scenario (SPEC §2):
 //!
 //! 1. choose a version: the stale one with probability `script.stale_version`, else the
 //!    current one, and `update.check` it at storage; on `503 unavailable` (a balancer
@@ -198,7 +199,7 @@ impl VirtualClient {
             return;
         }
         self.recorder.client_active(true);
-        while self.running() {
+        while self.running() && self.session_fits() {
             self.session().await;
             let think_ms = self.jitter(self.env.think_time_ms);
             self.pause_ms(think_ms).await;
@@ -384,6 +385,15 @@ impl VirtualClient {
     /// Whether the run's deadline is still ahead.
     fn running(&self) -> bool {
         Instant::now() < self.env.deadline
+    }
+
+    /// Whether a closed-model session begun now could still play its match. A client
+    /// that cannot fit one stops rather than loop sessions without matches: those come
+    /// back to back, so every run would end in a login storm several times its steady
+    /// rate, and the login tail would measure the storm instead of the scenario.
+    fn session_fits(&self) -> bool {
+        self.env.branches.start == 0.0
+            || Instant::now() + self.env.play.normal_length() <= self.env.deadline
     }
 
     /// When the request about to leave was meant to: an open-model session's arrival,
