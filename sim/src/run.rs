@@ -11,13 +11,11 @@ use crate::arrivals::{Arrivals, Schedule};
 use crate::clients::drive;
 pub use crate::clients::Share;
 use crate::faults::{run_faults, FaultRecord};
-use crate::knee::KneeFinder;
 use crate::ledger::{self, Mode};
-use crate::metrics::{IntervalPoint, InvariantCount, Metrics};
-use crate::progress::Progress;
+use crate::metrics::{InvariantCount, Metrics};
 use crate::report::{
-    time_point, ArrivalsReport, Environment, KneeReport, Measured, Report, ScenarioInfo,
-    ServerInfo, SimUsage, REPORT_SCHEMA,
+    ArrivalsReport, Environment, KneeReport, Measured, Report, ScenarioInfo, ServerInfo, SimUsage,
+    REPORT_SCHEMA,
 };
 use crate::scenario::{Fault, LoadModel, Scenario, ScenarioError};
 use crate::script::{discover_version, PlayPlan, ScriptEnv};
@@ -34,17 +32,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+mod limits;
+mod seconds;
+pub(crate) use limits::raise_open_files_limit;
+use seconds::tick;
+pub(crate) use seconds::{each_second, SecondWatcher};
+
 /// After the deadline, clients finish the request in flight; a request never takes
 /// longer than its timeout, so this grace is enough for all of them.
 pub(crate) const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
-/// Sockets one client may hold at once: its kept-alive connections, one TLS connection
-/// to profile, and while it plays, its play server, the router and an observer.
-const FDS_PER_CLIENT: u64 = crate::http::CLIENT_CONNECTIONS_MAX as u64 + 4;
 /// The user DB in the folder of topology.json (SPEC §3).
 pub(crate) const DB_FILE: &str = "catwar.db";
-/// Descriptors the simulator needs besides its clients' sockets: the runtime's, the
-/// server log, the report, standard streams.
-const FDS_BASE: u64 = 64;
 
 /// What `catwar-sim run` was asked to do.
 #[derive(Clone, Debug)]
@@ -531,123 +529,6 @@ fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ra
         thresholds: Vec::new(),
         exit_code: 0,
     }
-}
-
-/// What happens as each second of the series closes: the progress display, and the
-/// search for the knee, which may stop the arrivals.
-pub(crate) struct SecondWatcher {
-    progress: Progress,
-    knee: Option<KneeFinder>,
-    stop_at_knee: bool,
-    stop_arrivals: watch::Sender<bool>,
-}
-
-impl SecondWatcher {
-    /// A watcher for `scenario` that stops arrivals through `stop_arrivals`.
-    pub(crate) fn new(scenario: &Scenario, stop_arrivals: watch::Sender<bool>) -> SecondWatcher {
-        SecondWatcher {
-            progress: Progress::new(scenario.scenario.duration_s),
-            knee: scenario.knee.as_ref().map(KneeFinder::new),
-            stop_at_knee: scenario.knee.as_ref().is_some_and(|k| k.stop),
-            stop_arrivals,
-        }
-    }
-
-    /// Shows and judges one closed second.
-    pub(crate) fn second(&mut self, point: &IntervalPoint) {
-        self.progress.second(point);
-        let Some(knee) = &mut self.knee else {
-            return;
-        };
-        if knee.observe(&time_point(point)) {
-            let report = knee.report();
-            self.progress.note(&format!(
-                "catwar-sim: knee at {} s: {} broke for {} s at {:.1} arrivals/s{}",
-                report.t_s.unwrap_or(0),
-                report.condition.as_deref().unwrap_or("?"),
-                report.window_s,
-                report.arrival_rate_per_s,
-                if self.stop_at_knee {
-                    "; no more arrivals"
-                } else {
-                    ""
-                }
-            ));
-            if self.stop_at_knee {
-                // Nobody listening means the arrivals are over anyway.
-                let _ = self.stop_arrivals.send(true);
-            }
-        }
-    }
-
-    /// Closes the progress display.
-    pub(crate) fn finish(&mut self) {
-        self.progress.finish();
-    }
-
-    /// The knee, for a scenario that looks for one.
-    pub(crate) fn knee_report(&self) -> Option<KneeReport> {
-        self.knee.as_ref().map(KneeFinder::report)
-    }
-}
-
-/// Closes one interval of the series every second, and the last partial one at the end.
-async fn tick(
-    metrics: Arc<Metrics>,
-    start: Instant,
-    mut stop: watch::Receiver<bool>,
-    mut watcher: SecondWatcher,
-) -> SecondWatcher {
-    let second = Duration::from_secs(1);
-    let mut interval = tokio::time::interval_at((start + second).into(), second);
-    // A late tick must not be followed by a burst of catch-up ticks with empty intervals.
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => watcher.second(&metrics.close_interval()),
-            _ = stop.changed() => {
-                watcher.second(&metrics.close_interval());
-                watcher.finish();
-                return watcher;
-            }
-        }
-    }
-}
-
-/// Raises this process's soft limit on open files to its hard limit, before the embedded
-/// server is spawned so that it inherits the limit too: a default soft limit of 1024
-/// would stop a few hundred clients. Returns a warning when even the hard limit is
-/// below what `clients` may need; the run goes on, and failed connections show as errors.
-pub(crate) fn raise_open_files_limit(clients: u64) -> Option<String> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct it is given, which lives here.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Some(format!(
-            "cannot read the open files limit: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct it is given, which lives here.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
-        }
-    }
-    let needed = clients.saturating_mul(FDS_PER_CLIENT) + FDS_BASE;
-    (limit.rlim_cur < needed).then(|| {
-        format!(
-            "{clients} clients may need {needed} open files, but the limit is {}; \
-             raise it (ulimit -n) or expect connect errors",
-            limit.rlim_cur
-        )
-    })
 }
 
 /// Ctrl-C or SIGTERM, as a flag that turns true once.

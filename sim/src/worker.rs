@@ -278,17 +278,10 @@ async fn listen(
 async fn send_seconds(
     metrics: Arc<Metrics>,
     start: Instant,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     lines: mpsc::UnboundedSender<WorkerLine>,
 ) {
-    let second = Duration::from_secs(1);
-    let mut interval = tokio::time::interval_at((start + second).into(), second);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let last = tokio::select! {
-            _ = interval.tick() => false,
-            _ = stop.changed() => true,
-        };
+    run::each_second(start, stop, |_| {
         let (point, histograms) = metrics.close_interval_with_histograms();
         let steps = point
             .steps
@@ -305,10 +298,9 @@ async fn send_seconds(
             steps,
             load: point.load,
         });
-        if lines.send(line).is_err() || last {
-            return;
-        }
-    }
+        lines.send(line).is_ok()
+    })
+    .await;
 }
 
 /// Writes lines to stdout in order.
