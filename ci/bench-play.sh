@@ -4,11 +4,11 @@
 #      play-0 pinned to core 0, the load client (benches/play.rs) to core 1, each player
 #      sending 10 inputs/s and receiving every state;
 #   2. observer start latency through play-0, process backend then Docker backend.
-# Traffic goes to 127.0.0.1 only. PLAYERS (default "1000 2500 5000") and SECONDS (10).
+# Traffic goes to 127.0.0.1 only. PLAYERS (default "1000 2500 5000") and DURATION_S (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLAYERS=${PLAYERS:-"1000 2500 5000"}
-SECONDS_RUN=${SECONDS:-10}
+SECONDS_RUN=${DURATION_S:-10}
 cargo build --release -p catwar-server --all-targets --locked
 work=$(mktemp -d)
 up_pid=
