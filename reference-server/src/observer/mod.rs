@@ -65,6 +65,9 @@ pub trait Spawner: Send + Sync + fmt::Debug {
     fn spawn(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError>;
     /// Stops every observer still running (the play server is stopping).
     fn stop_all(&self);
+    /// Releases observers that have exited on their own. Backends whose observers
+    /// clean up after themselves (containers started with AutoRemove) have nothing to do.
+    fn reap(&self) {}
 }
 
 /// What `catwar-server observer` is given.

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+#[cfg(test)]
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -77,12 +79,9 @@ impl Spawner for ProcessSpawner {
             .trim()
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok());
-        let mut children = self.children.lock().expect("children lock");
-        // Observers exit when their match ends; reap those before adding one more.
-        children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
         match addr {
             Some(addr) => {
-                children.push(child);
+                self.children.lock().expect("children lock").push(child);
                 tracing::info!(match_id, %addr, start_ms = started.elapsed().as_secs_f64() * 1000.0, "observer started");
                 Ok(addr)
             }
@@ -97,10 +96,46 @@ impl Spawner for ProcessSpawner {
         }
     }
 
+    fn reap(&self) {
+        // Observers exit when their match ends; until waited for, each is a zombie.
+        let mut children = self.children.lock().expect("children lock");
+        children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    }
+
     fn stop_all(&self) {
         for mut child in self.children.lock().expect("children lock").drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Reaping is asked for until this long has passed; the stand-in exits at once.
+    const EXIT_WAIT_MS: u64 = 10_000;
+
+    #[test]
+    fn observers_that_exited_are_reaped_without_a_new_spawn() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in observer: says where it listens, as the real one does, and exits.
+        let exe = dir.path().join("observer");
+        std::fs::write(&exe, "#!/bin/sh\necho listening 127.0.0.1:9\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spawner = ProcessSpawner::new(exe, dir.path().to_path_buf());
+        let play: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(spawner.spawn(play, 7).unwrap(), "127.0.0.1:9".parse().unwrap());
+        let pid = spawner.children.lock().unwrap()[0].id();
+        let deadline = Instant::now() + Duration::from_millis(EXIT_WAIT_MS);
+        while !spawner.children.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "observer {pid} never reaped");
+            spawner.reap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Waited for: no zombie is left behind under that pid.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
     }
 }

@@ -18,7 +18,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ const TICKS_BEHIND_MAX: u32 = 5;
 const TICK_CHECK_EVENTS: usize = 64;
 /// Spent ticket nonces are forgotten this long after their ticket expired.
 const NONCE_PRUNE_MS: i64 = 1_000;
+/// Observers exit on their own when their match ends and stay zombies until waited for;
+/// the spawner thread waits for them this often even when no new observer is asked for.
+const REAP_INTERVAL_MS: u64 = 1_000;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -525,16 +528,23 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
         results::run(db, public, lobby, results_rx, reports_tx, w)
     })?;
     let sp = Arc::clone(&spawner);
-    running.add_thread("play-spawner", move || {
-        for request in spawn_rx {
-            let result = sp
-                .spawn(public, request.match_id)
-                .map_err(|e| e.to_string());
-            if spawned_tx.send((request.key, request.gen, result)).is_err() {
-                return;
+    running.add_thread("play-spawner", move || loop {
+        let request = match spawn_rx.recv_timeout(Duration::from_millis(REAP_INTERVAL_MS)) {
+            Ok(request) => request,
+            Err(RecvTimeoutError::Timeout) => {
+                sp.reap();
+                continue;
             }
-            let _ = waker.wake();
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        sp.reap();
+        let result = sp
+            .spawn(public, request.match_id)
+            .map_err(|e| e.to_string());
+        if spawned_tx.send((request.key, request.gen, result)).is_err() {
+            return;
         }
+        let _ = waker.wake();
     })?;
     running.on_shutdown(move || spawner.stop_all());
     Ok(running)
