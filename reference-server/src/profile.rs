@@ -4,7 +4,9 @@
 //! queue served by `--login-workers` threads: the password check (argon2id), the token
 //! and the session insert all run there, and the answer returns through the loop's
 //! waker. Unknown ids are checked against a dummy hash of the same cost, so wrong id and
-//! wrong password take the same time and get the same 401.
+//! wrong password take the same time and get the same 401. Refreshes and logouts hash
+//! no password: they have a small pool of their own, so a login storm that fills the
+//! login queue never turns a logout away.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -45,6 +47,12 @@ pub const SESSION_AGE_S_MAX: i64 = 24 * 3600;
 const TOKEN_ATTEMPTS_MAX: u32 = 4;
 /// How long profile waits for the lobby to drop a revoked token from its cache.
 const REVOKE_NOTICE_TIMEOUT_MS: u64 = 1000;
+/// Threads for refreshes and logouts: a DB write and a notice to the lobby each, a few
+/// milliseconds, kept apart from the argon2 work so they never wait behind it.
+const SESSION_WORKERS: usize = 2;
+/// Refreshes and logouts waiting for a session worker; beyond it the answer is 503
+/// `busy`. Several seconds of work even at a thousand logouts a second.
+const SESSION_QUEUE_MAX: usize = 4096;
 /// Nice value of the login workers: argon2 saturates the cores during a login storm, and
 /// the event loops of every service on the machine must still answer promptly.
 pub const LOGIN_WORKER_NICE: i32 = 10;
@@ -62,6 +70,8 @@ pub struct ProfileConfig {
     pub lobby: SocketAddr,
     /// Login worker threads.
     pub workers: usize,
+    /// Logins waiting for a worker before the answer is `busy`: [`LOGIN_QUEUE_MAX`].
+    pub login_queue: usize,
     /// The lobby's idle timeout, reported to clients.
     pub token_idle_s: u64,
     /// The cost of the dummy hash used for unknown ids.
@@ -163,7 +173,10 @@ struct Granted {
 #[derive(Debug)]
 pub struct Profile {
     shared: Arc<Shared>,
+    /// Logins: argon2 at a low priority.
     pool: JobPool,
+    /// Refreshes and logouts.
+    sessions: JobPool,
 }
 
 fn login_failed() -> Response {
@@ -384,7 +397,7 @@ impl Profile {
             return Reply::Now(access_denied());
         };
         let (shared, ip) = (Arc::clone(&self.shared), req.peer.ip());
-        defer_to_pool(&self.pool, ctx, move || work(&shared, &token, ip))
+        defer_to_pool(&self.sessions, ctx, move || work(&shared, &token, ip))
     }
 }
 
@@ -439,8 +452,19 @@ pub fn start(
         limiter: Mutex::new(Limiter::default()),
         collisions: AtomicU64::new(0),
     });
-    let pool = JobPool::with_nice("login", config.workers, LOGIN_QUEUE_MAX, LOGIN_WORKER_NICE)?;
-    let server = Server::new(listener, Profile { shared, pool }, limits)?.with_tls(acceptor);
+    let pool = JobPool::with_nice(
+        "login",
+        config.workers,
+        config.login_queue,
+        LOGIN_WORKER_NICE,
+    )?;
+    let sessions = JobPool::new("session", SESSION_WORKERS, SESSION_QUEUE_MAX)?;
+    let profile = Profile {
+        shared,
+        pool,
+        sessions,
+    };
+    let server = Server::new(listener, profile, limits)?.with_tls(acceptor);
     Ok(Running::new(
         server.spawn("profile")?,
         Arc::new(AtomicBool::new(false)),

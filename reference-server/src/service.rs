@@ -233,6 +233,7 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                 data_dir: plan.data_dir.clone(),
                 lobby: plan.addr_of("lobby")?,
                 workers: settings.login_workers,
+                login_queue: profile::LOGIN_QUEUE_MAX,
                 token_idle_s: settings.token_idle_s,
                 argon2: settings.argon2,
             };

@@ -12,7 +12,7 @@ use std::time::Duration;
 use catwar_server::config::Argon2Preset;
 use catwar_server::event_loop::{bind_loopback, Limits};
 use catwar_server::lobby::{self, LobbyConfig};
-use catwar_server::profile::{self, ProfileConfig, LOGIN_FAILURES_PER_ID_MAX};
+use catwar_server::profile::{self, ProfileConfig, LOGIN_FAILURES_PER_ID_MAX, LOGIN_QUEUE_MAX};
 use catwar_server::service::Running;
 use catwar_server::{db, ticket, tls, users};
 
@@ -34,6 +34,17 @@ impl Stack {
         users_count: u64,
         play: Vec<SocketAddr>,
     ) -> Stack {
+        Stack::with_login_queue(idle_s, workers, preset, users_count, play, LOGIN_QUEUE_MAX)
+    }
+
+    fn with_login_queue(
+        idle_s: u64,
+        workers: usize,
+        preset: Argon2Preset,
+        users_count: u64,
+        play: Vec<SocketAddr>,
+        login_queue: usize,
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         users::seed(dir.path(), users_count, preset).unwrap();
         let config = LobbyConfig {
@@ -52,6 +63,7 @@ impl Stack {
                 data_dir: dir.path().into(),
                 lobby: lobby_addr,
                 workers,
+                login_queue,
                 token_idle_s: idle_s,
                 argon2: preset,
             },
@@ -390,6 +402,58 @@ fn the_profile_loop_and_the_lobby_keep_answering_while_every_login_worker_is_bus
         answered_while_busy > 0,
         "the logins finished before the probes; the test proved nothing"
     );
+}
+
+#[test]
+fn refresh_and_logout_answer_at_once_while_the_login_queue_is_full() {
+    // One worker at the OWASP cost, and more logins than its short queue holds.
+    const QUEUE: usize = 8;
+    let stack = Arc::new(Stack::with_login_queue(
+        600,
+        1,
+        Argon2Preset::Owasp,
+        3,
+        vec![],
+        QUEUE,
+    ));
+    let (leaving, refreshing) = (stack.token("user1"), stack.token("user3"));
+    const LOGINS: usize = QUEUE * 4;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let pending = Arc::new(AtomicUsize::new(LOGINS));
+    // The queued logins are not waited for: seconds of argon2 that prove nothing more.
+    // The test's process ends with them.
+    for _ in 0..LOGINS {
+        let (stack, refused, pending) = (
+            Arc::clone(&stack),
+            Arc::clone(&refused),
+            Arc::clone(&pending),
+        );
+        std::thread::spawn(move || {
+            let status = stack.login("user2", "pw-user2").status;
+            refused.fetch_add(usize::from(status == 503), Ordering::SeqCst);
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    // A login refused busy proves the queue is full.
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(
+            pending.load(Ordering::SeqCst) > 0,
+            "every login was answered and none refused; the queue never filled"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let refresh = stack.tls("POST", "/v1/refresh", Some(&refreshing), "");
+    let logout = stack.tls("POST", "/v1/logout", Some(&leaving), "");
+    let still_pending = pending.load(Ordering::SeqCst);
+    assert_eq!(refresh.status, 200, "{}", error(&refresh));
+    assert_eq!(logout.status, 204, "{}", error(&logout));
+    // Answered ahead of the queued logins, not after them.
+    assert!(
+        still_pending > 0,
+        "the logout waited for every queued login"
+    );
+    let me = stack.lobby("GET", "/v1/me", &leaving, home());
+    assert_eq!((me.status, error(&me).as_str()), (401, "access_denied"));
 }
 
 /// A stand-in play server that answers status polls, so routing can be tested before

@@ -5,9 +5,9 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 #[cfg(test)]
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -127,7 +127,10 @@ mod tests {
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let spawner = ProcessSpawner::new(exe, dir.path().to_path_buf());
         let play: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(spawner.spawn(play, 7).unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            spawner.spawn(play, 7).unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
         let pid = spawner.children.lock().unwrap()[0].id();
         let deadline = Instant::now() + Duration::from_millis(EXIT_WAIT_MS);
         while !spawner.children.lock().unwrap().is_empty() {
