@@ -1,7 +1,11 @@
-//! The fault schedule: killing services at set times through the topology.
+//! The fault schedule: killing and restarting services at set times through the
+//! topology.
 //!
 //! A kill is a real SIGKILL of the pid that topology.json names right before the kill, so
-//! a service restarted by the supervisor is found under its new pid.
+//! a service restarted by the supervisor is found under its new pid; a restart is a
+//! SIGTERM, after which the service stops gracefully. Either way the supervisor starts
+//! it again, and the record says how long the service was away: from the signal until
+//! topology.json names a new pid and that process accepts connections.
 
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
@@ -18,6 +22,11 @@ use tokio::sync::watch;
 const TOPOLOGY_READ_ATTEMPTS: u32 = 5;
 /// Pause between those retries.
 const TOPOLOGY_RETRY_MS: u64 = 20;
+/// How often a stopped service is looked for again: fine enough to time a restart that
+/// takes the supervisor's one-second delay and a few milliseconds more.
+const BACK_POLL_MS: u64 = 20;
+/// A connection attempt to a service that may still be starting.
+const BACK_CONNECT_TIMEOUT_MS: u64 = 200;
 
 /// What happened when a fault ran, as written to the report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,7 +35,7 @@ pub struct FaultRecord {
     pub at_s: f64,
     /// When it ran, ms after the start.
     pub executed_at_ms: f64,
-    /// `kill`.
+    /// `kill` or `restart`.
     pub action: String,
     /// The topology name of the target.
     pub service: String,
@@ -36,6 +45,10 @@ pub struct FaultRecord {
     pub ok: bool,
     /// Why it was not, when it was not.
     pub detail: Option<String>,
+    /// From the signal until the service was back under a new pid and accepting
+    /// connections, ms; absent if it was not back before the run ended.
+    #[serde(default)]
+    pub back_after_ms: Option<f64>,
 }
 
 /// Runs every fault at its time until the list ends or `stop` changes. `faults` must be
@@ -47,16 +60,58 @@ pub async fn run_faults(
     start: Instant,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<FaultRecord> {
-    let mut records = Vec::with_capacity(faults.len());
+    let mut executed = Vec::with_capacity(faults.len());
     for fault in faults {
         let at = start + Duration::from_secs_f64(fault.at_s);
         tokio::select! {
             _ = tokio::time::sleep_until(at.into()) => {}
             _ = stop.changed() => break,
         }
-        records.push(execute(&fault, &topology_path, &metrics, start).await);
+        let record = execute(&fault, &topology_path, &metrics, start).await;
+        // Watched apart, so that the next fault keeps its time.
+        let back = record.ok.then(|| {
+            let (path, stop) = (topology_path.clone(), stop.clone());
+            let (service, pid) = (record.service.clone(), record.pid);
+            let signalled = start + Duration::from_secs_f64(record.executed_at_ms / 1000.0);
+            tokio::spawn(async move { back_after(&path, &service, pid, signalled, stop).await })
+        });
+        executed.push((record, back));
+    }
+    let mut records = Vec::with_capacity(executed.len());
+    for (mut record, back) in executed {
+        if let Some(back) = back {
+            record.back_after_ms = back.await.unwrap_or(None);
+        }
+        records.push(record);
     }
     records
+}
+
+/// Waits until topology.json names `service` under a pid other than `old_pid` and that
+/// process accepts a connection; the time since `signalled`, ms, or `None` if `stop`
+/// changes first.
+async fn back_after(
+    topology_path: &Path,
+    service: &str,
+    old_pid: Option<u32>,
+    signalled: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Option<f64> {
+    loop {
+        if let Ok(topology) = Topology::read(topology_path) {
+            if let Some(entry) = topology.service(service).filter(|s| s.pid != old_pid) {
+                let connect = tokio::net::TcpStream::connect(entry.addr);
+                let timeout = Duration::from_millis(BACK_CONNECT_TIMEOUT_MS);
+                if let Ok(Ok(_)) = tokio::time::timeout(timeout, connect).await {
+                    return Some(millis_since(signalled, Instant::now()));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(BACK_POLL_MS)) => {}
+            _ = stop.changed() => return None,
+        }
+    }
 }
 
 async fn execute(
@@ -73,6 +128,7 @@ async fn execute(
         pid: None,
         ok: false,
         detail: None,
+        back_after_ms: None,
     };
     let topology = match read_topology(topology_path).await {
         Ok(topology) => topology,
@@ -111,16 +167,16 @@ async fn execute(
     };
     let now = Instant::now();
     record.executed_at_ms = millis_since(start, now);
-    match fault.action {
-        FaultAction::Kill => {
-            if fault.kills_balancer() {
-                metrics.mark_kill(now);
-            }
-            match signal(target, libc::SIGKILL) {
-                Ok(()) => record.ok = true,
-                Err(e) => record.detail = Some(format!("kill {target}: {e}")),
-            }
-        }
+    if fault.stops_balancer() {
+        metrics.mark_kill(now);
+    }
+    let number = match fault.action {
+        FaultAction::Kill => libc::SIGKILL,
+        FaultAction::Restart => libc::SIGTERM,
+    };
+    match signal(target, number) {
+        Ok(()) => record.ok = true,
+        Err(e) => record.detail = Some(format!("{} {target}: {e}", fault.action.name())),
     }
     record
 }

@@ -298,7 +298,7 @@ pub(crate) fn script_env(scenario: &Scenario, reached: Reached, start: Instant) 
         ledger: ledger::Ledger::default(),
         think_time_ms: scenario.load.think_time_ms,
         start_spread_ms: scenario.load.start_window_ms(),
-        file_nodes_killed: scenario.faults.iter().any(Fault::kills_file_node),
+        file_nodes_killed: scenario.faults.iter().any(Fault::stops_file_node),
         seed: scenario.scenario.seed,
         deadline: start + Duration::from_secs(scenario.scenario.duration_s),
     }

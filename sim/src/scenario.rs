@@ -34,7 +34,7 @@
 //! | `server.tick_hz` | 20 | the play servers' tick rate |
 //! | `server.observer_backend` | `"process"` | how observers start (`"docker"`) |
 //! | `server.play_servers` | 2 | play server processes |
-//! | `[[faults]]` | none | `at_s`, `action = "kill"`, `service` (a topology name) |
+//! | `[[faults]]` | none | `at_s`, `action` (`"kill"`: SIGKILL, `"restart"`: SIGTERM), `service` (a topology name) |
 //! | `[thresholds]` | none | `"metric" = "condition"`, see [`crate::threshold`] |
 //! | `knee.conditions` | none | open model: per-second `STEP.p99` / `errors.rate` conditions |
 //! | `knee.window_s` | 3 | seconds in a row a condition must break to mark the knee |

@@ -43,6 +43,11 @@ at_s = 3.0
 action = "kill"
 service = "balancer"
 
+[[faults]]
+at_s = 5.0
+action = "restart"        # a graceful stop; the supervisor starts it again
+service = "router"
+
 [thresholds]
 "update.check.count" = "> 0"
 "login.count" = "> 0"
@@ -61,7 +66,16 @@ fn embedded_run_takes_every_branch_plays_observes_and_survives_a_balancer_kill()
     let gaps = report["failover"]["gaps_ms"].as_array().unwrap();
     assert_eq!(gaps.len(), 1, "{}", report["failover"]);
     assert!(gaps[0].as_f64().unwrap() > 0.0);
-    assert_eq!(report["faults"][0]["ok"], true, "{}", report["faults"]);
+    // Both faults ran, and both services came back under new pids.
+    let faults = &report["faults"];
+    for (i, action) in [(0, "kill"), (1, "restart")] {
+        assert_eq!(faults[i]["action"], action, "{faults}");
+        assert_eq!(faults[i]["ok"], true, "{faults}");
+        assert!(
+            faults[i]["back_after_ms"].as_f64().unwrap() > 0.0,
+            "{faults}"
+        );
+    }
     let steps = &report["steps"];
     let count = |step: &str| steps[step]["count"].as_u64().unwrap();
     let expected = |step: &str, code: &str| steps[step]["expected_by_code"][code].as_u64();

@@ -91,6 +91,7 @@ fn synthetic_report() -> Report {
             pid: Some(1234),
             ok: true,
             detail: None,
+            back_after_ms: Some(1_012.4),
         }],
         failover: FailoverSummary::default(),
         invariants: vec![InvariantReport {

@@ -199,7 +199,7 @@ impl Report {
         out.push_str("</table>\n");
         self.html_funnel(out);
         if !self.faults.is_empty() {
-            out.push_str("<h2>Faults</h2>\n<table><tr><th>scheduled s</th><th>executed s</th><th>action</th><th>service</th><th>pid</th><th>outcome</th></tr>\n");
+            out.push_str("<h2>Faults</h2>\n<table><tr><th>scheduled s</th><th>executed s</th><th>action</th><th>service</th><th>pid</th><th>outcome</th><th>back after ms</th></tr>\n");
             for f in &self.faults {
                 let outcome = if f.ok {
                     "done".to_string()
@@ -208,13 +208,14 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "<tr><td class=\"n\">{:.1}</td><td class=\"n\">{:.3}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                    "<tr><td class=\"n\">{:.1}</td><td class=\"n\">{:.3}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
                     f.at_s,
                     f.executed_at_ms / 1000.0,
                     escape(&f.action),
                     escape(&f.service),
                     f.pid.map_or("-".to_string(), |p| p.to_string()),
-                    escape(&outcome)
+                    escape(&outcome),
+                    f.back_after_ms.map_or("-".to_string(), |ms| format!("{ms:.0}"))
                 );
             }
             out.push_str("</table>\n");

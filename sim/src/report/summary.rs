@@ -48,6 +48,7 @@ impl Report {
         if !expected.is_empty() {
             let _ = writeln!(out, "expected refusals: {}", expected.join(", "));
         }
+        self.summarize_faults(&mut out);
         self.summarize_failover(&mut out);
         self.summarize_load(&mut out);
         for threshold in &self.thresholds {
@@ -142,6 +143,30 @@ impl Report {
                 sim.peak_rss_kib as f64 / 1024.0
             );
         }
+    }
+
+    fn summarize_faults(&self, out: &mut String) {
+        if self.faults.is_empty() {
+            return;
+        }
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|f| {
+                let outcome = match (f.ok, f.back_after_ms) {
+                    (false, _) => format!("failed: {}", f.detail.as_deref().unwrap_or("")),
+                    (true, Some(ms)) => format!("back after {ms:.0} ms"),
+                    (true, None) => "not back before the end".to_string(),
+                };
+                format!(
+                    "{} {} at {:.1} s ({outcome})",
+                    f.action,
+                    f.service,
+                    f.executed_at_ms / 1000.0
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "faults: {}", faults.join(", "));
     }
 
     fn summarize_failover(&self, out: &mut String) {

@@ -113,6 +113,7 @@ pub(in crate::report) fn sample_report(name: &str) -> Report {
         pid: Some(4242),
         ok: true,
         detail: None,
+        back_after_ms: Some(1_012.4),
     }];
     sample.judge(&[Threshold::parse("update.check.p99", "< 100ms").unwrap()]);
     sample
@@ -179,4 +180,17 @@ fn report_round_trips_through_json_and_summarizes() {
         summary.contains("update.check") && summary.contains("threshold pass"),
         "{summary}"
     );
+}
+
+#[test]
+fn faults_are_summarized_with_how_long_the_service_was_away() {
+    let mut sample = sample_report("faults");
+    let summary = sample.summary();
+    assert!(
+        summary.contains("faults: kill balancer-1 at 4.2 s (back after 1012 ms)"),
+        "{summary}"
+    );
+    sample.faults[0].back_after_ms = None;
+    let summary = sample.summary();
+    assert!(summary.contains("(not back before the end)"), "{summary}");
 }

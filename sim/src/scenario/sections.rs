@@ -431,6 +431,9 @@ impl Default for Server {
 pub enum FaultAction {
     /// SIGKILL the service's process, whose pid is read from topology.json right before.
     Kill,
+    /// SIGTERM it instead: the service stops gracefully, as for a deploy. Either way the
+    /// supervisor starts it again.
+    Restart,
 }
 
 impl FaultAction {
@@ -438,6 +441,7 @@ impl FaultAction {
     pub fn name(self) -> &'static str {
         match self {
             FaultAction::Kill => "kill",
+            FaultAction::Restart => "restart",
         }
     }
 }
@@ -456,15 +460,15 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// Whether this fault kills the active balancer, which starts a failover.
-    pub fn kills_balancer(&self) -> bool {
-        self.action == FaultAction::Kill
-            && (self.service == "balancer" || self.service == crate::faults::ACTIVE_BALANCER)
+    /// Whether this fault stops the active balancer (killed or restarted alike), which
+    /// starts a failover.
+    pub fn stops_balancer(&self) -> bool {
+        self.service == "balancer" || self.service == crate::faults::ACTIVE_BALANCER
     }
 
-    /// Whether this fault kills a file node, after which storage may briefly still
+    /// Whether this fault stops a file node, after which storage may briefly still
     /// hand out the dead node.
-    pub fn kills_file_node(&self) -> bool {
-        self.action == FaultAction::Kill && self.service.starts_with("file-node-")
+    pub fn stops_file_node(&self) -> bool {
+        self.service.starts_with("file-node-")
     }
 }

@@ -31,7 +31,7 @@ fn smoke_scenario_parses() {
         "a smoke match lasts seconds, not {match_s} s"
     );
     assert_eq!(scenario.faults.len(), 1);
-    assert!(scenario.faults[0].kills_balancer());
+    assert!(scenario.faults[0].stops_balancer());
     let metrics: Vec<&str> = scenario
         .thresholds
         .iter()
@@ -300,6 +300,24 @@ fn bad_values_name_their_field() {
         "faults[0].service"
     );
     assert!(Scenario::parse(&fault("1.0", "file-node-2")).is_ok());
+    let restart = fault("1.0", "lobby").replace("\"kill\"", "\"restart\"");
+    let scenario = Scenario::parse(&restart).unwrap();
+    assert_eq!(scenario.faults[0].action, FaultAction::Restart);
+    assert!(!scenario.faults[0].stops_balancer());
+    let reboot = fault("1.0", "lobby").replace("\"kill\"", "\"reboot\"");
+    assert!(matches!(
+        Scenario::parse(&reboot),
+        Err(ScenarioError::Syntax(message)) if message.contains("restart")
+    ));
+}
+
+#[test]
+fn a_balancer_restart_starts_a_failover_as_a_kill_does() {
+    let text = "[scenario]\nname = \"x\"\n[script]\nstart = 0\n[[faults]]\nat_s = 1.0\n\
+                action = \"restart\"\nservice = \"active-balancer\"\n\
+                [thresholds]\n\"failover.gap\" = \"< 1s\"\n";
+    let scenario = Scenario::parse(text).unwrap();
+    assert!(scenario.faults[0].stops_balancer());
 }
 
 #[test]

@@ -318,7 +318,7 @@ pub(super) fn parse_thresholds(
             .map_err(|e| ScenarioError::invalid(field.clone(), e.0))?;
         // Without a balancer kill there is no failover to time, and the threshold could
         // never be met; saying so now beats a failed run later.
-        if threshold.metric == Metric::FailoverGap && !faults.iter().any(Fault::kills_balancer) {
+        if threshold.metric == Metric::FailoverGap && !faults.iter().any(Fault::stops_balancer) {
             return Err(ScenarioError::invalid(
                 field,
                 "needs a [[faults]] entry with action = \"kill\" and service = \"balancer\"",
