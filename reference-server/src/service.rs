@@ -269,6 +269,8 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                 match_ticks: settings.match_ticks,
                 tick_hz: settings.tick_hz,
                 spawner,
+                conns_max: play::CONNS_MAX,
+                handshake_timeout: Duration::from_millis(play::HANDSHAKE_TIMEOUT_MS),
             };
             play::start(listener, config).map_err(StartError::Setup)?
         }

@@ -43,6 +43,14 @@ impl Arena {
     /// An arena whose play server starts observers with the spawner `make` builds for
     /// the data folder.
     pub fn start_with(make: impl FnOnce(&std::path::Path) -> Arc<dyn Spawner>) -> Arena {
+        Arena::start_tuned(make, |_| {})
+    }
+
+    /// Like [`Arena::start_with`], with the play server's config changed by `tune`.
+    pub fn start_tuned(
+        make: impl FnOnce(&std::path::Path) -> Arc<dyn Spawner>,
+        tune: impl FnOnce(&mut PlayConfig),
+    ) -> Arena {
         let dir = tempfile::tempdir().unwrap();
         users::seed(dir.path(), 10, Argon2Preset::Fast).unwrap();
         let play_listener = bind_loopback().unwrap();
@@ -60,20 +68,20 @@ impl Arena {
         )
         .unwrap();
         let spawner = make(dir.path());
-        let play = play::start(
-            play_listener,
-            PlayConfig {
-                data_dir: dir.path().into(),
-                public: play_addr,
-                lobby: Some(lobby.addr()),
-                players_per_match: 2,
-                fill_timeout: Duration::from_secs(5),
-                match_ticks: TICKS,
-                tick_hz: 50,
-                spawner,
-            },
-        )
-        .unwrap();
+        let mut config = PlayConfig {
+            data_dir: dir.path().into(),
+            public: play_addr,
+            lobby: Some(lobby.addr()),
+            players_per_match: 2,
+            fill_timeout: Duration::from_secs(5),
+            match_ticks: TICKS,
+            tick_hz: 50,
+            spawner,
+            conns_max: play::CONNS_MAX,
+            handshake_timeout: Duration::from_millis(play::HANDSHAKE_TIMEOUT_MS),
+        };
+        tune(&mut config);
+        let play = play::start(play_listener, config).unwrap();
         let router = router::start(
             bind_loopback().unwrap(),
             RouterConfig {
@@ -285,6 +293,61 @@ fn tickets_are_single_use_bound_and_unforgeable() {
         Line::join(arena.play_addr, &expired).1["error"],
         "ticket_expired"
     );
+}
+
+#[test]
+fn a_ticket_issued_before_the_play_server_started_is_refused() {
+    // Spent nonces live in the play server's memory: after a restart, a ticket from
+    // before it might be a replay.
+    let before = db::now_ms() - 1;
+    let arena = Arena::start();
+    let key = db::meta(&arena.db(), ticket::TICKET_KEY_META)
+        .unwrap()
+        .unwrap();
+    let old = ticket::issue(key.as_bytes(), arena.play_addr, 9, "user4", before).unwrap();
+    assert_eq!(
+        Line::join(arena.play_addr, &old).1["error"],
+        "ticket_expired"
+    );
+    let fresh = arena.ticket("user4", 9);
+    assert_eq!(Line::join(arena.play_addr, &fresh).1["t"], "joined");
+}
+
+#[test]
+fn silent_connections_time_out_and_those_beyond_the_cap_are_told_busy() {
+    const CONNS: usize = 3;
+    let arena = Arena::start_tuned(
+        |dir| {
+            Arc::new(ProcessSpawner::new(
+                env!("CARGO_BIN_EXE_catwar-server").into(),
+                dir.into(),
+            ))
+        },
+        |config| {
+            config.conns_max = CONNS;
+            config.handshake_timeout = Duration::from_millis(300);
+        },
+    );
+    // One more than the cap, all silent: each is either refused at once (`busy`) or
+    // accepted and, having said nothing, timed out. The lobby's load polls may take a
+    // slot for a moment, so only the sum is exact.
+    let mut silent: Vec<Line> = (0..=CONNS)
+        .map(|_| Line::connect(arena.play_addr))
+        .collect();
+    let (mut busy, mut timeout) = (0, 0);
+    for line in &mut silent {
+        match line.recv().map(|v| v["error"].clone()) {
+            Some(e) if e == "busy" => busy += 1,
+            Some(e) if e == "timeout" => timeout += 1,
+            other => panic!("expected busy or timeout, got {other:?}"),
+        }
+        assert!(line.recv().is_none(), "closed after its error");
+    }
+    assert_eq!(busy + timeout, CONNS + 1);
+    assert!(busy >= 1 && timeout >= 1, "busy {busy}, timeout {timeout}");
+    // The slots are free again.
+    let ticket = arena.ticket("user1", 5);
+    assert_eq!(Line::join(arena.play_addr, &ticket).1["t"], "joined");
 }
 
 #[test]

@@ -14,12 +14,12 @@ pub mod results;
 mod wire;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener as MioListener;
@@ -37,8 +37,15 @@ use game::Game;
 use results::{Finished, Report};
 use wire::{Conn, Role};
 
-/// Open connections; beyond it new ones are closed at once.
-const CONNS_MAX: usize = 16_000;
+/// Open connections; beyond it new ones are told `busy` and closed at once.
+pub const CONNS_MAX: usize = 16_000;
+/// A connection that has not joined, subscribed or sent a line for this long is closed
+/// with a `timeout` error: one that connects and never finishes a line would hold one of
+/// the [`CONNS_MAX`] slots for good. Well above an observer start (5 s at most) behind a
+/// few queued others.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 30_000;
+/// The line a connection beyond the cap gets before it is closed.
+const BUSY_LINE: &[u8] = b"{\"t\":\"error\",\"error\":\"busy\"}\n";
 /// Tick lateness samples kept for the p99 in `status`.
 const LATENESS_SAMPLES_MAX: usize = 10_000;
 /// A tick later than this many periods is not run late: the clock skips ahead and the
@@ -52,6 +59,10 @@ const NONCE_PRUNE_MS: i64 = 1_000;
 /// Observers exit on their own when their match ends and stay zombies until waited for;
 /// the spawner thread waits for them this often even when no new observer is asked for.
 const REAP_INTERVAL_MS: u64 = 1_000;
+/// Observers starting at once. A cold container takes ~140 ms, mostly waiting on the
+/// Docker engine; on one thread a burst of observe requests queued for seconds
+/// (router.observer p50 2.4 s in the smoke-docker run).
+const SPAWNER_THREADS: usize = 4;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -75,6 +86,10 @@ pub struct PlayConfig {
     pub tick_hz: u32,
     /// Starts match observers.
     pub spawner: Arc<dyn Spawner>,
+    /// Open connections at most: [`CONNS_MAX`].
+    pub conns_max: usize,
+    /// How long a connection may stay without a role or a line: [`HANDSHAKE_TIMEOUT_MS`].
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -143,6 +158,8 @@ struct Play {
     spawned: Receiver<SpawnReply>,
     stop: Arc<AtomicBool>,
     clock: Clock,
+    /// When this process began serving (ms since the Unix epoch).
+    started_ms: i64,
 }
 
 impl Play {
@@ -188,6 +205,7 @@ impl Play {
             if last_prune.elapsed() >= Duration::from_millis(NONCE_PRUNE_MS as u64) {
                 let cutoff = db::now_ms() - NONCE_PRUNE_MS;
                 self.nonces.retain(|_, expires| *expires > cutoff);
+                self.close_silent();
                 last_prune = Instant::now();
             }
         }
@@ -195,7 +213,9 @@ impl Play {
 
     fn accept(&mut self) -> io::Result<()> {
         while let Some((mut stream, _)) = accept_one(&self.listener) {
-            if self.conns.len() >= CONNS_MAX {
+            if self.conns.len() >= self.config.conns_max {
+                // A fresh socket's buffer takes one short line; the client learns why.
+                let _ = stream.write(BUSY_LINE);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -216,7 +236,12 @@ impl Play {
             return;
         };
         let lines = match conn.read_lines() {
-            Ok(lines) => lines,
+            Ok(lines) => {
+                if !lines.is_empty() {
+                    conn.last_line = Instant::now();
+                }
+                lines
+            }
             Err(code) => {
                 conn.send_error(code);
                 conn.closing = true;
@@ -227,6 +252,23 @@ impl Play {
             self.handle(key, &line);
         }
         self.flush_or_close(key);
+    }
+
+    /// Closes connections that never said what they are within the handshake timeout.
+    fn close_silent(&mut self) {
+        let timeout = self.config.handshake_timeout;
+        let silent: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::New) && c.last_line.elapsed() >= timeout)
+            .map(|(key, _)| key)
+            .collect();
+        for key in silent {
+            let conn = &mut self.conns[key];
+            conn.send_error("timeout");
+            conn.closing = true;
+            self.flush_or_close(key);
+        }
     }
 
     fn flush_or_close(&mut self, key: usize) {
@@ -315,6 +357,11 @@ impl Play {
         };
         if self.nonces.contains_key(&claims.nonce) {
             return self.conns[key].bad("ticket_used");
+        }
+        // Spent nonces live in memory only: a ticket from before this process started
+        // may have been used already, and its match is gone with the old process.
+        if claims.expires_ms - ticket::TICKET_TTL_MS < self.started_ms {
+            return self.conns[key].bad("ticket_expired");
         }
         let ppm = self.config.players_per_match as usize;
         let m = self
@@ -518,6 +565,7 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
         spawned,
         stop: Arc::clone(&stop),
         clock: Clock::default(),
+        started_ms: db::now_ms(),
     };
     let server = std::thread::Builder::new()
         .name("play".into())
@@ -527,25 +575,33 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
     running.add_thread("play-results", move || {
         results::run(db, public, lobby, results_rx, reports_tx, w)
     })?;
-    let sp = Arc::clone(&spawner);
-    running.add_thread("play-spawner", move || loop {
-        let request = match spawn_rx.recv_timeout(Duration::from_millis(REAP_INTERVAL_MS)) {
-            Ok(request) => request,
-            Err(RecvTimeoutError::Timeout) => {
-                sp.reap();
-                continue;
+    let spawn_rx = Arc::new(Mutex::new(spawn_rx));
+    for i in 0..SPAWNER_THREADS {
+        let (sp, rx) = (Arc::clone(&spawner), Arc::clone(&spawn_rx));
+        let (spawned_tx, waker) = (spawned_tx.clone(), Arc::clone(&waker));
+        running.add_thread(&format!("play-spawner-{i}"), move || loop {
+            let next = rx
+                .lock()
+                .expect("spawn queue lock")
+                .recv_timeout(Duration::from_millis(REAP_INTERVAL_MS));
+            let request = match next {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    sp.reap();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            sp.reap();
+            let result = sp
+                .spawn(public, request.match_id)
+                .map_err(|e| e.to_string());
+            if spawned_tx.send((request.key, request.gen, result)).is_err() {
+                return;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        sp.reap();
-        let result = sp
-            .spawn(public, request.match_id)
-            .map_err(|e| e.to_string());
-        if spawned_tx.send((request.key, request.gen, result)).is_err() {
-            return;
-        }
-        let _ = waker.wake();
-    })?;
+            let _ = waker.wake();
+        })?;
+    }
     running.on_shutdown(move || spawner.stop_all());
     Ok(running)
 }

@@ -2,6 +2,7 @@
 //! JSON, and the parsing of every message a client may send.
 
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use serde_json::Value;
@@ -42,6 +43,8 @@ pub struct Conn {
     pub role: Role,
     /// Set to close once the output is flushed.
     pub closing: bool,
+    /// When it last sent a whole line (or connected).
+    pub last_line: Instant,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
@@ -57,6 +60,7 @@ impl Conn {
             gen,
             role: Role::New,
             closing: false,
+            last_line: Instant::now(),
             inbuf: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
