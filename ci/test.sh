@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The tests run under cargo-nextest (one process per test); installed when missing.
+cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 cargo build --release --workspace --all-targets --locked
 # The Docker tests run the project's own image; it is built from this same binary.
 bash ci/build-image.sh

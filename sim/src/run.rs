@@ -67,6 +67,8 @@ pub enum RunError {
     Scenario(ScenarioError),
     /// The topology could not be started or read.
     Topology(TopologyError),
+    /// `--target` names no readable topology.json: a bad command line.
+    Target(TopologyError),
     /// Profile's certificate could not be loaded.
     Tls(TlsSetupError),
     /// Storage never named a current version.
@@ -88,7 +90,7 @@ impl RunError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Scenario(_) => EXIT_USAGE,
+            RunError::Scenario(_) | RunError::Target(_) => EXIT_USAGE,
             RunError::Interrupted => EXIT_INTERRUPTED,
             _ => EXIT_RUN_FAILED,
         }
@@ -100,6 +102,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Scenario(e) => e.fmt(f),
             RunError::Topology(e) => e.fmt(f),
+            RunError::Target(e) => write!(f, "--target: {e}"),
             RunError::Tls(e) => e.fmt(f),
             RunError::Discovery(message) => f.write_str(message),
             RunError::Output { path, source } => {
@@ -133,6 +136,9 @@ pub struct RunOutcome {
 /// Runs a scenario and writes its report.
 pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
     let scenario = Scenario::load(&options.scenario).map_err(RunError::Scenario)?;
+    if let Some(path) = &options.target {
+        Topology::read(path).map_err(RunError::Target)?;
+    }
     let out_dir = &options.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),

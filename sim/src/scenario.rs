@@ -18,7 +18,7 @@
 //! | `load.stages` | required for open | `[{ duration_s, target_per_s }]`, linear ramps |
 //! | `load.workers` | 1 | simulator processes sharing the clients (one per ~15,000 sockets) |
 //! | `script.stale_version` | 0.1 | probability that a session starts stale |
-//! | `script.wrong_password` | 0.02 | probability of a wrong password before the right one |
+//! | `script.wrong_password` | 0.02 | probability a session types a wrong password: refused, it ends there |
 //! | `script.me_requests` | 1 | `/v1/me` requests per session, back to back |
 //! | `script.ranking` | 0.5 | probability of a ranking page after `/v1/me` |
 //! | `script.ip_change` | 0.02 | probability of a source-IP change mid-session |

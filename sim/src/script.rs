@@ -10,7 +10,7 @@
 //! 2. if an update is offered, `file.download` every file from a random endpoint of the
 //!    answer and verify its size and sha256;
 //! 3. `login` at profile over a new TLS connection; with probability
-//!    `script.wrong_password` first with a wrong password, which must be refused with
+//!    `script.wrong_password` with a wrong password, which must be refused with
 //!    `login_failed`. A failed login ends the session ("Your login is failed");
 //! 4. `lobby.me` at the lobby the login named, then with probability `script.ranking` a
 //!    `lobby.ranking` page;
@@ -244,11 +244,12 @@ impl VirtualClient {
     /// Logs in and goes through the lobby; returns the session still open at the end.
     async fn enter(&mut self) -> Option<Session> {
         let branches = self.env.branches.clone();
-        // Step 3: a wrong password must be refused; a real player then types the right one.
+        // Step 3: a wrong password must be refused, and "Your login is failed" ends the
+        // session (SPEC §2.3), as does any other failed login.
         if self.chance("wrong_password", branches.wrong_password) {
             self.login_with_wrong_password().await;
+            return None;
         }
-        // "Your login is failed" ends the session.
         let mut session = self.login().await?;
         self.enter_stage(Stage::Lobby);
         // Step 4: the player's own data, and maybe a page of the ranking.

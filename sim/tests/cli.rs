@@ -49,6 +49,19 @@ fn missing_scenario_file_exits_64_naming_it() {
 }
 
 #[test]
+fn missing_target_exits_64_naming_the_flag_and_file() {
+    let smoke = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/smoke.toml");
+    let output = run_sim(&["run", smoke, "--target", "/nonexistent/topology.json"]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--target") && stderr.contains("/nonexistent/topology.json"),
+        "{}",
+        printed(&output)
+    );
+}
+
+#[test]
 fn compare_with_unreadable_report_exits_64_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.json");

@@ -203,8 +203,8 @@ pub struct Script {
     /// The session starts on the stale version and downloads the update. Default 0.1.
     #[serde(default = "Script::default_stale_version")]
     pub stale_version: f64,
-    /// The client first logs in with a wrong password, expects `login_failed`, then
-    /// retries with the right one. Default 0.02.
+    /// The client logs in with a wrong password, expects `login_failed`, and the
+    /// session ends there ("Your login is failed", SPEC §2.3). Default 0.02.
     #[serde(default = "Script::default_wrong_password")]
     pub wrong_password: f64,
     /// `GET /v1/me` requests per session, back to back on one kept-alive connection.
