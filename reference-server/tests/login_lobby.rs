@@ -3,7 +3,7 @@
 //! while every login worker is busy.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use catwar_server::profile::{self, ProfileConfig, LOGIN_FAILURES_PER_ID_MAX, LOG
 use catwar_server::service::Running;
 use catwar_server::{db, ticket, tls, users};
 
-use crate::util::{read_response, tls_request, wait_for, Raw};
+use crate::util::{connect_from, read_response, tls_request, wait_for, Raw};
 
 struct Stack {
     dir: tempfile::TempDir,
@@ -126,63 +126,12 @@ impl Stack {
 }
 
 fn http_from(addr: SocketAddr, from: IpAddr, method: &str, path: &str, token: &str) -> Raw {
-    let mut stream = Bound(from).connect(addr);
+    let mut stream = connect_from(from, addr);
     let head = format!(
         "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).unwrap();
     read_response(&mut stream, &mut Vec::new()).expect("a response")
-}
-
-/// A client socket bound to a chosen loopback source address.
-struct Bound(IpAddr);
-
-impl Bound {
-    fn connect(self, addr: SocketAddr) -> TcpStream {
-        // std has no bind-then-connect, so libc does it; every 127.x address is loopback.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            assert!(fd >= 0);
-            let IpAddr::V4(ip) = self.0 else {
-                panic!("IPv4 only")
-            };
-            let local = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(ip).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            assert_eq!(
-                libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
-                0,
-                "bind {ip}"
-            );
-            let SocketAddr::V4(remote) = addr else {
-                panic!("IPv4 only")
-            };
-            let remote = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: remote.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*remote.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            assert_eq!(
-                libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
-                0,
-                "connect"
-            );
-            let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
-            stream
-                .set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX)))
-                .unwrap();
-            stream
-        }
-    }
 }
 
 fn home() -> IpAddr {

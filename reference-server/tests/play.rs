@@ -149,6 +149,13 @@ impl Line {
         Line { stream, reader }
     }
 
+    /// A connection from the local address `from`, such as 127.0.0.2.
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Line {
+        let stream = crate::util::connect_from(from, addr);
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Line { stream, reader }
+    }
+
     pub fn send(&mut self, v: serde_json::Value) {
         writeln!(self.stream, "{v}").unwrap();
     }
@@ -407,6 +414,10 @@ fn the_router_starts_an_observer_that_relays_every_tick_in_order_then_exits() {
     let mut bad = Line::connect(observer);
     bad.send(serde_json::json!({"t": "watch", "match": 21, "token": "0".repeat(64)}));
     assert_eq!(bad.recv().unwrap()["error"], "access_denied");
+    // The token's session is 127.0.0.1's: from another address the stream is refused.
+    let mut elsewhere = Line::connect_from("127.0.0.2".parse().unwrap(), observer);
+    elsewhere.send(serde_json::json!({"t": "watch", "match": 21, "token": token}));
+    assert_eq!(elsewhere.recv().unwrap()["error"], "login_again");
     let mut watcher = Line::connect(observer);
     watcher.send(serde_json::json!({"t": "watch", "match": 21, "token": token}));
     // The second player never comes: the match starts after the fill timeout with one.

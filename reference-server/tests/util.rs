@@ -2,7 +2,7 @@
 //! deadline, and a guard that runs `catwar-server up` and stops it on drop.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -223,4 +223,51 @@ pub fn tls_request(
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body.as_bytes()).unwrap();
     read_response(&mut stream, &mut Vec::new()).expect("a response")
+}
+
+/// A client connection from a chosen loopback source address, such as 127.0.0.2.
+pub fn connect_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
+    // std has no bind-then-connect, so libc does it; every 127.x address is loopback.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let IpAddr::V4(ip) = from else {
+            panic!("IPv4 only")
+        };
+        let local = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        assert_eq!(
+            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind {ip}"
+        );
+        let SocketAddr::V4(remote) = addr else {
+            panic!("IPv4 only")
+        };
+        let remote = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: remote.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*remote.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
+            0,
+            "connect"
+        );
+        let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(WAIT_S_MAX)))
+            .unwrap();
+        stream
+    }
 }

@@ -12,7 +12,7 @@ pub mod process;
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -188,11 +188,12 @@ fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::
     stream.set_read_timeout(Some(Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS)))?;
     stream.set_write_timeout(Some(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)))?;
     let mut out = stream.try_clone()?;
+    let peer = stream.peer_addr()?.ip();
     let mut line = String::new();
     BufReader::new(stream)
         .take(LINE_BYTES_MAX)
         .read_line(&mut line)?;
-    if let Err(code) = check_watch(&line, db, match_id) {
+    if let Err(code) = check_watch(&line, db, match_id, peer) {
         return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}");
     }
     let (lock, ready) = &**shared;
@@ -223,7 +224,10 @@ fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::
     }
 }
 
-fn check_watch(line: &str, db: &DbPool, match_id: u64) -> Result<(), &'static str> {
+/// The lobby's token rules, as far as a stream needs them: a known, unrevoked token,
+/// used from the IP its session was opened from (SPEC §2.5: no data for a token from
+/// another IP).
+fn check_watch(line: &str, db: &DbPool, match_id: u64, peer: IpAddr) -> Result<(), &'static str> {
     let v: Value = serde_json::from_str(line).map_err(|_| "bad_json")?;
     if v.get("t").and_then(Value::as_str) != Some("watch") {
         return Err("expected_watch");
@@ -240,7 +244,8 @@ fn check_watch(line: &str, db: &DbPool, match_id: u64) -> Result<(), &'static st
         .with(|c| db::session(c, &token_hash(token)))
         .map_err(|_| "unavailable")?;
     match session {
-        Some(s) if !s.revoked => Ok(()),
+        Some(s) if !s.revoked && s.ip == peer.to_string() => Ok(()),
+        Some(s) if !s.revoked => Err("login_again"),
         _ => Err("access_denied"),
     }
 }
