@@ -11,6 +11,7 @@
 
 pub mod game;
 pub mod results;
+mod spawners;
 mod wire;
 
 use std::collections::HashMap;
@@ -18,8 +19,8 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener as MioListener;
@@ -35,6 +36,7 @@ use crate::ticket::{self, TICKET_KEY_META};
 
 use game::Game;
 use results::{Finished, Report};
+use spawners::{SpawnReply, SpawnRequest};
 use wire::{Conn, Role};
 
 /// Open connections; beyond it new ones are told `busy` and closed at once.
@@ -56,13 +58,6 @@ const TICKS_BEHIND_MAX: u32 = 5;
 const TICK_CHECK_EVENTS: usize = 64;
 /// Spent ticket nonces are forgotten this long after their ticket expired.
 const NONCE_PRUNE_MS: i64 = 1_000;
-/// Observers exit on their own when their match ends and stay zombies until waited for;
-/// the spawner thread waits for them this often even when no new observer is asked for.
-const REAP_INTERVAL_MS: u64 = 1_000;
-/// Observers starting at once. A cold container takes ~140 ms, mostly waiting on the
-/// Docker engine; on one thread a burst of observe requests queued for seconds
-/// (router.observer p50 2.4 s in the smoke-docker run).
-const SPAWNER_THREADS: usize = 4;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -132,14 +127,6 @@ impl Clock {
         sorted.get(sorted.len() * 99 / 100).copied().unwrap_or(0)
     }
 }
-
-struct SpawnRequest {
-    key: usize,
-    gen: u64,
-    match_id: u64,
-}
-
-type SpawnReply = (usize, u64, Result<SocketAddr, String>);
 
 /// The play server's state, owned by its loop thread.
 struct Play {
@@ -575,33 +562,7 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
     running.add_thread("play-results", move || {
         results::run(db, public, lobby, results_rx, reports_tx, w)
     })?;
-    let spawn_rx = Arc::new(Mutex::new(spawn_rx));
-    for i in 0..SPAWNER_THREADS {
-        let (sp, rx) = (Arc::clone(&spawner), Arc::clone(&spawn_rx));
-        let (spawned_tx, waker) = (spawned_tx.clone(), Arc::clone(&waker));
-        running.add_thread(&format!("play-spawner-{i}"), move || loop {
-            let next = rx
-                .lock()
-                .expect("spawn queue lock")
-                .recv_timeout(Duration::from_millis(REAP_INTERVAL_MS));
-            let request = match next {
-                Ok(request) => request,
-                Err(RecvTimeoutError::Timeout) => {
-                    sp.reap();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            sp.reap();
-            let result = sp
-                .spawn(public, request.match_id)
-                .map_err(|e| e.to_string());
-            if spawned_tx.send((request.key, request.gen, result)).is_err() {
-                return;
-            }
-            let _ = waker.wake();
-        })?;
-    }
+    spawners::start(&mut running, &spawner, public, &waker, spawn_rx, spawned_tx)?;
     running.on_shutdown(move || spawner.stop_all());
     Ok(running)
 }
