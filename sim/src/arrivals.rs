@@ -9,12 +9,9 @@
 //! process computes the same arrivals and runs its own share of them.
 
 use crate::scenario::{Arrival, Load};
+use crate::seeds::arrivals_seed;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// The random stream of the arrivals, apart from every client's (which are seeded by
-/// client id from 0 up): the largest id, which no client can have.
-const ARRIVAL_STREAM_ID: u64 = u64::MAX;
 
 /// One linear piece of the rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -120,14 +117,9 @@ impl Arrivals {
         Arrivals {
             schedule: Schedule::new(load),
             arrival: load.arrival,
-            rng: StdRng::seed_from_u64(crate::script::client_seed(seed, ARRIVAL_STREAM_ID)),
+            rng: StdRng::seed_from_u64(arrivals_seed(seed)),
             mass: 0.0,
         }
-    }
-
-    /// The rate schedule.
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
     }
 }
 

@@ -9,7 +9,6 @@
 use crate::report::REPORT_SCHEMA;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -24,21 +23,35 @@ pub const REGRESSION_US_MIN: u64 = 1_000;
 pub const MAX_REGRESSION_PCT_DEFAULT: f64 = 25.0;
 
 /// Why a report could not be read.
-#[derive(Debug)]
-pub struct CompareError {
-    /// The report file.
-    pub path: PathBuf,
-    /// What is wrong with it.
-    pub message: String,
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The report file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not JSON in the shape of a report.
+    #[error("{} is not a report", path.display())]
+    NotAReport {
+        /// The report file.
+        path: PathBuf,
+        /// What the parser found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The report has another schema.
+    #[error("{}: schema {found:?}, expected {REPORT_SCHEMA:?}", path.display())]
+    Schema {
+        /// The report file.
+        path: PathBuf,
+        /// The schema it names.
+        found: String,
+    },
 }
-
-impl fmt::Display for CompareError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for CompareError {}
 
 /// The parts of a report that compare reads; other fields are ignored, so baselines
 /// written by older versions of the same schema still compare.
@@ -74,18 +87,20 @@ impl StepView {
 impl ReportView {
     /// Reads a report file.
     pub fn load(path: &Path) -> Result<ReportView, CompareError> {
-        let error = |message: String| CompareError {
+        let text = std::fs::read_to_string(path).map_err(|source| CompareError::Read {
             path: path.to_path_buf(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+            source,
+        })?;
         let view: ReportView =
-            serde_json::from_str(&text).map_err(|e| error(format!("not a report: {e}")))?;
+            serde_json::from_str(&text).map_err(|source| CompareError::NotAReport {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if view.schema != REPORT_SCHEMA {
-            return Err(error(format!(
-                "schema {:?}, expected {REPORT_SCHEMA:?}",
-                view.schema
-            )));
+            return Err(CompareError::Schema {
+                path: path.to_path_buf(),
+                found: view.schema,
+            });
         }
         Ok(view)
     }

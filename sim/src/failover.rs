@@ -128,11 +128,6 @@ impl FailoverTracker {
             windows,
         }
     }
-
-    /// The windows, one per kill, in kill order.
-    pub fn windows(&self) -> &[KillWindow] {
-        &self.windows
-    }
 }
 
 /// The figures of one balancer kill, as written to the report.
@@ -241,7 +236,7 @@ mod tests {
     fn gap_runs_from_last_pick_before_kill_to_first_pick_of_newer_epoch() {
         let mut trackers = vec![FailoverTracker::default()];
         synthetic_run(&mut trackers);
-        let summary = FailoverSummary::from_windows(trackers[0].windows());
+        let summary = FailoverSummary::from_windows(&trackers[0].windows);
         assert_eq!(summary.gaps_ms, vec![810.0]);
         assert_eq!(summary.kills[0].epoch_before, Some(1));
         assert_eq!(summary.kills[0].epoch_after, Some(2));
@@ -267,7 +262,7 @@ mod tests {
         tracker.pick(pick(990, 4));
         tracker.pick(pick(1500, 5));
         assert_eq!(
-            FailoverSummary::from_windows(tracker.windows()).gaps_ms,
+            FailoverSummary::from_windows(&tracker.windows).gaps_ms,
             vec![510.0]
         );
     }
@@ -279,7 +274,7 @@ mod tests {
         tracker.open_window(1000 * MS);
         tracker.pick(pick(1700, 2));
         assert_eq!(
-            FailoverSummary::from_windows(tracker.windows()).gaps_ms,
+            FailoverSummary::from_windows(&tracker.windows).gaps_ms,
             vec![700.0]
         );
     }
@@ -293,7 +288,7 @@ mod tests {
         tracker.pick(pick(4900, 2));
         tracker.open_window(5000 * MS);
         tracker.pick(pick(5300, 2));
-        let summary = FailoverSummary::from_windows(tracker.windows());
+        let summary = FailoverSummary::from_windows(&tracker.windows);
         assert_eq!(summary.gaps_ms, vec![500.0]);
         assert_eq!(summary.unmeasured, 1);
         assert_eq!(summary.kills[1].gap_ms, None);
@@ -310,7 +305,7 @@ mod tests {
             epoch += 1;
             tracker.pick(pick(kill_ms - 1 + gap_ms, epoch));
         }
-        let summary = FailoverSummary::from_windows(tracker.windows());
+        let summary = FailoverSummary::from_windows(&tracker.windows);
         assert_eq!(summary.median_ms, Some(250.0));
         assert_eq!(summary.max_ms, Some(400.0));
     }

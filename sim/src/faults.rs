@@ -7,11 +7,12 @@
 //! it again, and the record says how long the service was away: from the signal until
 //! topology.json names a new pid and that process accepts connections.
 
-use crate::http::HttpClient;
 use crate::metrics::Metrics;
-use crate::scenario::{Fault, FaultAction};
+use crate::net::http::HttpClient;
+use crate::report::FaultRecord;
+use crate::scenario::{Fault, FaultAction, ACTIVE_BALANCER};
 use crate::topology::{signal, Topology, TopologyError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,32 +29,9 @@ const BACK_POLL_MS: u64 = 20;
 /// A connection attempt to a service that may still be starting.
 const BACK_CONNECT_TIMEOUT_MS: u64 = 200;
 
-/// What happened when a fault ran, as written to the report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FaultRecord {
-    /// When the scenario scheduled it, seconds after the start.
-    pub at_s: f64,
-    /// When it ran, ms after the start.
-    pub executed_at_ms: f64,
-    /// `kill` or `restart`.
-    pub action: String,
-    /// The topology name of the target.
-    pub service: String,
-    /// The pid signalled, if one was found.
-    pub pid: Option<u32>,
-    /// Whether the fault was carried out.
-    pub ok: bool,
-    /// Why it was not, when it was not.
-    pub detail: Option<String>,
-    /// From the signal until the service was back under a new pid and accepting
-    /// connections, ms; absent if it was not back before the run ended.
-    #[serde(default)]
-    pub back_after_ms: Option<f64>,
-}
-
 /// Runs every fault at its time until the list ends or `stop` changes. `faults` must be
 /// sorted by time, as [`crate::scenario::Scenario`] keeps them.
-pub async fn run_faults(
+pub(crate) async fn run_faults(
     faults: Vec<Fault>,
     topology_path: PathBuf,
     metrics: Arc<Metrics>,
@@ -133,7 +111,7 @@ async fn execute(
     let topology = match read_topology(topology_path).await {
         Ok(topology) => topology,
         Err(e) => {
-            record.detail = Some(e.to_string());
+            record.detail = Some(crate::error_chain(&e));
             return record;
         }
     };
@@ -181,9 +159,6 @@ async fn execute(
     record
 }
 
-/// The fault target that means "whichever balancer is active now", so a scenario can
-/// kill the active one again and again and time every failover.
-pub const ACTIVE_BALANCER: &str = "active-balancer";
 /// A balancer's status answer must come quickly; it runs right before a timed kill.
 const STATUS_TIMEOUT_MS: u64 = 500;
 

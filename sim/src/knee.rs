@@ -41,7 +41,7 @@ impl KneeFinder {
             return false;
         }
         for (index, condition) in self.knee.conditions.iter().enumerate() {
-            let Some(value) = condition.metric.actual_in_second(point) else {
+            let Some(value) = point.value_of(condition.metric) else {
                 continue;
             };
             let streak = &mut self.streaks[index];
@@ -57,11 +57,6 @@ impl KneeFinder {
             }
         }
         false
-    }
-
-    /// Whether the knee was found.
-    pub fn found(&self) -> bool {
-        self.found.is_some()
     }
 
     /// The knee, or the run's best figures when the server never broke.

@@ -4,53 +4,70 @@
 //! `catwar-server up`, or one named by `--target`), faults are injected on a schedule,
 //! invariants are checked on every answer, and the run ends in a report.
 //!
-//! Modules, in the order a run uses them:
+//! # Module map
 //!
+//! Layers from the bottom up. A module names only modules of its own layer listed
+//! before it or of layers below; `ci/module-cycles.py` checks that no two modules
+//! (siblings at any depth) name each other.
+//!
+//! **Input and vocabulary**: what a run is asked to do, with no I/O but reading files.
+//! - `step`: the timed steps, the invariants and the funnel stages, by name.
+//! - `seeds`: every random stream's seed, derived from the scenario seed.
+//! - `threshold`: parsing pass/fail conditions such as `"update.check.p99" = "< 100ms"`.
 //! - [`scenario`]: the TOML scenario, typed and validated (errors name the field).
-//! - [`threshold`]: pass/fail conditions such as `"update.check.p99" = "< 100ms"`.
-//! - [`topology`]: topology.json, and starting/stopping the embedded server.
-//! - [`run`]: one run from scenario to report: clients, faults, ticker, shutdown.
-//! - [`clients`]: one process's share of the clients, the closed loop and the open model.
-//! - [`arrivals`]: the open model's arrival times (Poisson or constant, ramp stages).
-//! - [`worker`]: worker processes that share a run's clients, merged exactly.
-//! - [`knee`]: where a capacity run's server stopped keeping up.
-//! - [`progress`]: the live progress bar or log lines.
-//! - [`script`]: what one virtual client does, step by step.
-//! - [`http`]: the minimal keep-alive HTTP/1.1 client the script talks through.
-//! - [`lines`]: the newline-delimited JSON client for play servers and match observers.
-//! - [`tls`]: one-request TLS connections to profile, verified against its certificate.
-//! - [`tokens`]: every token issued during the run, for `tokens.unique`.
-//! - [`ledger`]: every match result the clients saw, checked against the user DB.
-//! - [`step`]: the timed steps and the invariants, by name.
-//! - [`metrics`]: sharded HDR histograms, counts, errors, per-second series.
-//! - [`failover`]: balancer failover gaps from the picks around each kill.
-//! - [`faults`]: the fault schedule (SIGKILL through the topology).
-//! - [`report`]: report.json, the summary table and the self-contained report.html.
+//! - `arrivals`: the open model's arrival times (Poisson or constant, ramp stages).
+//!
+//! **The outside world**: talking to the servers and to the topology.
+//! - `net`: the network clients: `net::http` (keep-alive HTTP/1.1), `net::lines` (JSON
+//!   lines for play servers and observers), `net::tls` (one-request TLS to profile).
+//! - `topology`: topology.json, and starting/stopping the embedded server.
+//!
+//! **Measurement**: what the clients record while they run.
+//! - `tokens`: every token issued during the run, for `tokens.unique`.
+//! - `failover`: balancer failover gaps from the picks around each kill.
+//! - `ledger`: every match result the clients saw, checked against the user DB.
+//! - `metrics`: sharded exact HDR histograms, counts, errors, per-second series.
+//!
+//! **The client script**:
+//! - `script`: what one virtual client does, step by step.
+//!
+//! **Judgement**: turning measurements into verdicts.
+//! - [`report`]: report.json, the threshold verdicts, the summary table and report.html.
+//! - `knee`: where a capacity run's server stopped keeping up.
 //! - [`compare`]: `catwar-sim compare`, the CI gate on latency regressions.
+//!
+//! **Orchestration**: one run, from scenario to report.
+//! - `faults`: the fault schedule (SIGKILL or SIGTERM through the topology).
+//! - [`run`]: the run itself: the embedded server, the clients of this process or of
+//!   worker processes ([`run::worker`]), the per-second series, judging and writing the
+//!   report.
+//!
+//! Architecture invariant: nothing below orchestration names `run` or `faults`, and
+//! nothing below judgement names `report`, `knee` or `compare`; the scenario and the
+//! network clients know nothing of measurement.
+//!
+//! The binary (`main.rs`) is the only place that uses `anyhow`; every module returns
+//! typed errors whose sources are kept.
 
 #![deny(missing_docs, missing_debug_implementations)]
 
-pub mod arrivals;
-pub mod clients;
+pub(crate) mod arrivals;
 pub mod compare;
-pub mod failover;
-pub mod faults;
-pub mod http;
-pub mod knee;
-pub mod ledger;
-pub mod lines;
-pub mod metrics;
-pub mod progress;
+pub(crate) mod failover;
+pub(crate) mod faults;
+pub(crate) mod knee;
+pub(crate) mod ledger;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod report;
 pub mod run;
 pub mod scenario;
-pub mod script;
-pub mod step;
-pub mod threshold;
-pub mod tls;
-pub mod tokens;
-pub mod topology;
-pub mod worker;
+pub(crate) mod script;
+pub(crate) mod seeds;
+pub(crate) mod step;
+pub(crate) mod threshold;
+pub(crate) mod tokens;
+pub(crate) mod topology;
 
 /// Every threshold and invariant held.
 pub const EXIT_OK: i32 = 0;
@@ -65,3 +82,21 @@ pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_RUN_FAILED: i32 = 70;
 /// Ctrl-C or SIGTERM cut the run short (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// The tracing target of one client's path, which `catwar-sim replay` shows. The script
+/// traces its branches and pauses, the metrics every request it records.
+pub(crate) const TRACE: &str = "catwar_sim::trace";
+
+/// An error followed by its sources, `outer: inner: innermost`: how the simulator shows
+/// an error to a person (the binary prints anyhow's `{:#}`, which reads the same). Error
+/// types keep their causes as sources rather than repeating them in their own message.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -3,9 +3,9 @@
 
 use anyhow::Context as _;
 use catwar_sim::compare::{self, CompareError, ReportView, Verdict, MAX_REGRESSION_PCT_DEFAULT};
-use catwar_sim::run::{RunError, RunOptions, Share};
+use catwar_sim::run::worker::WorkerArgs;
+use catwar_sim::run::{RunError, RunOptions};
 use catwar_sim::scenario::Scenario;
-use catwar_sim::worker::WorkerArgs;
 use catwar_sim::{
     EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLD_FAILED, EXIT_USAGE,
 };
@@ -61,25 +61,7 @@ enum Command {
     },
     /// One worker process of a run with `load.workers` > 1; started by `run` itself.
     #[command(hide = true)]
-    Worker {
-        /// The scenario file.
-        scenario: PathBuf,
-        /// The topology.json of the running topology.
-        #[arg(long)]
-        target: PathBuf,
-        /// This worker's number, from 0.
-        #[arg(long)]
-        index: u64,
-        /// Workers in the run.
-        #[arg(long)]
-        count: u64,
-        /// The shared start, ms since the Unix epoch.
-        #[arg(long)]
-        start_unix_ms: u64,
-        /// `exact` (the embedded topology) or `at-least` (`--target`).
-        #[arg(long)]
-        mode: String,
-    },
+    Worker(WorkerArgs),
     /// Compare the p50/p90/p99 of two reports; exit 1 on a regression.
     Compare {
         /// The baseline report.json.
@@ -141,20 +123,7 @@ fn main() -> ExitCode {
             server_bin,
             only_client: Some(client),
         }),
-        Command::Worker {
-            scenario,
-            target,
-            index,
-            count,
-            start_unix_ms,
-            mode,
-        } => worker(WorkerArgs {
-            scenario,
-            target,
-            share: Share { index, count },
-            start_unix_ms,
-            exact: mode == "exact",
-        }),
+        Command::Worker(args) => worker(&args),
         Command::Compare {
             baseline,
             current,
@@ -213,12 +182,12 @@ fn replay(options: RunOptions) -> anyhow::Result<i32> {
     run(options)
 }
 
-fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+fn worker(args: &WorkerArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(catwar_sim::worker::serve(&args));
+    let served = runtime.block_on(catwar_sim::run::worker::serve(args));
     // The stdin reader blocks in a read on the runtime's blocking pool, which a normal
     // drop would wait for until the coordinator closes the pipe.
     runtime.shutdown_background();

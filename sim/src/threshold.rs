@@ -4,14 +4,17 @@
 //! names are `<step>.<p50|p90|p99|p99.9|max|count|errors|errors.rate>`, `errors.rate`,
 //! `failover.gap` (the largest gap of the run), `invariants.violations` and
 //! `tokens.collisions` (duplicate tokens issued), `arrivals.dropped` (open-model arrivals
-//! not started) and `knee.arrival_rate` (arrivals per second at a capacity run's knee). Each metric has one kind of unit:
-//! latencies take `us`, `ms` or `s`, `errors.rate` takes `%`, counts take plain numbers.
+//! not started) and `knee.arrival_rate` (arrivals per second at a capacity run's knee).
+//! Each metric has one kind of unit: latencies take `us`, `ms` or `s`, `errors.rate`
+//! takes `%`, counts take plain numbers.
 //! A mismatched unit or an unknown metric is an error, never a silent pass.
+//!
+//! This module only parses: which figure a metric names and whether a value meets a
+//! condition. Finding the figure in a report (and judging the run) is
+//! `report::judge`'s, one layer up, so that the scenario can hold thresholds without
+//! knowing the report.
 
-use crate::report::{Report, TimePoint};
-use crate::step::{Invariant, Step};
-use serde::{Deserialize, Serialize};
-use std::fmt;
+use crate::step::Step;
 
 /// A figure of a run that a threshold can test.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -121,54 +124,6 @@ impl Metric {
         }
     }
 
-    /// The value of this metric in a report, in base units (microseconds, fraction, count),
-    /// or `None` when the run did not produce it (no successful sample, no measured gap).
-    pub fn actual(self, report: &Report) -> Option<f64> {
-        match self {
-            Metric::Step { step, stat } => {
-                let figures = report.steps.get(step.name())?;
-                let value = match stat {
-                    Stat::P50 => figures.p50_us,
-                    Stat::P90 => figures.p90_us,
-                    Stat::P99 => figures.p99_us,
-                    Stat::P999 => figures.p999_us,
-                    Stat::Max => figures.max_us,
-                    Stat::Count => Some(figures.count),
-                    Stat::Errors => Some(figures.errors),
-                    Stat::ErrorsRate => {
-                        let rate = figures.errors as f64 / figures.count as f64;
-                        return (figures.count > 0).then_some(rate);
-                    }
-                };
-                value.map(|v| v as f64)
-            }
-            Metric::ErrorsRate => {
-                let requests: u64 = report.steps.values().map(|s| s.count).sum();
-                let errors: u64 = report.steps.values().map(|s| s.errors).sum();
-                (requests > 0).then(|| errors as f64 / requests as f64)
-            }
-            Metric::FailoverGap => {
-                let failover = &report.failover;
-                let measured = !failover.kills.is_empty() && failover.unmeasured == 0;
-                if measured {
-                    failover.max_ms.map(|ms| ms * 1000.0)
-                } else {
-                    None
-                }
-            }
-            Metric::InvariantsViolations => {
-                Some(report.invariants.iter().map(|i| i.violations).sum::<u64>() as f64)
-            }
-            Metric::TokensCollisions => report
-                .invariants
-                .iter()
-                .find(|i| i.name == Invariant::TokensUnique.name())
-                .map(|i| i.violations as f64),
-            Metric::ArrivalsDropped => report.arrivals.as_ref().map(|a| a.dropped as f64),
-            Metric::KneeArrivalRate => report.knee.as_ref().map(|k| k.arrival_rate_per_s),
-        }
-    }
-
     /// Whether the per-second series holds this metric, so that it can be judged second
     /// by second (the knee of a capacity run).
     pub fn per_second(self) -> bool {
@@ -179,27 +134,6 @@ impl Metric {
                 ..
             } | Metric::ErrorsRate
         )
-    }
-
-    /// The value of a [`Metric::per_second`] metric in one second of the series, or
-    /// `None` when that second holds no sample of it.
-    pub fn actual_in_second(self, point: &TimePoint) -> Option<f64> {
-        match self {
-            Metric::Step {
-                step,
-                stat: Stat::P99,
-            } => point
-                .steps
-                .get(step.name())
-                .and_then(|s| s.p99_us)
-                .map(|us| us as f64),
-            Metric::ErrorsRate => {
-                let requests: u64 = point.steps.values().map(|s| s.requests).sum();
-                let errors: u64 = point.steps.values().map(|s| s.errors).sum();
-                (requests > 0).then(|| errors as f64 / requests as f64)
-            }
-            _ => None,
-        }
     }
 }
 
@@ -283,16 +217,9 @@ impl Unit {
 }
 
 /// Why a threshold could not be parsed; the scenario adds the field name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct ThresholdError(pub String);
-
-impl fmt::Display for ThresholdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ThresholdError {}
 
 /// A parsed threshold.
 #[derive(Clone, Debug, PartialEq)]
@@ -368,28 +295,11 @@ impl Threshold {
         self.op.holds(actual, self.limit)
     }
 
-    /// Tests the threshold against an actual value in base units; a missing value fails.
-    pub fn evaluate(&self, actual: Option<f64>) -> ThresholdResult {
-        ThresholdResult {
-            metric: self.name.clone(),
-            condition: self.condition.clone(),
-            actual: actual.map(|value| value / self.unit.base_per_unit()),
-            pass: actual.is_some_and(|value| self.op.holds(value, self.limit)),
-        }
+    /// An actual value in base units, converted to the unit the condition was written
+    /// in, as reports show it.
+    pub fn in_condition_unit(&self, actual: f64) -> f64 {
+        actual / self.unit.base_per_unit()
     }
-}
-
-/// The outcome of one threshold, as written to the report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ThresholdResult {
-    /// The metric name, such as `update.check.p99`.
-    pub metric: String,
-    /// The condition as written, such as `< 100ms`.
-    pub condition: String,
-    /// The actual value in the condition's unit; `null` when the run did not produce it.
-    pub actual: Option<f64>,
-    /// Whether the condition held.
-    pub pass: bool,
 }
 
 #[cfg(test)]
@@ -476,29 +386,5 @@ mod tests {
         assert!(Threshold::parse("update.check.p99", "100ms").is_err());
         assert!(Threshold::parse("update.check.p99", "< -1ms").is_err());
         assert!(Threshold::parse("update.check.p99", "< fastms").is_err());
-    }
-
-    #[test]
-    fn evaluation_compares_in_base_units_and_reports_in_the_condition_unit() {
-        let p99 = parse("update.check.p99", "< 100ms");
-        let fast = p99.evaluate(Some(42_500.0));
-        assert!(fast.pass);
-        assert_eq!(fast.actual, Some(42.5));
-        assert!(!p99.evaluate(Some(100_000.0)).pass);
-        let rate = parse("errors.rate", "<= 5%");
-        assert!(rate.evaluate(Some(0.05)).pass);
-        assert_eq!(rate.evaluate(Some(0.05)).actual, Some(5.0));
-        assert!(!rate.evaluate(Some(0.051)).pass);
-        let exact = parse("invariants.violations", "== 0");
-        assert!(exact.evaluate(Some(0.0)).pass);
-        assert!(!exact.evaluate(Some(1.0)).pass);
-        assert!(parse("file.download.count", "> 0").evaluate(Some(1.0)).pass);
-    }
-
-    #[test]
-    fn missing_value_fails() {
-        let result = parse("failover.gap", "< 1s").evaluate(None);
-        assert!(!result.pass);
-        assert_eq!(result.actual, None);
     }
 }

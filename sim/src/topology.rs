@@ -7,7 +7,6 @@
 
 use crate::scenario::Server;
 use serde::Deserialize;
-use std::fmt;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,39 +27,63 @@ pub const SERVER_BIN_ENV: &str = "CATWAR_SERVER_BIN";
 const LOG_TAIL_LINES: usize = 20;
 
 /// Why the topology could not be read, started or stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// No server binary was found.
+    #[error(
+        "catwar-server not found at {}; pass --server-bin PATH or set {SERVER_BIN_ENV}",
+        .0.display()
+    )]
     ServerBinNotFound(PathBuf),
-    /// topology.json could not be read or parsed.
+    /// topology.json could not be read.
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
     },
-    /// `catwar-server up` could not be started or did not come up.
+    /// topology.json is not a topology.
+    #[error("{} is not a topology", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// topology.json names no service of that name.
+    #[error("{}: no service named {name:?}", path.display())]
+    NoService {
+        /// The file.
+        path: PathBuf,
+        /// The service looked for.
+        name: String,
+    },
+    /// A step of starting `catwar-server up` failed at the operating system.
+    #[error("embedded server: {what}")]
+    Spawn {
+        /// What was being done, such as `cannot create a temporary data folder`.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `catwar-server up` (or `users seed`) ran but did not come up; the message quotes
+    /// the end of the server log.
+    #[error("embedded server: {0}")]
     Start(String),
-    /// `catwar-server up` did not stop cleanly.
-    Stop(String),
+    /// `catwar-server up` could not be waited for.
+    #[error("embedded server shutdown: cannot wait for `up`")]
+    StopWait(#[source] std::io::Error),
+    /// `catwar-server up` ignored SIGTERM and its process group was killed.
+    #[error(
+        "embedded server shutdown: `up` ignored SIGTERM for {SHUTDOWN_WAIT_MS} ms; killed its \
+         process group"
+    )]
+    StopHung,
 }
-
-impl fmt::Display for TopologyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TopologyError::ServerBinNotFound(path) => write!(
-                f,
-                "catwar-server not found at {}; pass --server-bin PATH or set {SERVER_BIN_ENV}",
-                path.display()
-            ),
-            TopologyError::Read { path, message } => write!(f, "{}: {message}", path.display()),
-            TopologyError::Start(message) => write!(f, "embedded server: {message}"),
-            TopologyError::Stop(message) => write!(f, "embedded server shutdown: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for TopologyError {}
 
 /// The services of a running topology.
 #[derive(Clone, Debug, Deserialize)]
@@ -83,13 +106,16 @@ pub struct Service {
 impl Topology {
     /// Reads and parses a topology.json.
     pub fn read(path: &Path) -> Result<Topology, TopologyError> {
-        let read_error = |message: String| TopologyError::Read {
+        let file = File::open(path).map_err(|source| TopologyError::Read {
             path: path.to_path_buf(),
-            message,
-        };
-        let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
-        serde_json::from_reader(std::io::BufReader::new(file))
-            .map_err(|e| read_error(e.to_string()))
+            source,
+        })?;
+        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|source| {
+            TopologyError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// The service with this name.
@@ -101,9 +127,9 @@ impl Topology {
     pub fn addr(&self, name: &str, path: &Path) -> Result<SocketAddr, TopologyError> {
         self.service(name)
             .map(|s| s.addr)
-            .ok_or_else(|| TopologyError::Read {
+            .ok_or_else(|| TopologyError::NoService {
                 path: path.to_path_buf(),
-                message: format!("no service named {name:?}"),
+                name: name.to_string(),
             })
     }
 }
@@ -180,8 +206,10 @@ impl EmbeddedServer {
         log: &Path,
         config: &EmbeddedConfig,
     ) -> Result<EmbeddedServer, TopologyError> {
-        let start_error =
-            |what: &str, e: std::io::Error| TopologyError::Start(format!("{what}: {e}"));
+        let start_error = |what: &str, source: std::io::Error| TopologyError::Spawn {
+            what: what.to_string(),
+            source,
+        };
         let data = tempfile::Builder::new()
             .prefix("catwar-sim-")
             .tempdir()
@@ -279,14 +307,12 @@ impl EmbeddedServer {
         let wait = Duration::from_millis(SHUTDOWN_WAIT_MS);
         match tokio::time::timeout(wait, self.child.wait()).await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(TopologyError::Stop(format!("cannot wait for `up`: {e}"))),
+            Ok(Err(e)) => Err(TopologyError::StopWait(e)),
             Err(_) => {
                 signal_group(self.pid, libc::SIGKILL);
                 // The group is dead after SIGKILL; waiting only reaps it.
                 let _ = self.child.wait().await;
-                Err(TopologyError::Stop(format!(
-                    "`up` ignored SIGTERM for {SHUTDOWN_WAIT_MS} ms; killed its process group"
-                )))
+                Err(TopologyError::StopHung)
             }
         }
     }

@@ -4,12 +4,10 @@
 //! Without Chromium on PATH the test prints a loud SKIP, except under CI (`CI=true`),
 //! where a missing browser is a failure: `.ci/run` installs it.
 
-use catwar_sim::failover::FailoverSummary;
-use catwar_sim::faults::FaultRecord;
-use catwar_sim::metrics::LoadPoint;
 use catwar_sim::report::{
-    Environment, FunnelRow, InvariantReport, Report, ScenarioInfo, ServerInfo, SimUsage, TimePoint,
-    TimeStep, Timeseries, INTERVAL_MS, REPORT_SCHEMA,
+    Environment, FailoverSummary, FaultRecord, FunnelRow, InvariantReport, LoadPoint, Report,
+    ScenarioInfo, ServerInfo, SimUsage, TimePoint, TimeStep, Timeseries, INTERVAL_MS,
+    REPORT_SCHEMA,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

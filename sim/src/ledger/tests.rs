@@ -1,7 +1,7 @@
 //! The ledger's bookkeeping and its comparison with a DB, exact and at-least.
 
 use super::*;
-use crate::lines::PlayerResult;
+use crate::net::lines::PlayerResult;
 
 /// A check made by the only process of a run: every user is its own.
 fn everyone(_: &str) -> bool {

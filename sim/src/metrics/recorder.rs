@@ -3,9 +3,9 @@
 
 use super::{count_code, lock, Metrics, Shard, LATENCY_US_MAX, LATENCY_US_MIN, STAGE_MS_MAX};
 use crate::failover::Pick;
-use crate::script::TRACE;
 use crate::step::{Invariant, Stage, Step};
 use crate::tokens::TokenPrefix;
+use crate::TRACE;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 

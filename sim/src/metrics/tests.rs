@@ -1,5 +1,6 @@
 //! Recording, merging and draining measurements across shards.
 
+use super::totals::{ERROR_CODES_MAX, ERROR_CODE_OVERFLOW};
 use super::*;
 use std::time::Duration;
 
@@ -16,11 +17,11 @@ fn records_merge_across_shards_and_intervals_drain() {
             recorder.invariant(Invariant::DownloadsSha256, client == 20);
         }
     }
-    let first = metrics.close_interval();
+    let (first, _) = metrics.close_interval();
     assert_eq!(first.t_s, 0);
     assert_eq!(first.steps[Step::UpdateCheck.index()].requests, 40);
     assert_eq!(first.steps[Step::FileDownload.index()].errors, 4);
-    let second = metrics.close_interval();
+    let (second, _) = metrics.close_interval();
     assert_eq!(second.t_s, 1);
     assert_eq!(second.steps[Step::UpdateCheck.index()].requests, 0);
     assert_eq!(second.steps[Step::UpdateCheck.index()].p99_us, None);
@@ -48,7 +49,7 @@ fn expected_refusals_are_successes_counted_by_code() {
     recorder.expected(Step::Login, "login_failed", start, done);
     recorder.success(Step::Login, start, done);
     recorder.failure(Step::Login, "busy");
-    let point = metrics.close_interval();
+    let (point, _) = metrics.close_interval();
     assert_eq!(point.steps[Step::Login.index()].requests, 3);
     assert_eq!(point.steps[Step::Login.index()].errors, 1);
     let login = &metrics.snapshot().steps[Step::Login.index()];
@@ -117,7 +118,7 @@ fn late_records_are_errors_whose_latency_still_counts() {
         start,
         start + Duration::from_millis(90),
     );
-    let point = metrics.close_interval();
+    let (point, _) = metrics.close_interval();
     let figures = point.steps[Step::PlayTickInterval.index()];
     assert_eq!((figures.requests, figures.errors), (2, 1));
     let ticks = &metrics.snapshot().steps[Step::PlayTickInterval.index()];

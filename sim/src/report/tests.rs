@@ -1,8 +1,9 @@
 //! Tests of the report: histograms, percentiles, verdicts and the JSON round trip.
 
 use super::*;
-use crate::metrics::latency_histogram;
+use crate::metrics::{latency_histogram, StepTotals};
 use crate::threshold::Threshold;
+use crate::{EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_THRESHOLD_FAILED};
 
 fn totals(latencies_us: &[u64], errors: u64) -> StepTotals {
     let mut latency = latency_histogram();

@@ -2,7 +2,7 @@
 
 /// Sockets one client may hold at once: its kept-alive connections, one TLS connection
 /// to profile, and while it plays, its play server, the router and an observer.
-const FDS_PER_CLIENT: u64 = crate::http::CLIENT_CONNECTIONS_MAX as u64 + 4;
+const FDS_PER_CLIENT: u64 = crate::net::http::CLIENT_CONNECTIONS_MAX as u64 + 4;
 /// Descriptors the simulator needs besides its clients' sockets: the runtime's, the
 /// server log, the report, standard streams.
 const FDS_BASE: u64 = 64;

@@ -1,18 +1,30 @@
-//! The per-second series as it is taken: an interval closed every second, shown on the
-//! progress display and judged by the knee search.
+//! The per-second series as it is taken: where each closed second goes (shown on the
+//! progress display and judged by the knee search, or sent to the coordinator), and the
+//! clock that closes them.
 
+use super::progress::Progress;
 use crate::knee::KneeFinder;
-use crate::metrics::{IntervalPoint, Metrics};
-use crate::progress::Progress;
+use crate::metrics::IntervalPoint;
 use crate::report::{time_point, KneeReport};
 use crate::scenario::Scenario;
-use std::sync::Arc;
+use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Where the seconds of a process's series go as they close.
+pub(super) trait SecondSink: Send + 'static {
+    /// Takes the second that just closed, with its latency histograms per step (in
+    /// `Step::ALL` order, 2 figures); false when no more seconds are wanted.
+    fn second(&mut self, point: IntervalPoint, histograms: Vec<Histogram<u64>>) -> bool;
+
+    /// The last second was taken.
+    fn finish(&mut self) {}
+}
+
 /// What happens as each second of the series closes: the progress display, and the
 /// search for the knee, which may stop the arrivals.
-pub(crate) struct SecondWatcher {
+#[derive(Debug)]
+pub(super) struct SecondWatcher {
     progress: Progress,
     knee: Option<KneeFinder>,
     stop_at_knee: bool,
@@ -21,7 +33,7 @@ pub(crate) struct SecondWatcher {
 
 impl SecondWatcher {
     /// A watcher for `scenario` that stops arrivals through `stop_arrivals`.
-    pub(crate) fn new(scenario: &Scenario, stop_arrivals: watch::Sender<bool>) -> SecondWatcher {
+    pub(super) fn new(scenario: &Scenario, stop_arrivals: watch::Sender<bool>) -> SecondWatcher {
         SecondWatcher {
             progress: Progress::new(scenario.scenario.duration_s),
             knee: scenario.knee.as_ref().map(KneeFinder::new),
@@ -31,7 +43,7 @@ impl SecondWatcher {
     }
 
     /// Shows and judges one closed second.
-    pub(crate) fn second(&mut self, point: &IntervalPoint) {
+    pub(super) fn second(&mut self, point: &IntervalPoint) {
         self.progress.second(point);
         let Some(knee) = &mut self.knee else {
             return;
@@ -58,37 +70,32 @@ impl SecondWatcher {
     }
 
     /// Closes the progress display.
-    pub(crate) fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         self.progress.finish();
     }
 
     /// The knee, for a scenario that looks for one.
-    pub(crate) fn knee_report(&self) -> Option<KneeReport> {
+    pub(super) fn knee_report(&self) -> Option<KneeReport> {
         self.knee.as_ref().map(KneeFinder::report)
     }
 }
 
-/// Closes one interval of the series every second, and the last partial one at the end.
-pub(crate) async fn tick(
-    metrics: Arc<Metrics>,
-    start: Instant,
-    stop: watch::Receiver<bool>,
-    mut watcher: SecondWatcher,
-) -> SecondWatcher {
-    each_second(start, stop, |last| {
-        watcher.second(&metrics.close_interval());
-        if last {
-            watcher.finish();
-        }
+/// A single process shows every second and judges it for the knee; the histograms are
+/// only needed where seconds are merged.
+impl SecondSink for SecondWatcher {
+    fn second(&mut self, point: IntervalPoint, _histograms: Vec<Histogram<u64>>) -> bool {
+        SecondWatcher::second(self, &point);
         true
-    })
-    .await;
-    watcher
+    }
+
+    fn finish(&mut self) {
+        SecondWatcher::finish(self);
+    }
 }
 
 /// Calls `close` once a second from `start`, and a last time (with `last` true) when
 /// `stop` changes; ends early when `close` returns false.
-pub(crate) async fn each_second(
+pub(super) async fn each_second(
     start: Instant,
     mut stop: watch::Receiver<bool>,
     mut close: impl FnMut(bool) -> bool,

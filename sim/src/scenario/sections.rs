@@ -425,6 +425,10 @@ impl Default for Server {
     }
 }
 
+/// The fault target that means "whichever balancer is active now", so a scenario can
+/// kill the active one again and again and time every failover.
+pub const ACTIVE_BALANCER: &str = "active-balancer";
+
 /// What a fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -463,7 +467,7 @@ impl Fault {
     /// Whether this fault stops the active balancer (killed or restarted alike), which
     /// starts a failover.
     pub fn stops_balancer(&self) -> bool {
-        self.service == "balancer" || self.service == crate::faults::ACTIVE_BALANCER
+        self.service == "balancer" || self.service == ACTIVE_BALANCER
     }
 
     /// Whether this fault stops a file node, after which storage may briefly still

@@ -1,6 +1,7 @@
 //! The checks a parsed scenario must pass, each naming the field at fault.
 
 use super::*;
+use std::fmt;
 
 pub(super) fn validate_meta(meta: &Meta) -> Result<(), ScenarioError> {
     if !is_safe_name(&meta.name) {
@@ -350,8 +351,5 @@ pub(super) fn is_service_name(name: &str) -> bool {
         name.strip_prefix(prefix)
             .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    FIXED.contains(&name)
-        || name == crate::faults::ACTIVE_BALANCER
-        || numbered("file-node-")
-        || numbered("play-")
+    FIXED.contains(&name) || name == ACTIVE_BALANCER || numbered("file-node-") || numbered("play-")
 }

@@ -4,7 +4,7 @@
 use super::answer::{Failure, Refusal};
 use super::identity::{password, wrong_password};
 use super::{Via, VirtualClient};
-use crate::http::{Request, Response};
+use crate::net::http::{Request, Response};
 use crate::step::{Invariant, Step};
 use crate::tokens::TokenPrefix;
 use serde::Deserialize;

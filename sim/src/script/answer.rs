@@ -1,7 +1,7 @@
 //! How the script judges an answer: a success, a refusal with its error code, or a
 //! transport failure.
 
-use crate::http::{HttpError, Response};
+use crate::net::http::{HttpError, Response};
 use serde::Deserialize;
 use std::time::Instant;
 
@@ -64,7 +64,7 @@ pub(super) fn successful(result: Result<Response, HttpError>) -> Result<Response
         status: None,
         retry_after_s: None,
         refused_or_reset: e.is_refused_or_reset(),
-        detail: e.to_string(),
+        detail: crate::error_chain(&e),
     })?;
     if (200..300).contains(&response.status) {
         return Ok(response);

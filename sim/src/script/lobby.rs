@@ -6,7 +6,7 @@ use super::account::Session;
 use super::answer::Failure;
 use super::identity::moved_ip;
 use super::{Via, VirtualClient};
-use crate::http::{Request, Response};
+use crate::net::http::{Request, Response};
 use crate::step::{Invariant, Step};
 use rand::Rng;
 use serde::Deserialize;

@@ -9,9 +9,9 @@
 
 use super::answer::{successful, Failure};
 use super::ticks::TickSequence;
-use crate::http::{HttpClient, Request, Response};
-use crate::lines::{End, LineConn, LineError, ServerLine};
 use crate::metrics::Recorder;
+use crate::net::http::{HttpClient, Request, Response};
+use crate::net::lines::{End, LineConn, LineError, ServerLine};
 use crate::step::Step;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -171,7 +171,7 @@ async fn ask_router(request: &WatchRequest) -> Option<SocketAddr> {
 mod tests {
     use super::super::answer::tests::response;
     use super::*;
-    use crate::lines::PlayerResult;
+    use crate::net::lines::PlayerResult;
 
     fn end(winner: u64) -> End {
         End {

@@ -3,7 +3,7 @@
 
 use super::answer::{successful, Failure};
 use super::VirtualClient;
-use crate::http::{percent_encode, HttpClient, Response};
+use crate::net::http::{percent_encode, HttpClient, Response};
 use crate::step::{Invariant, Step};
 use rand::Rng;
 use serde::Deserialize;
@@ -109,7 +109,7 @@ impl VirtualClient {
 
 /// Asks storage for the current version as a client without resources, retrying until
 /// [`DISCOVERY_TIMEOUT_MS`] while the topology settles.
-pub async fn discover_version(storage: SocketAddr) -> Result<String, String> {
+pub async fn discover_version(storage: SocketAddr) -> Result<String, DiscoveryError> {
     let deadline = Instant::now() + Duration::from_millis(DISCOVERY_TIMEOUT_MS);
     let target = format!("/v1/update?version={NO_VERSION}");
     let mut http = HttpClient::new(None);
@@ -121,13 +121,22 @@ pub async fn discover_version(storage: SocketAddr) -> Result<String, String> {
             Err(failure) => failure.detail,
         };
         if Instant::now() >= deadline {
-            return Err(format!(
-                "storage at {storage} did not name the current version within \
-                 {DISCOVERY_TIMEOUT_MS} ms: {why}"
-            ));
+            return Err(DiscoveryError { storage, why });
         }
         tokio::time::sleep(Duration::from_millis(DISCOVERY_RETRY_MS)).await;
     }
+}
+
+/// Storage never named a current version before [`DISCOVERY_TIMEOUT_MS`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "storage at {storage} did not name the current version within {DISCOVERY_TIMEOUT_MS} ms: \
+     {why}"
+)]
+pub struct DiscoveryError {
+    storage: SocketAddr,
+    /// The last answer, or the failure instead of one.
+    why: String,
 }
 
 /// Storage's answer to an update check.

@@ -152,8 +152,12 @@ impl Report {
     }
 }
 
+/// An axis: its ticks (value and label), and the map from a value to its fraction of the
+/// axis length.
+type Axis = (Vec<(f64, String)>, Box<dyn Fn(f64) -> f64>);
+
 /// The tick values and labels of a linear axis from 0, and the value-to-fraction map.
-fn linear_axis(max: f64) -> (Vec<(f64, String)>, Box<dyn Fn(f64) -> f64>) {
+fn linear_axis(max: f64) -> Axis {
     let step = nice_step(max.max(1e-9) / 5.0);
     let top = (max / step).ceil().max(1.0) * step;
     let ticks = (0..=((top / step).round() as u64))
@@ -166,7 +170,7 @@ fn linear_axis(max: f64) -> (Vec<(f64, String)>, Box<dyn Fn(f64) -> f64>) {
 }
 
 /// Decade ticks of a log axis spanning `lo..hi`, and the value-to-fraction map.
-fn log_axis(lo: f64, hi: f64) -> (Vec<(f64, String)>, Box<dyn Fn(f64) -> f64>) {
+fn log_axis(lo: f64, hi: f64) -> Axis {
     let (lo, hi) = if lo > hi {
         (1.0, 10.0)
     } else {

@@ -35,7 +35,7 @@
 //! | `server.observer_backend` | `"process"` | how observers start (`"docker"`) |
 //! | `server.play_servers` | 2 | play server processes |
 //! | `[[faults]]` | none | `at_s`, `action` (`"kill"`: SIGKILL, `"restart"`: SIGTERM), `service` (a topology name) |
-//! | `[thresholds]` | none | `"metric" = "condition"`, see [`crate::threshold`] |
+//! | `[thresholds]` | none | `"metric" = "condition"`, see the `threshold` module |
 //! | `knee.conditions` | none | open model: per-second `STEP.p99` / `errors.rate` conditions |
 //! | `knee.window_s` | 3 | seconds in a row a condition must break to mark the knee |
 //! | `knee.stop` | true | stop arrivals once the knee is found |
@@ -59,13 +59,12 @@ mod validate;
 
 pub use sections::{
     Argon2Preset, Arrival, Fault, FaultAction, KneeSection, Load, LoadModel, Meta, ObserverBackend,
-    Population, Script, Server, Stage,
+    Population, Script, Server, Stage, ACTIVE_BALANCER,
 };
 
 use crate::threshold::{Metric, Threshold};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use validate::{
     parse_knee, parse_thresholds, validate_faults, validate_load, validate_match_fits,
@@ -128,19 +127,23 @@ const INPUT_HZ_MAX: u32 = TICK_HZ_MAX;
 const MATCH_SESSION_SLACK_S: u64 = 5;
 
 /// Why a scenario was rejected. Every variant ends in exit code 64.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
+    #[error("cannot read scenario {}", path.display())]
     Read {
         /// The scenario file.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not fit the schema (unknown or mistyped field);
     /// the message quotes the offending line and names the field.
+    #[error("{0}")]
     Syntax(String),
     /// A field has a value outside its allowed range or form.
+    #[error("{field}: {message}")]
     Invalid {
         /// The field, such as `population.clients` or `faults[0].at_s`.
         field: String,
@@ -154,27 +157,6 @@ impl ScenarioError {
         ScenarioError::Invalid {
             field: field.into(),
             message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ScenarioError::Read { path, source } => {
-                write!(f, "cannot read scenario {}: {source}", path.display())
-            }
-            ScenarioError::Syntax(message) => f.write_str(message),
-            ScenarioError::Invalid { field, message } => write!(f, "{field}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ScenarioError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ScenarioError::Read { source, .. } => Some(source),
-            _ => None,
         }
     }
 }

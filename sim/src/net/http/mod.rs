@@ -4,14 +4,13 @@
 //! requests (one per server address, a few at most). Bodies are `Content-Length` only,
 //! which is all the CatWar services send. Heads and bodies are bounded, every request has
 //! a deadline, and connections are made from the client's own local address, which it
-//! can change within 127.0.0.0/8. The TLS side (profile) is [`crate::tls`], over the
+//! can change within 127.0.0.0/8. The TLS side (profile) is [`crate::net::tls`], over the
 //! same [`wire`] functions.
 
 #[cfg(test)]
 mod tests;
 pub(crate) mod wire;
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -35,19 +34,25 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 pub const CLIENT_CONNECTIONS_MAX: usize = 4;
 
 /// Why a request failed before a complete response arrived.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The TCP connection could not be made (refused, unreachable, bind failed).
-    Connect(io::Error),
+    #[error("connect failed")]
+    Connect(#[source] io::Error),
     /// The TLS handshake failed, for example because the certificate did not verify.
-    Tls(String),
+    #[error("TLS handshake failed")]
+    Tls(#[source] native_tls::Error),
     /// The request did not complete within [`REQUEST_TIMEOUT_MS`].
+    #[error("no complete response within {REQUEST_TIMEOUT_MS} ms")]
     Timeout,
     /// Reading or writing failed, for example a reset.
-    Io(io::Error),
+    #[error("i/o error")]
+    Io(#[source] io::Error),
     /// The server closed the connection before the response was complete.
+    #[error("connection closed before the response was complete")]
     Closed,
     /// The response was not valid HTTP or broke a bound.
+    #[error("bad response: {0}")]
     BadResponse(String),
 }
 
@@ -73,21 +78,6 @@ impl HttpError {
         }
     }
 }
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HttpError::Connect(e) => write!(f, "connect failed: {e}"),
-            HttpError::Tls(why) => write!(f, "TLS handshake failed: {why}"),
-            HttpError::Timeout => write!(f, "no complete response within {REQUEST_TIMEOUT_MS} ms"),
-            HttpError::Io(e) => write!(f, "i/o error: {e}"),
-            HttpError::Closed => write!(f, "connection closed before the response was complete"),
-            HttpError::BadResponse(why) => write!(f, "bad response: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for HttpError {}
 
 /// A complete response.
 #[derive(Debug)]
@@ -290,7 +280,9 @@ impl HttpClient {
                 }) => {}
             }
         }
-        let mut stream = connect(self.local_ip, addr).await?;
+        let mut stream = connect(self.local_ip, addr)
+            .await
+            .map_err(HttpError::Connect)?;
         let (response, keep_alive) = exchange(&mut stream, &bytes, &mut self.buf)
             .await
             .map_err(|e| e.error)?;
@@ -325,23 +317,18 @@ impl HttpClient {
 }
 
 /// Opens a TCP connection to `addr` from `local_ip` (the system's choice when `None`).
-pub(crate) async fn connect(
-    local_ip: Option<IpAddr>,
-    addr: SocketAddr,
-) -> Result<TcpStream, HttpError> {
+/// Every failure here is a failure to connect; callers name it in their own error type.
+pub(crate) async fn connect(local_ip: Option<IpAddr>, addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(HttpError::Connect)?;
+    }?;
     if let Some(ip) = local_ip {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(HttpError::Connect)?;
+        socket.bind(SocketAddr::new(ip, 0))?;
     }
-    let stream = socket.connect(addr).await.map_err(HttpError::Connect)?;
+    let stream = socket.connect(addr).await?;
     // Requests are small and written in one go; waiting to coalesce them only adds latency.
-    stream.set_nodelay(true).map_err(HttpError::Connect)?;
+    stream.set_nodelay(true)?;
     Ok(stream)
 }
 

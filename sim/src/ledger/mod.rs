@@ -18,9 +18,8 @@
 
 mod db;
 
-use crate::lines::End;
+use crate::net::lines::End;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -141,7 +140,7 @@ impl Ledger {
             };
             if tally
                 .latest
-                .map_or(true, |latest| totals.games() > latest.games())
+                .is_none_or(|latest| totals.games() > latest.games())
             {
                 tally.latest = Some(totals);
             }
@@ -178,8 +177,9 @@ pub struct Snapshot {
     pub users: HashMap<String, Tally>,
 }
 
-/// How strictly the DB must agree with the ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How strictly the DB must agree with the ledger; also a worker's `--mode`
+/// (`exact`, `at-least`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Users started from no results and only this run played: the DB must equal the
     /// ledger, up to its unresolved seats.
@@ -279,29 +279,14 @@ fn user_problem(user: &str, tally: &Tally, db: Option<&Totals>, mode: Mode) -> O
 }
 
 /// Why the DB could not be compared.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("cannot check results.no_loss against {}", path.display())]
 pub struct CheckError {
     /// The DB file.
     pub path: PathBuf,
     /// What failed.
+    #[source]
     pub source: rusqlite::Error,
-}
-
-impl fmt::Display for CheckError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot check results.no_loss against {}: {}",
-            self.path.display(),
-            self.source
-        )
-    }
-}
-
-impl std::error::Error for CheckError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
 }
 
 /// Checks `results.no_loss` against the DB at `db_path`, opened read-only. In exact

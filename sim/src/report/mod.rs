@@ -5,22 +5,32 @@
 //! HdrHistogram V2 format and base64-encoded, so that reports of several runs or worker
 //! processes can be merged exactly later. Latencies are in microseconds, of successful
 //! requests only; `count` includes failed requests.
+//!
+//! - `measured`: the report's sections from a metrics snapshot (steps, funnel, series).
+//! - `histogram`: histograms as base64 of the HdrHistogram V2 format, and back.
+//! - `judge`: each threshold's figure in the report, the verdicts and the exit code.
+//! - `summary` and `html`: the terminal table and the self-contained page.
 
-use crate::failover::FailoverSummary;
-use crate::faults::FaultRecord;
-use crate::metrics::{IntervalPoint, LoadPoint, Snapshot, StageTotals, StepTotals};
-use crate::step::{Invariant, Stage, Step};
-use crate::threshold::{Threshold, ThresholdResult};
-use crate::{EXIT_INTERRUPTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_THRESHOLD_FAILED};
-use base64::Engine as _;
-use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod histogram;
 mod html;
+mod judge;
+mod measured;
 mod summary;
+#[cfg(test)]
+mod tests;
+
+// The parts of the report schema that lower layers compute are named here too, so that
+// a reader of the schema (and a test that builds a report) finds them in one place.
+pub use crate::failover::FailoverSummary;
+pub use crate::metrics::LoadPoint;
+pub(crate) use histogram::{decode_histogram, encode_histogram, HistogramError};
+pub use judge::ThresholdResult;
+pub(crate) use measured::{time_point, Measured};
+pub use measured::{FunnelRow, StepReport};
 
 /// The schema tag of every report this version writes.
 pub const REPORT_SCHEMA: &str = "catwar-sim/report/v1";
@@ -182,113 +192,6 @@ impl ServerInfo {
     }
 }
 
-/// The figures of one step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StepReport {
-    /// Requests made, failed ones included.
-    pub count: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Latency percentiles of successful requests, µs; `null` without any.
-    pub p50_us: Option<u64>,
-    /// 90th percentile, µs.
-    pub p90_us: Option<u64>,
-    /// 99th percentile, µs.
-    pub p99_us: Option<u64>,
-    /// 99.9th percentile, µs.
-    pub p999_us: Option<u64>,
-    /// Largest latency, µs.
-    pub max_us: Option<u64>,
-    /// Mean latency, µs.
-    pub mean_us: Option<f64>,
-    /// Failed requests by error code.
-    pub errors_by_code: BTreeMap<String, u64>,
-    /// Expected refusals by code (such as `login_failed` for a wrong password); they are
-    /// successes, counted in the latencies and not in `errors`.
-    #[serde(default)]
-    pub expected_by_code: BTreeMap<String, u64>,
-    /// The latency histogram: HdrHistogram V2, base64.
-    pub hist: String,
-}
-
-impl StepReport {
-    /// The report of one step's totals.
-    pub fn from_totals(totals: &StepTotals) -> StepReport {
-        let latency = &totals.latency;
-        let some = !latency.is_empty();
-        let at = |quantile: f64| some.then(|| latency.value_at_quantile(quantile));
-        StepReport {
-            count: totals.count,
-            errors: totals.errors,
-            p50_us: at(0.50),
-            p90_us: at(0.90),
-            p99_us: at(0.99),
-            p999_us: at(0.999),
-            max_us: some.then(|| latency.max()),
-            mean_us: some.then(|| latency.mean()),
-            errors_by_code: totals.errors_by_code.clone(),
-            expected_by_code: totals.expected_by_code.clone(),
-            hist: encode_histogram(latency),
-        }
-    }
-}
-
-/// Serializes a histogram as base64 of the HdrHistogram V2 format.
-pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
-    let mut bytes = Vec::new();
-    V2Serializer::new()
-        .serialize(histogram, &mut bytes)
-        .expect("a histogram serializes into memory");
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Reads a histogram written by [`encode_histogram`].
-pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("histogram is not base64: {e}"))?;
-    Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("histogram is not HdrHistogram V2: {e:?}"))
-}
-
-/// One stage of the funnel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FunnelRow {
-    /// The stage: update, download, login, lobby, play, observe, done.
-    pub stage: String,
-    /// Sessions that reached it.
-    pub sessions: u64,
-    /// Distinct clients that reached it at least once.
-    pub clients: u64,
-    /// Time spent in it per session, ms: median, 99th percentile and maximum (2 figures);
-    /// `null` when no session left the stage.
-    pub p50_ms: Option<u64>,
-    /// 99th percentile, ms.
-    pub p99_ms: Option<u64>,
-    /// Longest, ms.
-    pub max_ms: Option<u64>,
-    /// The time histogram, ms: HdrHistogram V2, base64.
-    pub hist: String,
-}
-
-impl FunnelRow {
-    /// The row of one stage's totals.
-    pub fn from_totals(stage: Stage, totals: &StageTotals) -> FunnelRow {
-        let time = &totals.time_ms;
-        let some = !time.is_empty();
-        FunnelRow {
-            stage: stage.name().to_string(),
-            sessions: totals.sessions,
-            clients: totals.clients,
-            p50_ms: some.then(|| time.value_at_quantile(0.5)),
-            p99_ms: some.then(|| time.value_at_quantile(0.99)),
-            max_ms: some.then(|| time.max()),
-            hist: encode_histogram(time),
-        }
-    }
-}
-
 /// The open model's arrivals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArrivalsReport {
@@ -402,6 +305,29 @@ pub struct TimeStep {
     pub p99_us: Option<u64>,
 }
 
+/// What happened when a fault ran, as written to the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// When the scenario scheduled it, seconds after the start.
+    pub at_s: f64,
+    /// When it ran, ms after the start.
+    pub executed_at_ms: f64,
+    /// `kill` or `restart`.
+    pub action: String,
+    /// The topology name of the target.
+    pub service: String,
+    /// The pid signalled, if one was found.
+    pub pid: Option<u32>,
+    /// Whether the fault was carried out.
+    pub ok: bool,
+    /// Why it was not, when it was not.
+    pub detail: Option<String>,
+    /// From the signal until the service was back under a new pid and accepting
+    /// connections, ms; absent if it was not back before the run ended.
+    #[serde(default)]
+    pub back_after_ms: Option<f64>,
+}
+
 /// How often one invariant was checked and violated.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InvariantReport {
@@ -413,113 +339,7 @@ pub struct InvariantReport {
     pub violations: u64,
 }
 
-/// The measured parts of a report, from a metrics snapshot.
-#[derive(Debug)]
-pub struct Measured {
-    /// Figures per step.
-    pub steps: BTreeMap<String, StepReport>,
-    /// Errors by code over all steps.
-    pub errors_by_code: BTreeMap<String, u64>,
-    /// The per-second series.
-    pub timeseries: Timeseries,
-    /// Invariant counts.
-    pub invariants: Vec<InvariantReport>,
-    /// Failover figures.
-    pub failover: FailoverSummary,
-    /// The funnel, in stage order.
-    pub funnel: Vec<FunnelRow>,
-    /// Arrivals started and dropped over the run (open model).
-    pub arrivals_started: u64,
-    /// See [`ArrivalsReport::dropped`].
-    pub arrivals_dropped: u64,
-    /// See [`SimUsage::baseline_rss_kib`].
-    pub baseline_rss_kib: u64,
-}
-
-impl Measured {
-    /// Turns a snapshot into report sections.
-    pub fn from_snapshot(snapshot: &Snapshot) -> Measured {
-        let mut errors_by_code = BTreeMap::new();
-        let mut steps = BTreeMap::new();
-        for step in Step::ALL {
-            let totals = &snapshot.steps[step.index()];
-            for (code, n) in &totals.errors_by_code {
-                *errors_by_code.entry(code.clone()).or_insert(0) += n;
-            }
-            steps.insert(step.name().to_string(), StepReport::from_totals(totals));
-        }
-        let invariants = Invariant::ALL
-            .iter()
-            .map(|&invariant| {
-                let count = snapshot.invariants[invariant.index()];
-                InvariantReport {
-                    name: invariant.name().to_string(),
-                    checked: count.checked,
-                    violations: count.violations,
-                }
-            })
-            .collect();
-        Measured {
-            steps,
-            errors_by_code,
-            timeseries: Timeseries {
-                interval_ms: INTERVAL_MS,
-                points: snapshot.series.iter().map(time_point).collect(),
-            },
-            invariants,
-            failover: FailoverSummary::from_windows(&snapshot.kill_windows),
-            funnel: Stage::ALL
-                .iter()
-                .map(|&stage| FunnelRow::from_totals(stage, &snapshot.funnel[stage.index()]))
-                .collect(),
-            arrivals_started: snapshot.load.arrivals,
-            arrivals_dropped: snapshot.load.dropped,
-            baseline_rss_kib: snapshot.baseline_rss_kib,
-        }
-    }
-}
-
-/// The report's form of one point of the series.
-pub fn time_point(point: &IntervalPoint) -> TimePoint {
-    let steps = Step::ALL
-        .iter()
-        .map(|&step| {
-            let figures = point.steps[step.index()];
-            let time_step = TimeStep {
-                requests: figures.requests,
-                errors: figures.errors,
-                p99_us: figures.p99_us,
-            };
-            (step.name().to_string(), time_step)
-        })
-        .collect();
-    TimePoint {
-        t_s: point.t_s,
-        steps,
-        load: point.load,
-    }
-}
-
 impl Report {
-    /// Evaluates the scenario's thresholds against this report and sets the exit code:
-    /// an interrupted run (130) proves nothing; otherwise an invariant violation (2)
-    /// takes precedence over a failed threshold (1).
-    pub fn judge(&mut self, thresholds: &[Threshold]) {
-        self.thresholds = thresholds
-            .iter()
-            .map(|t| t.evaluate(t.metric.actual(self)))
-            .collect();
-        self.exit_code = if self.interrupted {
-            EXIT_INTERRUPTED
-        } else if self.invariants.iter().any(|i| i.violations > 0) {
-            EXIT_INVARIANT_VIOLATED
-        } else if self.thresholds.iter().any(|t| !t.pass) {
-            EXIT_THRESHOLD_FAILED
-        } else {
-            EXIT_OK
-        };
-    }
-
     /// Writes `report.json` into `dir` and returns its path.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         let path = dir.join("report.json");
@@ -529,6 +349,3 @@ impl Report {
         Ok(path)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -47,14 +47,16 @@ mod ticks;
 mod update;
 
 pub use play::PlayPlan;
-pub use update::{discover_version, DISCOVERY_TIMEOUT_MS, NO_VERSION};
+pub use update::{discover_version, DiscoveryError};
 
-use crate::http::{HttpClient, Request, Response};
 use crate::ledger::Ledger;
 use crate::metrics::Recorder;
+use crate::net::http::{HttpClient, Request, Response};
+use crate::net::tls::TlsClient;
 use crate::scenario::Script;
+use crate::seeds::client_seed;
 use crate::step::{Stage, Step};
-use crate::tls::TlsClient;
+use crate::TRACE;
 use account::Session;
 use answer::{successful, Failure, Refusal, Reply};
 use identity::home_ip;
@@ -65,8 +67,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use update::Update;
 
-/// The tracing target of one client's path, which `catwar-sim replay` shows.
-pub const TRACE: &str = "catwar_sim::trace";
 /// tokio's timers have millisecond resolution and a parked worker takes a moment to
 /// wake: an arrival started this late is on time.
 const TIMER_TICK_MS: u64 = 2;
@@ -134,19 +134,6 @@ pub async fn run_arrival(env: Arc<ScriptEnv>, id: u64, recorder: Recorder, arriv
     client.recorder.client_active(true);
     client.session().await;
     client.recorder.client_active(false);
-}
-
-/// The seed of one client's random stream: a splitmix64 mix of the scenario seed and
-/// the client id, so neighbouring ids get unrelated streams.
-pub fn client_seed(seed: u64, client_id: u64) -> u64 {
-    splitmix64(splitmix64(seed) ^ client_id)
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 struct VirtualClient {
@@ -450,19 +437,5 @@ impl VirtualClient {
         let first = self.reached & stage.bit() == 0;
         self.reached |= stage.bit();
         self.recorder.stage_entered(stage, first);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_seeds_are_reproducible_and_distinct() {
-        assert_eq!(client_seed(42, 7), client_seed(42, 7));
-        let seeds: std::collections::HashSet<u64> =
-            (0..10_000).map(|id| client_seed(42, id)).collect();
-        assert_eq!(seeds.len(), 10_000);
-        assert_ne!(client_seed(42, 0), client_seed(43, 0));
     }
 }

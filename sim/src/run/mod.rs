@@ -2,47 +2,69 @@
 //!
 //! The order is: read the scenario, seed the users and start the embedded topology (or
 //! find the `--target`), load profile's certificate, ask storage for the current
-//! version, start the clients, the fault schedule and the per-second ticker, stop
+//! version, start the clients, the fault schedule and the per-second series, stop
 //! everything at the deadline, compare the clients' ledger of match results with the
 //! user DB, stop the embedded server, judge and write the report.
 //! Ctrl-C or SIGTERM cut the run short but still stop the server and write the report.
+//!
+//! The clients run in this process (`local`) or in worker processes (`coordinator`
+//! spawns them, [`worker`] is their side); either way each process drives its share of
+//! the clients through the one code path in `share`, and the coordinator merges the
+//! workers' exact histograms.
+//!
+//! - `reach`: what every process of a run learns from the topology before its clients
+//!   start.
+//! - `share`: which clients a process owns, and driving them: the closed loop, the open
+//!   model's dispatcher, the per-second ticker and `results.no_loss`.
+//! - `local`: a run whose clients all live in this process (and `catwar-sim replay`).
+//! - `protocol` and `transport`: the typed messages between coordinator and workers,
+//!   one JSON object per line over any async byte stream.
+//! - `coordinator`: spawning worker processes, relaying orders and merging their seconds
+//!   and totals.
+//! - [`worker`]: `catwar-sim worker`, one worker process.
+//! - `seconds` and `progress`: closing a second of the series, showing it, and watching
+//!   it for the knee.
+//! - `assemble`: the report of a finished run, before it is judged.
+//! - `limits`: the open files limit a run needs.
+//!
+//! Architecture invariant: `share` knows nothing of processes or pipes, and
+//! `protocol`/`transport` nothing of child processes, so that workers can later be
+//! agents on other hosts reached over TCP.
 
 use crate::arrivals::{Arrivals, Schedule};
-use crate::clients::drive;
-pub use crate::clients::Share;
-use crate::faults::{run_faults, FaultRecord};
-use crate::ledger::{self, Mode};
-use crate::metrics::{InvariantCount, Metrics};
-use crate::report::{
-    ArrivalsReport, Environment, KneeReport, Measured, Report, ScenarioInfo, ServerInfo, SimUsage,
-    REPORT_SCHEMA,
-};
-use crate::scenario::{Fault, LoadModel, Scenario, ScenarioError};
-use crate::script::{discover_version, PlayPlan, ScriptEnv};
-use crate::step::Invariant;
-use crate::tls::{TlsClient, TlsSetupError, TLS_CERT_FILE};
+use crate::faults::run_faults;
+use crate::ledger::Mode;
+use crate::metrics::Metrics;
+use crate::net::tls::TlsSetupError;
+use crate::report::{KneeReport, Measured, Report};
+use crate::scenario::{LoadModel, Scenario, ScenarioError};
+use crate::script::DiscoveryError;
 use crate::topology::{
     resolve_server_bin, EmbeddedConfig, EmbeddedServer, Topology, TopologyError,
 };
 use crate::{EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_USAGE};
-use std::fmt;
+use assemble::{unjudged_report, Ran, Target};
+use coordinator::WorkerProblems;
+use reach::reach;
+use share::Share;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use worker::WorkerArgs;
 
+mod assemble;
+mod coordinator;
 mod limits;
+mod local;
+mod progress;
+mod protocol;
+mod reach;
 mod seconds;
-pub(crate) use limits::raise_open_files_limit;
-use seconds::tick;
-pub(crate) use seconds::{each_second, SecondWatcher};
-
-/// After the deadline, clients finish the request in flight; a request never takes
-/// longer than its timeout, so this grace is enough for all of them.
-pub(crate) const CLIENT_GRACE_MS: u64 = crate::http::REQUEST_TIMEOUT_MS + 1_000;
-/// The user DB in the folder of topology.json (SPEC §3).
-pub(crate) const DB_FILE: &str = "catwar.db";
+mod share;
+mod transport;
+pub mod worker;
 
 /// What `catwar-sim run` was asked to do.
 #[derive(Clone, Debug)]
@@ -61,29 +83,38 @@ pub struct RunOptions {
 }
 
 /// Why a run could not produce a report.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The scenario is unreadable or invalid.
-    Scenario(ScenarioError),
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
     /// The topology could not be started or read.
-    Topology(TopologyError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
     /// `--target` names no readable topology.json: a bad command line.
-    Target(TopologyError),
+    #[error("--target")]
+    Target(#[source] TopologyError),
     /// Profile's certificate could not be loaded.
-    Tls(TlsSetupError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     /// Storage never named a current version.
-    Discovery(String),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
     /// The output folder or report could not be written.
+    #[error("cannot write {}", path.display())]
     Output {
         /// The file or folder.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// Ctrl-C or SIGTERM arrived before the clients started.
+    #[error("interrupted before the clients started")]
     Interrupted,
     /// Worker processes could not be started, or one failed.
-    Workers(String),
+    #[error(transparent)]
+    Workers(#[from] WorkerProblems),
 }
 
 impl RunError {
@@ -94,31 +125,6 @@ impl RunError {
             RunError::Interrupted => EXIT_INTERRUPTED,
             _ => EXIT_RUN_FAILED,
         }
-    }
-}
-
-impl fmt::Display for RunError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RunError::Scenario(e) => e.fmt(f),
-            RunError::Topology(e) => e.fmt(f),
-            RunError::Target(e) => write!(f, "--target: {e}"),
-            RunError::Tls(e) => e.fmt(f),
-            RunError::Discovery(message) => f.write_str(message),
-            RunError::Output { path, source } => {
-                write!(f, "cannot write {}: {source}", path.display())
-            }
-            RunError::Interrupted => f.write_str("interrupted before the clients started"),
-            RunError::Workers(message) => write!(f, "worker processes: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for RunError {}
-
-impl From<TopologyError> for RunError {
-    fn from(e: TopologyError) -> RunError {
-        RunError::Topology(e)
     }
 }
 
@@ -135,7 +141,7 @@ pub struct RunOutcome {
 
 /// Runs a scenario and writes its report.
 pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
-    let scenario = Scenario::load(&options.scenario).map_err(RunError::Scenario)?;
+    let scenario = Scenario::load(&options.scenario)?;
     if let Some(path) = &options.target {
         Topology::read(path).map_err(RunError::Target)?;
     }
@@ -152,7 +158,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
     } else {
         scenario.population.clients
     };
-    let fd_warning = raise_open_files_limit(own_clients);
+    let fd_warning = limits::raise_open_files_limit(own_clients);
     let (mut report, mut warnings) = match &options.target {
         Some(path) => {
             let target = Target {
@@ -237,77 +243,9 @@ async fn run_embedded(
             "catwar-server up exited with {status}; see {}",
             log.display()
         )),
-        Err(e) => warnings.push(e.to_string()),
+        Err(e) => warnings.push(crate::error_chain(&e)),
     }
     Ok((simulated?, warnings))
-}
-
-/// What the clients run against.
-struct Target {
-    /// `embedded`, or the `--target` path.
-    label: String,
-    /// Whether the simulator started the server with the scenario's `[server]` settings.
-    server_applied: bool,
-}
-
-/// Addresses and secrets every client of a run needs, read from the topology.
-pub(crate) struct Reached {
-    storage: std::net::SocketAddr,
-    profile: std::net::SocketAddr,
-    router: std::net::SocketAddr,
-    tls: TlsClient,
-    current_version: String,
-}
-
-/// Reads the topology, loads profile's certificate and asks storage for the current
-/// version.
-pub(crate) async fn reach(
-    topology_path: &Path,
-    interrupt: &mut watch::Receiver<bool>,
-) -> Result<Reached, RunError> {
-    let topology = Topology::read(topology_path)?;
-    let storage = topology.addr("storage", topology_path)?;
-    let profile = topology.addr("profile", topology_path)?;
-    let router = topology.addr("router", topology_path)?;
-    let cert = data_dir(topology_path).join(TLS_CERT_FILE);
-    let tls = TlsClient::from_pem_file(&cert).map_err(RunError::Tls)?;
-    let current_version = until_interrupted(interrupt, discover_version(storage))
-        .await?
-        .map_err(RunError::Discovery)?;
-    Ok(Reached {
-        storage,
-        profile,
-        router,
-        tls,
-        current_version,
-    })
-}
-
-/// The folder of topology.json, where the DB and the certificate live.
-pub(crate) fn data_dir(topology_path: &Path) -> &Path {
-    topology_path.parent().unwrap_or(Path::new("."))
-}
-
-/// What every client of a run shares, for a run that started at `start`.
-pub(crate) fn script_env(scenario: &Scenario, reached: Reached, start: Instant) -> ScriptEnv {
-    ScriptEnv {
-        storage: reached.storage,
-        profile: reached.profile,
-        router: reached.router,
-        tls: reached.tls,
-        current_version: reached.current_version,
-        stale_version: scenario.population.stale_version.clone(),
-        users: scenario.population.user_count(),
-        branches: scenario.script.clone(),
-        token_idle_s: scenario.server.token_idle_s,
-        play: PlayPlan::new(&scenario.server, &scenario.script),
-        ledger: ledger::Ledger::default(),
-        think_time_ms: scenario.load.think_time_ms,
-        start_spread_ms: scenario.load.start_window_ms(),
-        file_nodes_killed: scenario.faults.iter().any(Fault::stops_file_node),
-        seed: scenario.scenario.seed,
-        deadline: start + Duration::from_secs(scenario.scenario.duration_s),
-    }
 }
 
 /// Runs the clients against a live topology and measures them.
@@ -348,7 +286,7 @@ async fn simulate(
     };
     // Workers need a moment to start; they all begin at the same instant after it.
     let delay_ms = if workers > 1 {
-        crate::worker::WORKER_START_DELAY_MS
+        coordinator::WORKER_START_DELAY_MS
     } else {
         0
     };
@@ -358,47 +296,42 @@ async fn simulate(
     if scenario.load.model == LoadModel::Open {
         metrics.set_schedule(Schedule::new(&scenario.load), 1.0);
     }
-    let (stop, stopped) = watch::channel(false);
+    // The fault schedule ends with the clients: in this process as soon as they stopped,
+    // with workers once every worker has sent its totals.
+    let (clients_done, faults_stop) = watch::channel(false);
     let faults = tokio::spawn(run_faults(
         scenario.faults.clone(),
         topology_path.to_path_buf(),
         Arc::clone(&metrics),
         start,
-        stopped.clone(),
+        faults_stop,
     ));
     let driven = if workers > 1 {
-        let plan = crate::worker::Plan {
-            scenario_path: options.scenario.clone(),
-            topology_path: topology_path.to_path_buf(),
+        let plan = WorkerArgs {
+            scenario: options.scenario.clone(),
+            target: topology_path.to_path_buf(),
+            index: 0,
+            count: u64::from(workers),
             start_unix_ms: started_at_unix_ms,
             mode,
         };
-        crate::worker::coordinate(scenario, &plan, &metrics, interrupt).await?
+        coordinator::coordinate(scenario, &plan, &metrics, interrupt).await?
     } else {
-        let env = Arc::new(script_env(scenario, reached, start));
-        let (stop_arrivals, arrivals_stopped) = watch::channel(false);
-        let watcher = SecondWatcher::new(scenario, stop_arrivals);
-        let ticker = tokio::spawn(tick(Arc::clone(&metrics), start, stopped.clone(), watcher));
         let share = match options.only_client {
             Some(client) => Share::only(client),
             None => Share::WHOLE,
         };
-        let interrupted = drive(scenario, &env, &metrics, share, interrupt, arrivals_stopped).await;
-        // The ticker holds a receiver until told to stop, so this send always lands.
-        let _ = stop.send(true);
-        let watcher = ticker.await.expect("the ticker does not panic");
-        // An interrupted run proves nothing, and its clients' matches were cut off.
-        if !interrupted {
-            let db = data_dir(topology_path).join(DB_FILE);
-            check_results(&env, &db, mode, &metrics, share).await;
-        }
-        Driven {
-            interrupted,
-            knee: watcher.knee_report(),
-        }
+        let clients = share::ShareRun {
+            scenario,
+            topology_path,
+            share,
+            mode,
+            metrics: &metrics,
+        };
+        local::drive(clients, reached, &clients_done, interrupt).await
     };
     let duration_s = start.elapsed().as_secs_f64();
-    let _ = stop.send(true);
+    let _ = clients_done.send(true);
     let faults = faults.await.expect("the fault schedule does not panic");
     let ran = Ran {
         started_at_unix_ms,
@@ -412,11 +345,12 @@ async fn simulate(
 }
 
 /// How the clients of a run, in this process or in workers, came out.
-pub(crate) struct Driven {
+#[derive(Debug)]
+struct Driven {
     /// Whether Ctrl-C or SIGTERM cut the run short.
-    pub interrupted: bool,
+    interrupted: bool,
     /// The knee, for a scenario that looks for one.
-    pub knee: Option<KneeReport>,
+    knee: Option<KneeReport>,
 }
 
 /// The load of a scenario in words, for the opening line.
@@ -437,104 +371,10 @@ fn describe_load(scenario: &Scenario) -> String {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Compares the clients' ledger with the user DB (`results.no_loss`) and adds the
-/// outcome to `metrics`. The embedded topology was seeded by the simulator and served no
-/// one else, so its DB must match exactly; a DB that cannot be read leaves the invariant
-/// unchecked, with a warning.
-pub(crate) async fn check_results(
-    env: &ScriptEnv,
-    db: &Path,
-    mode: Mode,
-    metrics: &Metrics,
-    share: Share,
-) {
-    let owns = move |user: &str| share.owns_user(user);
-    match ledger::check(&env.ledger, db, mode, env.play.normal_length(), owns).await {
-        Ok(verdict) => {
-            eprintln!(
-                "catwar-sim: results.no_loss: {} matches and users checked against {}, {} violations",
-                verdict.checked,
-                db.display(),
-                verdict.violations
-            );
-            for problem in &verdict.problems {
-                eprintln!("catwar-sim: results.no_loss violated: {problem}");
-            }
-            let count = InvariantCount {
-                checked: verdict.checked,
-                violations: verdict.violations,
-            };
-            metrics.add_invariant(Invariant::ResultsNoLoss, count);
-        }
-        Err(e) => eprintln!("catwar-sim: warning: {e}"),
-    }
-}
-
-/// What a finished simulation produced.
-struct Ran {
-    started_at_unix_ms: u64,
-    duration_s: f64,
-    interrupted: bool,
-    faults: Vec<FaultRecord>,
-    measured: Measured,
-    knee: Option<KneeReport>,
-}
-
-/// The report of a run, before its thresholds are judged.
-fn unjudged_report(scenario: &Scenario, options: &RunOptions, target: Target, ran: Ran) -> Report {
-    let sim = SimUsage::from_series(
-        &ran.measured.timeseries.points,
-        scenario.load.workers,
-        ran.measured.baseline_rss_kib,
-    );
-    Report {
-        schema: REPORT_SCHEMA.to_string(),
-        scenario: ScenarioInfo {
-            name: scenario.scenario.name.clone(),
-            seed: scenario.scenario.seed,
-            path: options.scenario.display().to_string(),
-            text: scenario.text.clone(),
-        },
-        started_at_unix_ms: ran.started_at_unix_ms,
-        duration_s: ran.duration_s,
-        interrupted: ran.interrupted,
-        environment: Environment::current(target.label),
-        server: ServerInfo {
-            argon2: scenario.server.argon2.name().to_string(),
-            token_idle_s: scenario.server.token_idle_s,
-            users: scenario.population.user_count(),
-            players_per_match: scenario.server.players_per_match,
-            match_fill_timeout_s: scenario.server.match_fill_timeout_s,
-            match_ticks: scenario.server.match_ticks,
-            tick_hz: scenario.server.tick_hz,
-            observer_backend: scenario.server.observer_backend.name().to_string(),
-            play_servers: scenario.server.play_servers,
-            applied: target.server_applied,
-        },
-        steps: ran.measured.steps,
-        errors_by_code: ran.measured.errors_by_code,
-        timeseries: ran.measured.timeseries,
-        faults: ran.faults,
-        failover: ran.measured.failover,
-        invariants: ran.measured.invariants,
-        funnel: ran.measured.funnel,
-        arrivals: (scenario.load.model == LoadModel::Open).then(|| ArrivalsReport {
-            arrival: scenario.load.arrival.name().to_string(),
-            expected: Schedule::new(&scenario.load).expected_arrivals(),
-            started: ran.measured.arrivals_started,
-            dropped: ran.measured.arrivals_dropped,
-        }),
-        knee: ran.knee,
-        sim,
-        thresholds: Vec::new(),
-        exit_code: 0,
-    }
 }
 
 /// Ctrl-C or SIGTERM, as a flag that turns true once.

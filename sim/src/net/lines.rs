@@ -6,9 +6,8 @@
 //! in the connection's buffer until their line is complete), so that a player can wait
 //! for the next line and for its input timer in one `select!` without losing a byte.
 
-use crate::http::{connect, HttpError, REQUEST_TIMEOUT_MS};
+use super::http::{connect, REQUEST_TIMEOUT_MS};
 use serde::Deserialize;
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -21,21 +20,27 @@ pub const LINE_BYTES_MAX: usize = 64 * 1024;
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Why a line connection failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LineError {
     /// The TCP connection could not be made.
-    Connect(io::Error),
+    #[error("connect failed")]
+    Connect(#[source] io::Error),
     /// Reading or writing failed.
-    Io(io::Error),
+    #[error("i/o error")]
+    Io(#[source] io::Error),
     /// The server closed the connection.
+    #[error("the server closed the connection")]
     Closed,
     /// A line longer than [`LINE_BYTES_MAX`] arrived.
+    #[error("a line longer than {LINE_BYTES_MAX} bytes")]
     TooLong,
     /// Connecting or writing took longer than a request may, or the server fell silent
     /// for longer than the caller allows.
+    #[error("timed out")]
     Timeout,
     /// A line that is not one of the messages [`ServerLine`] knows.
-    BadLine(String),
+    #[error("bad line")]
+    BadLine(#[source] serde_json::Error),
 }
 
 impl LineError {
@@ -51,21 +56,6 @@ impl LineError {
         }
     }
 }
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LineError::Connect(e) => write!(f, "connect failed: {e}"),
-            LineError::Io(e) => write!(f, "i/o error: {e}"),
-            LineError::Closed => f.write_str("the server closed the connection"),
-            LineError::TooLong => write!(f, "a line longer than {LINE_BYTES_MAX} bytes"),
-            LineError::Timeout => f.write_str("timed out"),
-            LineError::BadLine(why) => write!(f, "bad line: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for LineError {}
 
 /// A line from a play server or a match observer.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -145,7 +135,7 @@ pub struct PlayerResult {
 
 /// Parses one line (without its newline).
 pub fn parse_line(line: &[u8]) -> Result<ServerLine, LineError> {
-    serde_json::from_slice(line).map_err(|e| LineError::BadLine(e.to_string()))
+    serde_json::from_slice(line).map_err(LineError::BadLine)
 }
 
 /// One connection to a play server or match observer.
@@ -167,8 +157,7 @@ impl LineConn {
         let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
         let stream = match tokio::time::timeout(timeout, connect(local_ip, addr)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(HttpError::Connect(e))) => return Err(LineError::Connect(e)),
-            Ok(Err(other)) => return Err(LineError::Connect(io::Error::other(other.to_string()))),
+            Ok(Err(e)) => return Err(LineError::Connect(e)),
             Err(_) => return Err(LineError::Timeout),
         };
         Ok(LineConn {

@@ -7,8 +7,8 @@
 //! trusted as the only root, with the system's roots disabled, so only that server can
 //! answer a login.
 
-use crate::http::wire::exchange;
-use crate::http::{connect, HttpError, Request, Response, REQUEST_TIMEOUT_MS};
+use super::http::wire::exchange;
+use super::http::{connect, HttpError, Request, Response, REQUEST_TIMEOUT_MS};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,42 +24,27 @@ pub const TLS_DOMAIN: &str = "localhost";
 const TLS_SHUTDOWN_MS: u64 = 1_000;
 
 /// Why the TLS client could not be set up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     /// The certificate file could not be read.
+    #[error("cannot read profile's certificate {}", path.display())]
     Read {
         /// The certificate file.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// The certificate is not PEM, or the TLS library refused it.
+    #[error("profile's certificate {} is unusable", path.display())]
     Certificate {
         /// The certificate file.
         path: PathBuf,
-        /// The TLS library's message.
-        message: String,
+        /// The TLS library's error.
+        #[source]
+        source: native_tls::Error,
     },
 }
-
-impl fmt::Display for TlsSetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsSetupError::Read { path, source } => {
-                write!(
-                    f,
-                    "cannot read profile's certificate {}: {source}",
-                    path.display()
-                )
-            }
-            TlsSetupError::Certificate { path, message } => {
-                write!(f, "profile's certificate {}: {message}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for TlsSetupError {}
 
 /// A TLS client that trusts exactly one certificate; cheap to clone and share.
 #[derive(Clone)]
@@ -80,9 +65,9 @@ impl TlsClient {
             path: path.to_path_buf(),
             source,
         })?;
-        TlsClient::from_pem(&pem).map_err(|e| TlsSetupError::Certificate {
+        TlsClient::from_pem(&pem).map_err(|source| TlsSetupError::Certificate {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         })
     }
 
@@ -120,12 +105,12 @@ impl TlsClient {
         addr: SocketAddr,
         request: &Request<'_>,
     ) -> Result<Response, HttpError> {
-        let tcp = connect(local_ip, addr).await?;
+        let tcp = connect(local_ip, addr).await.map_err(HttpError::Connect)?;
         let mut stream = self
             .connector
             .connect(TLS_DOMAIN, tcp)
             .await
-            .map_err(|e| HttpError::Tls(e.to_string()))?;
+            .map_err(HttpError::Tls)?;
         let mut buf = Vec::new();
         let (response, _) = exchange(&mut stream, &request.encode(addr, true), &mut buf)
             .await

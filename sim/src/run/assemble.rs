@@ -1,0 +1,86 @@
+//! The report of a finished run before its thresholds are judged: the scenario, the
+//! server settings and the environment around what the clients measured.
+
+use super::RunOptions;
+use crate::arrivals::Schedule;
+use crate::report::{
+    ArrivalsReport, Environment, FaultRecord, KneeReport, Measured, Report, ScenarioInfo,
+    ServerInfo, SimUsage, REPORT_SCHEMA,
+};
+use crate::scenario::{LoadModel, Scenario};
+
+/// What the clients run against.
+#[derive(Debug)]
+pub(super) struct Target {
+    /// `embedded`, or the `--target` path.
+    pub(super) label: String,
+    /// Whether the simulator started the server with the scenario's `[server]` settings.
+    pub(super) server_applied: bool,
+}
+
+/// What a finished simulation produced.
+#[derive(Debug)]
+pub(super) struct Ran {
+    pub(super) started_at_unix_ms: u64,
+    pub(super) duration_s: f64,
+    pub(super) interrupted: bool,
+    pub(super) faults: Vec<FaultRecord>,
+    pub(super) measured: Measured,
+    pub(super) knee: Option<KneeReport>,
+}
+
+/// The report of a run, before its thresholds are judged.
+pub(super) fn unjudged_report(
+    scenario: &Scenario,
+    options: &RunOptions,
+    target: Target,
+    ran: Ran,
+) -> Report {
+    let sim = SimUsage::from_series(
+        &ran.measured.timeseries.points,
+        scenario.load.workers,
+        ran.measured.baseline_rss_kib,
+    );
+    Report {
+        schema: REPORT_SCHEMA.to_string(),
+        scenario: ScenarioInfo {
+            name: scenario.scenario.name.clone(),
+            seed: scenario.scenario.seed,
+            path: options.scenario.display().to_string(),
+            text: scenario.text.clone(),
+        },
+        started_at_unix_ms: ran.started_at_unix_ms,
+        duration_s: ran.duration_s,
+        interrupted: ran.interrupted,
+        environment: Environment::current(target.label),
+        server: ServerInfo {
+            argon2: scenario.server.argon2.name().to_string(),
+            token_idle_s: scenario.server.token_idle_s,
+            users: scenario.population.user_count(),
+            players_per_match: scenario.server.players_per_match,
+            match_fill_timeout_s: scenario.server.match_fill_timeout_s,
+            match_ticks: scenario.server.match_ticks,
+            tick_hz: scenario.server.tick_hz,
+            observer_backend: scenario.server.observer_backend.name().to_string(),
+            play_servers: scenario.server.play_servers,
+            applied: target.server_applied,
+        },
+        steps: ran.measured.steps,
+        errors_by_code: ran.measured.errors_by_code,
+        timeseries: ran.measured.timeseries,
+        faults: ran.faults,
+        failover: ran.measured.failover,
+        invariants: ran.measured.invariants,
+        funnel: ran.measured.funnel,
+        arrivals: (scenario.load.model == LoadModel::Open).then(|| ArrivalsReport {
+            arrival: scenario.load.arrival.name().to_string(),
+            expected: Schedule::new(&scenario.load).expected_arrivals(),
+            started: ran.measured.arrivals_started,
+            dropped: ran.measured.arrivals_dropped,
+        }),
+        knee: ran.knee,
+        sim,
+        thresholds: Vec::new(),
+        exit_code: 0,
+    }
+}

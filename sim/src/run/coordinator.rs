@@ -1,0 +1,430 @@
+//! The coordinator of a run with worker processes (`catwar-sim run` with
+//! `load.workers` > 1): it spawns the workers, relays orders to them (balancer kills,
+//! the knee, Ctrl-C), merges their seconds into the series as they come and their
+//! totals at the end, exactly.
+//!
+//! One process holds at most `ulimit -n` sockets (20,000 on the reference machine), so a
+//! run of 50,000 clients needs several. Worker i of n drives the clients (or open-model
+//! arrivals) k with k % n == i; with `population.users` a multiple of n each user's
+//! clients live in one worker, which therefore checks `results.no_loss` for its own
+//! users. Every worker starts at the same wall-clock instant, so their seconds line up.
+//!
+//! Only spawning and reaping are about processes; the exchange of messages takes any
+//! byte streams, so that workers on other hosts can join through the same code.
+
+use super::protocol::{FromWorker, MergeError, ToWorker, WireSecond, WireTotals};
+use super::seconds::SecondWatcher;
+use super::transport::{MessageReader, MessageWriter, TransportError};
+use super::worker::WorkerArgs;
+use super::{Driven, RunError};
+use crate::metrics::{
+    interval_histogram, IntervalPoint, IntervalStep, InvariantCount, LoadPoint, Metrics,
+};
+use crate::report::{decode_histogram, KneeReport};
+use crate::scenario::Scenario;
+use crate::step::{Invariant, Step};
+use crate::tokens::TokenPrefix;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+/// Workers need a moment to start, read the topology and ask storage for the version;
+/// the run starts this long after they were spawned, for all of them at once.
+pub(super) const WORKER_START_DELAY_MS: u64 = 1_500;
+/// A message from a worker: a second's histograms are a few KiB, the final totals with
+/// every token prefix a few MiB for a million logins.
+const FROM_WORKER_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// What went wrong with one worker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerProblem {
+    /// The coordinator's own executable, which the workers run, could not be found.
+    #[error("cannot find catwar-sim itself")]
+    NoExecutable(#[source] std::io::Error),
+    /// The worker process could not be started.
+    #[error("cannot start worker {index}")]
+    Spawn {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker's messages could not be read.
+    #[error("worker {index}")]
+    Message {
+        index: usize,
+        #[source]
+        source: TransportError,
+    },
+    /// A message of the worker could not be merged.
+    #[error("worker {index}")]
+    Merge {
+        index: usize,
+        #[source]
+        source: MergeError,
+    },
+    /// The worker process could not be waited for.
+    #[error("worker {index}")]
+    Wait {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker process failed.
+    #[error("worker {index} exited with {status}")]
+    Exit { index: usize, status: ExitStatus },
+    /// The worker ended without its totals.
+    #[error("worker {index} sent no totals")]
+    NoTotals { index: usize },
+}
+
+/// Everything that went wrong with a run's worker processes, each problem named.
+#[derive(Debug, thiserror::Error)]
+#[error("worker processes: {}", describe(.0))]
+pub struct WorkerProblems(Vec<WorkerProblem>);
+
+fn describe(problems: &[WorkerProblem]) -> String {
+    let described: Vec<String> = problems.iter().map(|p| crate::error_chain(p)).collect();
+    described.join("; ")
+}
+
+/// Runs the scenario's clients in `plan.count` worker processes, each started with
+/// `plan` but for its index, and merges their seconds into `metrics` as they come, and
+/// their totals at the end.
+pub(super) async fn coordinate(
+    scenario: &Scenario,
+    plan: &WorkerArgs,
+    metrics: &Arc<Metrics>,
+    interrupt: &mut watch::Receiver<bool>,
+) -> Result<Driven, RunError> {
+    let mut children = spawn_workers(plan)?;
+    let links = children
+        .iter_mut()
+        .map(|child| Link {
+            reader: MessageReader::new(
+                BufReader::new(child.stdout.take().expect("stdout is piped")),
+                FROM_WORKER_BYTES_MAX,
+            ),
+            writer: MessageWriter::new(child.stdin.take().expect("stdin is piped")),
+        })
+        .collect();
+    let mut exchanged = exchange(scenario, links, metrics, interrupt).await;
+    for (index, child) in children.iter_mut().enumerate() {
+        match child.wait().await {
+            Ok(status) if status.success() => {}
+            Ok(status) => exchanged
+                .problems
+                .push(WorkerProblem::Exit { index, status }),
+            Err(source) => exchanged
+                .problems
+                .push(WorkerProblem::Wait { index, source }),
+        }
+    }
+    absorb(metrics, &mut exchanged);
+    if !exchanged.problems.is_empty() {
+        return Err(WorkerProblems(exchanged.problems).into());
+    }
+    Ok(Driven {
+        interrupted: exchanged.interrupted,
+        knee: exchanged.knee,
+    })
+}
+
+fn spawn_workers(plan: &WorkerArgs) -> Result<Vec<Child>, WorkerProblems> {
+    let failed = |problem| WorkerProblems(vec![problem]);
+    let exe = std::env::current_exe().map_err(|e| failed(WorkerProblem::NoExecutable(e)))?;
+    let mut children = Vec::with_capacity(plan.count as usize);
+    for index in 0..plan.count {
+        let args = WorkerArgs {
+            index,
+            ..plan.clone()
+        };
+        let child = Command::new(&exe)
+            .arg("worker")
+            .args(args.to_command_line())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Ctrl-C reaches the coordinator only, which tells the workers in order.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| {
+                failed(WorkerProblem::Spawn {
+                    index: index as usize,
+                    source,
+                })
+            })?;
+        children.push(child);
+    }
+    Ok(children)
+}
+
+/// One worker as the coordinator reaches it: where its messages come from and where its
+/// orders go.
+struct Link<R, W> {
+    reader: MessageReader<R>,
+    writer: MessageWriter<W>,
+}
+
+/// What came of the workers once every one of them ended.
+struct Exchanged {
+    /// Each worker's totals, if it sent them.
+    finals: Vec<Option<WireTotals>>,
+    problems: Vec<WorkerProblem>,
+    interrupted: bool,
+    knee: Option<KneeReport>,
+}
+
+/// Relays orders to the workers and merges their seconds until every worker sent its
+/// totals or its stream ended.
+async fn exchange<R, W>(
+    scenario: &Scenario,
+    links: Vec<Link<R, W>>,
+    metrics: &Arc<Metrics>,
+    interrupt: &mut watch::Receiver<bool>,
+) -> Exchanged
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let count = links.len();
+    let (messages_tx, mut messages) = mpsc::unbounded_channel();
+    let mut orders = Orders {
+        writers: Vec::with_capacity(count),
+    };
+    for (index, link) in links.into_iter().enumerate() {
+        tokio::spawn(forward(index, link.reader, messages_tx.clone()));
+        orders.writers.push(Some(link.writer));
+    }
+    drop(messages_tx);
+    let (kills_tx, mut kills) = mpsc::unbounded_channel();
+    metrics.forward_kills(kills_tx);
+    let (stop_arrivals, mut arrivals_stopped) = watch::channel(false);
+    let mut watcher = SecondWatcher::new(scenario, stop_arrivals);
+    let mut pending: BTreeMap<u64, Merging> = BTreeMap::new();
+    let mut next_second = 0;
+    let mut finals: Vec<Option<WireTotals>> = (0..count).map(|_| None).collect();
+    let mut ended = vec![false; count];
+    let mut problems = Vec::new();
+    let mut interrupted = false;
+    while ended.iter().any(|e| !e) {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Some((index, Ok(FromWorker::Second(second)))) => {
+                    let merging = pending.entry(second.t_s).or_insert_with(Merging::new);
+                    if let Err(source) = merging.add(&second) {
+                        problems.push(WorkerProblem::Merge { index, source });
+                    }
+                }
+                Some((index, Ok(FromWorker::Done(totals)))) => finals[index] = Some(*totals),
+                Some((index, Err(source))) => {
+                    problems.push(WorkerProblem::Message { index, source });
+                    ended[index] = true;
+                }
+                None => break,
+            },
+            Some(at_us) = kills.recv() => orders.tell(ToWorker::Kill { at_us }).await,
+            Ok(()) = arrivals_stopped.changed() => orders.tell(ToWorker::StopArrivals).await,
+            _ = interrupt.wait_for(|&fired| fired), if !interrupted => {
+                interrupted = true;
+                orders.tell(ToWorker::Interrupt).await;
+            }
+        }
+        for (index, total) in finals.iter().enumerate() {
+            ended[index] |= total.is_some();
+        }
+        // A second is complete once every worker still running has sent it.
+        let live = ended.iter().filter(|e| !**e).count();
+        while let Some(merging) = pending.get(&next_second) {
+            if merging.received < live && live > 0 {
+                break;
+            }
+            let merging = pending.remove(&next_second).expect("present");
+            let point = merging.point(next_second);
+            watcher.second(&point);
+            metrics.push_point(point);
+            next_second += 1;
+        }
+    }
+    for (t_s, merging) in std::mem::take(&mut pending) {
+        let point = merging.point(t_s);
+        watcher.second(&point);
+        metrics.push_point(point);
+    }
+    watcher.finish();
+    Exchanged {
+        finals,
+        problems,
+        interrupted,
+        knee: watcher.knee_report(),
+    }
+}
+
+/// Adds every worker's totals to `metrics`, and counts the tokens that two workers both
+/// saw as violations of `tokens.unique`.
+fn absorb(metrics: &Metrics, exchanged: &mut Exchanged) {
+    let mut duplicates = 0;
+    for (index, totals) in exchanged.finals.iter().enumerate() {
+        let Some(totals) = totals else {
+            exchanged.problems.push(WorkerProblem::NoTotals { index });
+            continue;
+        };
+        exchanged.interrupted |= totals.interrupted;
+        match totals.to_snapshot() {
+            Ok(snapshot) => metrics.absorb(&snapshot),
+            Err(source) => exchanged
+                .problems
+                .push(WorkerProblem::Merge { index, source }),
+        }
+        for prefix in totals
+            .tokens
+            .iter()
+            .filter_map(|t| TokenPrefix::from_hex(t))
+        {
+            duplicates += u64::from(!metrics.merge_token(prefix));
+        }
+    }
+    // Each worker checked its own tokens; a token two workers both saw is one more.
+    let count = InvariantCount {
+        checked: 0,
+        violations: duplicates,
+    };
+    metrics.add_invariant(Invariant::TokensUnique, count);
+}
+
+/// Where the workers' orders go.
+struct Orders<W> {
+    /// One writer per worker; `None` once a worker stopped listening.
+    writers: Vec<Option<MessageWriter<W>>>,
+}
+
+impl<W: AsyncWrite + Unpin> Orders<W> {
+    /// Sends `order` to every worker still listening.
+    async fn tell(&mut self, order: ToWorker) {
+        for slot in &mut self.writers {
+            if let Some(writer) = slot {
+                if writer.send(&order).await.is_err() {
+                    *slot = None;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards a worker's messages until its stream ends or can no longer be read; an
+/// unreadable message is reported and the next one read.
+async fn forward<R: AsyncBufRead + Unpin>(
+    index: usize,
+    mut reader: MessageReader<R>,
+    messages: mpsc::UnboundedSender<(usize, Result<FromWorker, TransportError>)>,
+) {
+    loop {
+        let (message, more) = match reader.recv::<FromWorker>().await {
+            Ok(None) => return,
+            Ok(Some(message)) => (Ok(message), true),
+            Err(e) => {
+                let more = e.is_recoverable();
+                (Err(e), more)
+            }
+        };
+        if messages.send((index, message)).is_err() || !more {
+            return;
+        }
+    }
+}
+
+/// A second being merged from the workers' messages.
+struct Merging {
+    received: usize,
+    steps: Vec<(u64, u64, Histogram<u64>)>,
+    load: LoadPoint,
+}
+
+impl Merging {
+    fn new() -> Merging {
+        Merging {
+            received: 0,
+            steps: Step::ALL
+                .iter()
+                .map(|_| (0, 0, interval_histogram()))
+                .collect(),
+            load: LoadPoint::default(),
+        }
+    }
+
+    fn add(&mut self, second: &WireSecond) -> Result<(), MergeError> {
+        self.received += 1;
+        self.load.add(&second.load);
+        for (into, from) in self.steps.iter_mut().zip(&second.steps) {
+            into.0 += from.requests;
+            into.1 += from.errors;
+            if let Some(hist) = &from.hist {
+                into.2
+                    .add(decode_histogram(hist)?)
+                    .map_err(MergeError::Shape)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn point(self, t_s: u64) -> IntervalPoint {
+        IntervalPoint {
+            t_s,
+            steps: self
+                .steps
+                .iter()
+                .map(|(requests, errors, hist)| IntervalStep {
+                    requests: *requests,
+                    errors: *errors,
+                    p99_us: (!hist.is_empty()).then(|| hist.value_at_quantile(0.99)),
+                })
+                .collect(),
+            load: self.load,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::latency_histogram;
+    use crate::report::encode_histogram;
+    use crate::run::protocol::WireInterval;
+
+    #[test]
+    fn merged_seconds_add_histograms_not_percentiles() {
+        // Worker A: 99 fast answers; worker B: one slow one. The merged p99 is the fast
+        // value, where averaging the two p99s would report half a second.
+        let mut fast = latency_histogram();
+        fast.record_n(1_000, 99).unwrap();
+        let mut slow = latency_histogram();
+        slow.record(1_000_000).unwrap();
+        let second = |hist: &Histogram<u64>, requests| WireSecond {
+            t_s: 0,
+            steps: Step::ALL
+                .iter()
+                .map(|&step| WireInterval {
+                    requests: if step == Step::LobbyMe { requests } else { 0 },
+                    errors: 0,
+                    hist: (step == Step::LobbyMe).then(|| encode_histogram(hist)),
+                })
+                .collect(),
+            load: LoadPoint {
+                active: requests,
+                ..LoadPoint::default()
+            },
+        };
+        let mut merging = Merging::new();
+        merging.add(&second(&fast, 99)).unwrap();
+        merging.add(&second(&slow, 1)).unwrap();
+        let point = merging.point(0);
+        let me = point.steps[Step::LobbyMe.index()];
+        assert_eq!(me.requests, 100);
+        assert!(me.p99_us.unwrap() < 1_100, "{:?}", me.p99_us);
+        assert_eq!(point.load.active, 100);
+    }
+}
