@@ -39,7 +39,7 @@ up() { # up DIR ARGON2: seed users, start the topology, wait for topology.json
 rps() { grep -E '^Requests/sec' | awk '{print $2}'; }
 
 echo "== argon2 verification time (criterion)"
-bench=$(cargo bench --bench login --locked -- --output-format bencher argon2_verify 2>/dev/null | grep '^test')
+bench=$(cargo bench -p catwar-benches --bench login --locked -- --output-format bencher argon2_verify 2>/dev/null | grep '^test')
 echo "$bench"
 owasp_ns=$(echo "$bench" | awk '/owasp/ {print $5}')
 
@@ -55,7 +55,7 @@ echo "== 4. lobby p99 idle vs while owasp logins saturate the pool"
 curl -s --cacert "$d1/tls/cert.pem" "https://localhost:${profile##*:}/v1/login" -d '{"id":"user1","password":"pw-user1"}' >"$work/t.json"
 token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$work/t.json")
 lobby=$(addr "$d1" lobby)
-probe() { cargo bench --bench lobby --locked -q -- probe "$lobby" "$token" "$PROBE_RATE" "$DURATION_S" 2>/dev/null | grep '^probe'; }
+probe() { cargo bench -p catwar-benches --bench lobby --locked -q -- probe "$lobby" "$token" "$PROBE_RATE" "$DURATION_S" 2>/dev/null | grep '^probe'; }
 idle=$(probe); echo "idle:  $idle"
 USERS=200 wrk -t1 -c8 -d"$((DURATION_S + 2))s" -s ci/wrk/login.lua "https://$profile" >"$work/storm.txt" &
 storm=$!; sleep 1

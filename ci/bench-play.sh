@@ -31,16 +31,16 @@ echo "== 1. players per play-server core at 20 Hz"
 for n in $PLAYERS; do
   d=$work/cap-$n; mkdir -p "$d"; up "$d"
   taskset -a -cp 0 "$(play_pid "$d")" >/dev/null
-  taskset -c 1 cargo bench -p catwar-server --bench play --locked -q -- capacity "$d" "$n" "$SECONDS_RUN" 2>/dev/null | grep players
+  taskset -c 1 cargo bench -p catwar-benches --bench play --locked -q -- capacity "$d" "$n" "$SECONDS_RUN" 2>/dev/null | grep players
   down
 done
 
 echo "== 2. observer start latency"
 d=$work/obs-process; mkdir -p "$d"; up "$d"
-echo -n "process: "; cargo bench -p catwar-server --bench play --locked -q -- observers "$d" 50 2>/dev/null | grep observer
+echo -n "process: "; cargo bench -p catwar-benches --bench play --locked -q -- observers "$d" 50 2>/dev/null | grep observer
 down
 if docker image inspect catwar-server:local >/dev/null 2>&1 || bash ci/build-image.sh; then
   d=$work/obs-docker; mkdir -p "$d"; up "$d" --observer-backend docker
-  echo -n "docker:  "; cargo bench -p catwar-server --bench play --locked -q -- observers "$d" 30 2>/dev/null | grep observer
+  echo -n "docker:  "; cargo bench -p catwar-benches --bench play --locked -q -- observers "$d" 30 2>/dev/null | grep observer
   down
 fi

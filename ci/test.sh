@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 # The tests run under cargo-nextest (one process per test); installed when missing.
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
+# No module of either crate may import a module that imports it (ARCHITECTURE.md).
+python3 ci/module-cycles.py reference-server/src sim/src
 cargo build --release --workspace --all-targets --locked
 # The Docker tests run the project's own image; it is built from this same binary.
 bash ci/build-image.sh

@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use catwar_server::config::Argon2Preset;
-use catwar_server::{ticket, token, users};
+use catwar_server::domain::{ticket, token, users};
 
 fn password(c: &mut Criterion) {
     let mut group = c.benchmark_group("argon2_verify");

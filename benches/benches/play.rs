@@ -13,10 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use catwar_server::db;
-use catwar_server::profile::INTERNAL_KEY_META;
-use catwar_server::ticket::{self, TICKET_KEY_META};
-use catwar_server::topology::Topology;
+use catwar_server::compose::topology::Topology;
+use catwar_server::domain::db;
+use catwar_server::domain::internal_key::INTERNAL_KEY_META;
+use catwar_server::domain::ticket::{self, TICKET_KEY_META};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// Inputs per second per player, a typical client send rate.

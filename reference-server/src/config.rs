@@ -7,9 +7,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::balancer::HEALTH_INTERVAL_MS_DEFAULT;
-use crate::balancer_observer::{HEARTBEAT_DEADLINE_MS_DEFAULT, HEARTBEAT_INTERVAL_MS_DEFAULT};
-
 /// Seconds a token may go unused before the lobby answers `refresh_required` (SPEC §2.7).
 pub const TOKEN_IDLE_S_DEFAULT: u64 = 600;
 /// Players in a full match.
@@ -30,6 +27,13 @@ pub const PLAY_SERVERS_DEFAULT: usize = 2;
 pub const PLAY_SERVERS_MAX: usize = 100;
 /// A child that died is restarted after this long; 0 never restarts it.
 pub const RESTART_DELAY_MS_DEFAULT: u64 = 1000;
+/// How often each balancer asks its peer for its status.
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
+/// A standby promotes itself when its peer has not answered as active for this long:
+/// three missed heartbeats, so one lost or slow answer is not a failover.
+pub const HEARTBEAT_DEADLINE_MS_DEFAULT: u64 = 300;
+/// How often every file node is health-checked by both balancers.
+pub const HEALTH_INTERVAL_MS_DEFAULT: u64 = 100;
 
 /// Cost preset of the argon2id password hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -39,6 +43,31 @@ pub enum Argon2Preset {
     Owasp,
     /// A cheap cost for large simulated populations; every report names it.
     Fast,
+}
+
+impl Argon2Preset {
+    /// Every preset, for listing and round-trip checks.
+    pub const ALL: [Argon2Preset; 2] = [Argon2Preset::Owasp, Argon2Preset::Fast];
+
+    /// The preset's name as written in flags, config files, the user DB and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Argon2Preset::Owasp => "owasp",
+            Argon2Preset::Fast => "fast",
+        }
+    }
+
+    /// The preset named `name` (as [`Argon2Preset::as_str`] writes it), if any. The one
+    /// place a stored or recorded preset name is parsed.
+    pub fn parse(name: &str) -> Option<Argon2Preset> {
+        Argon2Preset::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl fmt::Display for Argon2Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How match observers are started.
@@ -127,21 +156,14 @@ impl Default for Settings {
 }
 
 /// A knob with a bad value or a config file that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
 pub struct ConfigError {
     /// The flag or file at fault.
     pub field: String,
     /// What is wrong.
     pub problem: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn check<T: PartialOrd + fmt::Display + Copy>(
     flag: &str,
@@ -315,5 +337,25 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert_eq!(err.field, "--heartbeat-deadline-ms");
+        assert_eq!(
+            err.to_string(),
+            "--heartbeat-deadline-ms: 300 is shorter than --heartbeat-interval-ms 500"
+        );
+    }
+
+    #[test]
+    fn preset_names_round_trip_and_match_flags_and_files() {
+        use clap::ValueEnum;
+        for preset in Argon2Preset::ALL {
+            let name = preset.as_str();
+            assert_eq!(Argon2Preset::parse(name), Some(preset));
+            assert_eq!(preset.to_string(), name);
+            let value = preset.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), name);
+            let knobs: Knobs = toml::from_str(&format!("argon2 = {name:?}")).unwrap();
+            assert_eq!(knobs.argon2, Some(preset));
+        }
+        assert_eq!(Argon2Preset::parse("OWASP"), None);
+        assert_eq!(Argon2Preset::parse(""), None);
     }
 }

@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use catwar_server::compose::serve;
+use catwar_server::compose::supervisor::{self, UpOptions};
+use catwar_server::compose::topology::Plan;
 use catwar_server::config::{Argon2Preset, ConfigError, Knobs};
-use catwar_server::service;
-use catwar_server::supervisor::{self, UpOptions};
-use catwar_server::topology::Plan;
-use catwar_server::{db, users as user_db};
+use catwar_server::domain::{db, users as user_db};
 
 /// Exit code for a bad command line, as in sysexits.h.
 const EXIT_USAGE: u8 = 64;
@@ -73,6 +73,12 @@ enum Cmd {
         /// Where watchers connect; port 0 picks one, printed as `listening ADDR`.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// Watchers' tokens unused this long are refused (`refresh_required`).
+        #[arg(long, value_name = "S", default_value_t = catwar_server::config::TOKEN_IDLE_S_DEFAULT)]
+        token_idle_s: u64,
+        /// The lobby to tell when a watcher's session is revoked.
+        #[arg(long, value_name = "ADDR")]
+        lobby: Option<std::net::SocketAddr>,
     },
     /// Run one service of a plan in this process (started by `up`).
     #[command(hide = true)]
@@ -138,22 +144,28 @@ fn main() -> ExitCode {
             match_id,
             data,
             listen,
+            token_idle_s,
+            lobby,
         } => {
             init_logging("observer");
-            let args = catwar_server::observer::ObserverArgs {
+            let args = catwar_server::services::observer::ObserverArgs {
                 play,
                 match_id,
                 data_dir: data,
                 listen,
+                session: catwar_server::services::observer::SessionArgs {
+                    token_idle_s,
+                    lobby,
+                },
             };
-            catwar_server::observer::run(&args).map_err(anyhow::Error::from)
+            catwar_server::services::observer::run(&args).map_err(anyhow::Error::from)
         }
         Cmd::Serve { service, plan } => serve(&service, &plan),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("catwar-server: {err:#}");
+            eprintln!("catwar-server: {}", message(&err));
             // A bad knob is a bad command line, whether given by flag or config file.
             if err.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(EXIT_USAGE)
@@ -271,12 +283,28 @@ fn serve(name: &str, plan_path: &std::path::Path) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("service {name}: binding {addr}"))?;
     let stop = stop_on_signals()?;
-    let running =
-        service::start(&plan, name, listener).with_context(|| format!("service {name}"))?;
+    let running = serve::start(&plan, name, listener).with_context(|| format!("service {name}"))?;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
     running
         .shutdown()
         .with_context(|| format!("service {name}: stopping"))
+}
+
+/// The error and its causes on one line, each cause once: typed errors name their source
+/// in their own text already, so a cause that the line so far ends with is skipped.
+fn message(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -10,8 +10,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use catwar_server::observer::docker::{DockerSpawner, IMAGE};
-use catwar_server::observer::Spawner;
+use catwar_server::services::observer::docker::{DockerSpawner, IMAGE};
+use catwar_server::services::observer::Spawner;
 use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -150,8 +150,9 @@ fn a_killed_observer_container_is_noticed_and_replaced() {
         return;
     }
     let rt = runtime();
-    let arena = Arena::start_with(|dir| {
-        Arc::new(DockerSpawner::new(dir.into()).expect("Docker spawner")) as Arc<dyn Spawner>
+    let arena = Arena::start_with(|dir, session| {
+        Arc::new(DockerSpawner::new(dir.into(), session).expect("Docker spawner"))
+            as Arc<dyn Spawner>
     });
     let token = arena.token("user2");
     let (mut player, _) = Line::join(arena.play_addr, &arena.ticket("user2", 61));

@@ -6,13 +6,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use catwar_server::balancer::{self, BalancerConfig};
-use catwar_server::balancer_observer::Role;
-use catwar_server::event_loop::{bind_loopback, Limits, ServerHandle};
-use catwar_server::file_node;
-use catwar_server::resources::{ensure_default, Catalog, DEFAULT_PREVIOUS_VERSION};
-use catwar_server::service::Running;
-use catwar_server::storage::{self, StorageConfig};
+use catwar_server::domain::resources::{ensure_default, Catalog, DEFAULT_PREVIOUS_VERSION};
+use catwar_server::runtime::event_loop::{bind_loopback, Limits, ServerHandle};
+use catwar_server::runtime::running::Running;
+use catwar_server::services::balancer::{self, BalancerConfig};
+use catwar_server::services::balancer_observer::Role;
+use catwar_server::services::file_node;
+use catwar_server::services::storage::{self, StorageConfig};
 
 use crate::util::{get, wait_for};
 

@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use catwar_server::event_loop::{bind_loopback, Limits, ServerHandle};
-use catwar_server::file_node;
-use catwar_server::resources::{ensure_default, sha256_hex, Catalog, DEFAULT_CURRENT_VERSION};
+use catwar_server::domain::resources::{
+    ensure_default, sha256_hex, Catalog, DEFAULT_CURRENT_VERSION,
+};
+use catwar_server::runtime::event_loop::{bind_loopback, Limits, ServerHandle};
+use catwar_server::services::file_node;
 
 use crate::util::{exchange, get};
 

@@ -4,12 +4,12 @@
 use std::io::Write;
 use std::time::Duration;
 
-use catwar_server::event_loop::{
+use catwar_server::runtime::event_loop::{
     bind_loopback, Ctx, Handler, Limits, Reply, Server, ServerHandle, BODY_BYTES_MAX,
     HEAD_BYTES_MAX,
 };
-use catwar_server::http::{Request, Response};
-use catwar_server::jobs::{defer_to_pool, JobPool};
+use catwar_server::runtime::http::{Request, Response};
+use catwar_server::runtime::jobs::{defer_to_pool, JobPool};
 
 use crate::util::{closed_by_server, connect, exchange, get, read_response};
 

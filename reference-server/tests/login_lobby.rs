@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catwar_server::config::Argon2Preset;
-use catwar_server::event_loop::{bind_loopback, Limits};
-use catwar_server::lobby::{self, LobbyConfig};
-use catwar_server::profile::{self, ProfileConfig, LOGIN_FAILURES_PER_ID_MAX, LOGIN_QUEUE_MAX};
-use catwar_server::service::Running;
-use catwar_server::{db, ticket, tls, users};
+use catwar_server::domain::{db, ticket, tls, users};
+use catwar_server::runtime::event_loop::{bind_loopback, Limits};
+use catwar_server::runtime::running::Running;
+use catwar_server::services::lobby::{self, LobbyConfig};
+use catwar_server::services::profile::{
+    self, ProfileConfig, LOGIN_FAILURES_PER_ID_MAX, LOGIN_QUEUE_MAX,
+};
 
 use crate::util::{connect_from, read_response, tls_request, wait_for, Raw};
 
@@ -149,7 +151,7 @@ fn login_gives_a_token_and_the_lobby_serves_its_user() {
     assert_eq!(raw.status, 200);
     let body = raw.json();
     let token = body["token"].as_str().unwrap();
-    assert!(catwar_server::token::well_formed(token));
+    assert!(catwar_server::domain::token::well_formed(token));
     assert_eq!(body["lobby"], stack.lobby_addr.to_string());
     assert_eq!(body["idle_timeout_s"], 600);
     let me = stack.lobby("GET", "/v1/me", token, home());

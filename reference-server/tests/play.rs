@@ -8,19 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catwar_server::config::Argon2Preset;
-use catwar_server::db;
-use catwar_server::event_loop::{bind_loopback, Limits};
-use catwar_server::lobby::{self, LobbyConfig};
-use catwar_server::observer::process::ProcessSpawner;
-use catwar_server::observer::Spawner;
-use catwar_server::play::{self, PlayConfig};
-use catwar_server::router::{self, RouterConfig};
-use catwar_server::service::Running;
-use catwar_server::{ticket, token, users};
+use catwar_server::domain::db;
+use catwar_server::domain::{ticket, token, users};
+use catwar_server::runtime::event_loop::{bind_loopback, Limits};
+use catwar_server::runtime::running::Running;
+use catwar_server::services::lobby::{self, LobbyConfig};
+use catwar_server::services::observer::process::ProcessSpawner;
+use catwar_server::services::observer::{SessionArgs, Spawner};
+use catwar_server::services::play::{self, PlayConfig};
+use catwar_server::services::router::{self, RouterConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::util::{connect, exchange, wait_for};
 
 pub const TICKS: u64 = 40;
+/// The idle timeout of the arena's lobby, router and observers.
+pub const TOKEN_IDLE_S: u64 = 600;
 
 pub struct Arena {
     pub dir: tempfile::TempDir,
@@ -32,23 +36,26 @@ pub struct Arena {
 
 impl Arena {
     pub fn start() -> Arena {
-        Arena::start_with(|dir| {
+        Arena::start_with(|dir, session| {
             Arc::new(ProcessSpawner::new(
                 env!("CARGO_BIN_EXE_catwar-server").into(),
                 dir.into(),
+                session,
             ))
         })
     }
 
     /// An arena whose play server starts observers with the spawner `make` builds for
-    /// the data folder.
-    pub fn start_with(make: impl FnOnce(&std::path::Path) -> Arc<dyn Spawner>) -> Arena {
+    /// the data folder and the session rule's settings.
+    pub fn start_with(
+        make: impl FnOnce(&std::path::Path, SessionArgs) -> Arc<dyn Spawner>,
+    ) -> Arena {
         Arena::start_tuned(make, |_| {})
     }
 
     /// Like [`Arena::start_with`], with the play server's config changed by `tune`.
     pub fn start_tuned(
-        make: impl FnOnce(&std::path::Path) -> Arc<dyn Spawner>,
+        make: impl FnOnce(&std::path::Path, SessionArgs) -> Arc<dyn Spawner>,
         tune: impl FnOnce(&mut PlayConfig),
     ) -> Arena {
         let dir = tempfile::tempdir().unwrap();
@@ -59,7 +66,7 @@ impl Arena {
             bind_loopback().unwrap(),
             LobbyConfig {
                 data_dir: dir.path().into(),
-                token_idle_s: 600,
+                token_idle_s: TOKEN_IDLE_S,
                 play_servers: vec![play_addr],
                 players_per_match: 2,
                 match_fill_timeout_s: 5,
@@ -67,7 +74,13 @@ impl Arena {
             Limits::default(),
         )
         .unwrap();
-        let spawner = make(dir.path());
+        let spawner = make(
+            dir.path(),
+            SessionArgs {
+                token_idle_s: TOKEN_IDLE_S,
+                lobby: Some(lobby.addr()),
+            },
+        );
         let mut config = PlayConfig {
             data_dir: dir.path().into(),
             public: play_addr,
@@ -87,6 +100,8 @@ impl Arena {
             RouterConfig {
                 data_dir: dir.path().into(),
                 play_servers: vec![play_addr],
+                lobby: Some(lobby.addr()),
+                token_idle_s: TOKEN_IDLE_S,
             },
             Limits::default(),
         )
@@ -324,10 +339,11 @@ fn a_ticket_issued_before_the_play_server_started_is_refused() {
 fn silent_connections_time_out_and_those_beyond_the_cap_are_told_busy() {
     const CONNS: usize = 3;
     let arena = Arena::start_tuned(
-        |dir| {
+        |dir, session| {
             Arc::new(ProcessSpawner::new(
                 env!("CARGO_BIN_EXE_catwar-server").into(),
                 dir.into(),
+                session,
             ))
         },
         |config| {
@@ -366,10 +382,9 @@ fn bad_lines_get_errors_and_persistent_offenders_are_disconnected() {
     offender.send(serde_json::json!({"t": "input", "seq": 1, "dx": 0, "dy": 0, "fire": false}));
     assert_eq!(offender.recv().unwrap()["error"], "not_joined");
     let (mut player, _) = Line::join(arena.play_addr, &arena.ticket("user5", 11));
+    // A direction longer than 1 is no bad line: it is taken, so its `seq` is spent.
     player.send(serde_json::json!({"t": "input", "seq": 1, "dx": 3.0, "dy": 0, "fire": false}));
-    assert_eq!(player.recv().unwrap()["error"], "too_fast");
-    player.send(serde_json::json!({"t": "input", "seq": 2, "dx": 0.1, "dy": 0, "fire": false}));
-    player.send(serde_json::json!({"t": "input", "seq": 2, "dx": 0.1, "dy": 0, "fire": false}));
+    player.send(serde_json::json!({"t": "input", "seq": 1, "dx": 0.1, "dy": 0, "fire": false}));
     assert_eq!(player.recv().unwrap()["error"], "stale_seq");
     let mut errors = 2;
     loop {
@@ -394,6 +409,45 @@ fn bad_lines_get_errors_and_persistent_offenders_are_disconnected() {
 }
 
 #[test]
+fn random_directions_are_applied_and_acked_and_never_disconnect() {
+    const INPUTS: u64 = 50;
+    /// Inputs sent after each `state`, so they arrive over several ticks.
+    const INPUTS_PER_STATE: u64 = 5;
+    let arena = Arena::start();
+    let (mut a, _) = Line::join(arena.play_addr, &arena.ticket("user8", 41));
+    let (_b, _) = Line::join(arena.play_addr, &arena.ticket("user9", 41));
+    // Uniform in [-1, 1]²: about a fifth of them are longer than 1, as an analog
+    // stick's diagonals are. The seed is fixed so every run sends the same ones.
+    let mut rng = StdRng::seed_from_u64(41);
+    let directions: Vec<(f64, f64)> = (0..INPUTS)
+        .map(|_| (rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0)))
+        .collect();
+    assert!(directions.iter().any(|(dx, dy)| dx.hypot(*dy) > 1.0));
+    let mut sent = 0;
+    let mut last_ack = 0;
+    loop {
+        for &(dx, dy) in directions
+            .iter()
+            .skip(sent as usize)
+            .take(INPUTS_PER_STATE as usize)
+        {
+            sent += 1;
+            a.send(
+                serde_json::json!({"t": "input", "seq": sent, "dx": dx, "dy": dy, "fire": false}),
+            );
+        }
+        let msg = a.recv().expect("never disconnected before the end");
+        match msg["t"].as_str().unwrap() {
+            "state" => last_ack = msg["ack"].as_u64().unwrap(),
+            "end" => break,
+            _ => panic!("unexpected line {msg}"),
+        }
+    }
+    assert_eq!(sent, INPUTS, "the match outlasted the inputs");
+    assert_eq!(last_ack, INPUTS, "every input was applied");
+}
+
+#[test]
 fn the_router_starts_an_observer_that_relays_every_tick_in_order_then_exits() {
     let arena = Arena::start();
     let token = arena.token("user6");
@@ -414,9 +468,11 @@ fn the_router_starts_an_observer_that_relays_every_tick_in_order_then_exits() {
     let mut bad = Line::connect(observer);
     bad.send(serde_json::json!({"t": "watch", "match": 21, "token": "0".repeat(64)}));
     assert_eq!(bad.recv().unwrap()["error"], "access_denied");
-    // The token's session is 127.0.0.1's: from another address the stream is refused.
+    // A session is 127.0.0.1's: from another address the stream is refused (and that
+    // session revoked, so a token of its own is spent here).
+    let spent = arena.token("user6");
     let mut elsewhere = Line::connect_from("127.0.0.2".parse().unwrap(), observer);
-    elsewhere.send(serde_json::json!({"t": "watch", "match": 21, "token": token}));
+    elsewhere.send(serde_json::json!({"t": "watch", "match": 21, "token": spent}));
     assert_eq!(elsewhere.recv().unwrap()["error"], "login_again");
     let mut watcher = Line::connect(observer);
     watcher.send(serde_json::json!({"t": "watch", "match": 21, "token": token}));

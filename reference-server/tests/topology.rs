@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use catwar_server::resources::DEFAULT_PREVIOUS_VERSION;
+use catwar_server::domain::resources::DEFAULT_PREVIOUS_VERSION;
 
 use std::io::Write;
 
@@ -102,7 +102,7 @@ fn every_http_port_answers_bad_input_with_a_clean_4xx_and_keeps_serving() {
             let mut stream = crate::util::connect(service.addr);
             stream.write_all(b"NOT TLS\r\n\r\n").unwrap();
             assert!(crate::util::closed_by_server(&mut stream));
-            let cert = catwar_server::tls::cert_path(up.data());
+            let cert = catwar_server::domain::tls::cert_path(up.data());
             let raw = tls_request(service.addr, &cert, "POST", "/v1/login", None, "{not json");
             assert_eq!(raw.status, 400);
             assert_eq!(
@@ -113,6 +113,8 @@ fn every_http_port_answers_bad_input_with_a_clean_4xx_and_keeps_serving() {
                 tls_request(service.addr, &cert, "GET", "/healthz", None, "").status,
                 200
             );
+            let raw = tls_request(service.addr, &cert, "DELETE", "/healthz", None, "");
+            assert_eq!((raw.status, raw.header("allow")), (405, Some("GET")));
             continue;
         }
         let (raw, _) = exchange(service.addr, b"NOT HTTP AT ALL\x00\x01\r\n\r\n");
@@ -139,6 +141,13 @@ fn every_http_port_answers_bad_input_with_a_clean_4xx_and_keeps_serving() {
         assert_eq!(
             get(service.addr, "/healthz").status,
             200,
+            "{}",
+            service.name
+        );
+        let (raw, _) = exchange(service.addr, b"DELETE /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (raw.status, raw.header("allow")),
+            (405, Some("GET")),
             "{}",
             service.name
         );

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use catwar_server::topology::Topology;
+use catwar_server::compose::topology::Topology;
 
 /// How long any condition may take before a test fails. Generous on purpose: the tests
 /// wait for events, they never assert how fast those happen.

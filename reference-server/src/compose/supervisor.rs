@@ -7,7 +7,6 @@
 //! SIGTERM, then SIGKILL after a grace period; children also get SIGKILL from the kernel
 //! if the supervisor itself dies (`PR_SET_PDEATHSIG`), so no process is left behind.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -17,9 +16,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::compose::topology::{Plan, Topology, TopologyEntry, TopologyError};
 use crate::config::Settings;
-use crate::resources::{self, ResourceError};
-use crate::topology::{Plan, Topology, TopologyEntry, TopologyError};
+use crate::domain::resources::{self, ResourceError};
 
 /// How long a child may take to start listening before `up` gives up on it.
 const LISTEN_WAIT_MS: u64 = 15_000;
@@ -29,43 +28,26 @@ const SUPERVISE_POLL_MS: u64 = 20;
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
 
 /// What went wrong while supervising.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
     /// Creating the data folder or a file in it failed.
-    Io(PathBuf, io::Error),
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, #[source] io::Error),
     /// The resource set could not be created or read.
-    Resources(ResourceError),
+    #[error("resources: {0}")]
+    Resources(#[from] ResourceError),
     /// The plan or topology file could not be written or read.
-    Topology(TopologyError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
     /// A child could not be started.
-    Spawn(String, io::Error),
+    #[error("service {0}: could not start: {1}")]
+    Spawn(String, #[source] io::Error),
     /// A child exited or did not listen in time during start.
+    #[error("service {0}: {1}")]
     Start(String, String),
     /// `kill` found a pid that is no longer the named service.
+    #[error("service {0}: pid {1} in topology.json is no longer that service (is `up` running?)")]
     Stale(String, u32),
-}
-
-impl fmt::Display for SuperviseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SuperviseError::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            SuperviseError::Resources(e) => write!(f, "resources: {e}"),
-            SuperviseError::Topology(e) => write!(f, "{e}"),
-            SuperviseError::Spawn(name, e) => write!(f, "service {name}: could not start: {e}"),
-            SuperviseError::Start(name, why) => write!(f, "service {name}: {why}"),
-            SuperviseError::Stale(name, pid) => {
-                write!(f, "service {name}: pid {pid} in topology.json is no longer that service (is `up` running?)")
-            }
-        }
-    }
-}
-
-impl std::error::Error for SuperviseError {}
-
-impl From<TopologyError> for SuperviseError {
-    fn from(e: TopologyError) -> Self {
-        SuperviseError::Topology(e)
-    }
 }
 
 /// What `up` needs.

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 
+/// The highest TCP port; a wider type holds base + offset, so the check cannot wrap.
+const PORT_MAX: u32 = u16::MAX as u32;
+
 /// Every kind of service `up` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -106,33 +109,29 @@ pub struct Plan {
 }
 
 /// Errors about plans and topology files.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// Reading or writing a file failed.
-    Io(PathBuf, io::Error),
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, #[source] io::Error),
     /// A file did not parse.
-    Parse(PathBuf, String),
+    #[error("{}: {}", .0.display(), .1)]
+    Parse(PathBuf, #[source] serde_json::Error),
     /// A service name is not part of the topology.
+    #[error("service {:?} is not in the topology (known: {})", .0, .1.join(", "))]
     UnknownService(String, Vec<String>),
+    /// `--base-port` plus a service's offset leaves the port range; the text leaves the
+    /// flag to the caller, which names it.
+    #[error("{base_port} puts {service} on port {port}, above {PORT_MAX}")]
+    PortRange {
+        /// The base port asked for.
+        base_port: u16,
+        /// The first service whose port does not fit.
+        service: String,
+        /// The port it would get.
+        port: u32,
+    },
 }
-
-impl fmt::Display for TopologyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TopologyError::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            TopologyError::Parse(path, e) => write!(f, "{}: {e}", path.display()),
-            TopologyError::UnknownService(name, known) => {
-                write!(
-                    f,
-                    "service {name:?} is not in the topology (known: {})",
-                    known.join(", ")
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for TopologyError {}
 
 impl Plan {
     /// Plans every service: fixed ports from `base_port`, or free ports when it is 0.
@@ -141,29 +140,15 @@ impl Plan {
         settings: Settings,
         base_port: u16,
     ) -> Result<Plan, TopologyError> {
-        let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes)
-            .map(ServiceKind::FileNode)
-            .collect();
-        kinds.extend([
-            ServiceKind::Balancer,
-            ServiceKind::BalancerObserver,
-            ServiceKind::Storage,
-        ]);
-        kinds.extend((0..settings.play_servers).map(ServiceKind::Play));
-        kinds.extend([
-            ServiceKind::Lobby,
-            ServiceKind::Profile,
-            ServiceKind::Router,
-        ]);
+        let kinds = service_kinds(&settings);
         let addrs = if base_port == 0 {
             free_loopback_ports(kinds.len())
                 .map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
         } else {
+            Plan::check_base_port(base_port, &settings)?;
             kinds
                 .iter()
-                .map(|k| {
-                    SocketAddr::from(([127, 0, 0, 1], base_port.saturating_add(k.port_offset())))
-                })
+                .map(|k| SocketAddr::from(([127, 0, 0, 1], base_port + k.port_offset())))
                 .collect()
         };
         let services = kinds
@@ -179,6 +164,28 @@ impl Plan {
             settings,
             services,
         })
+    }
+
+    /// Checks that every service's port, `base_port` plus its offset, fits the port
+    /// range, so a bad `--base-port` fails before anything starts. Base 0 picks free
+    /// ports, which always fit.
+    pub fn check_base_port(base_port: u16, settings: &Settings) -> Result<(), TopologyError> {
+        if base_port == 0 {
+            return Ok(());
+        }
+        let highest = service_kinds(settings)
+            .into_iter()
+            .max_by_key(|k| k.port_offset())
+            .expect("a plan has services");
+        let port = u32::from(base_port) + u32::from(highest.port_offset());
+        if port > PORT_MAX {
+            return Err(TopologyError::PortRange {
+                base_port,
+                service: highest.to_string(),
+                port,
+            });
+        }
+        Ok(())
     }
 
     /// The address of a named service.
@@ -223,9 +230,29 @@ impl Plan {
     }
 }
 
+/// Every service of a plan with these settings, in start order: a service starts after
+/// those it talks to.
+fn service_kinds(settings: &Settings) -> Vec<ServiceKind> {
+    let mut kinds: Vec<ServiceKind> = (0..settings.file_nodes)
+        .map(ServiceKind::FileNode)
+        .collect();
+    kinds.extend([
+        ServiceKind::Balancer,
+        ServiceKind::BalancerObserver,
+        ServiceKind::Storage,
+    ]);
+    kinds.extend((0..settings.play_servers).map(ServiceKind::Play));
+    kinds.extend([
+        ServiceKind::Lobby,
+        ServiceKind::Profile,
+        ServiceKind::Router,
+    ]);
+    kinds
+}
+
 /// Binds `count` loopback listeners on port 0 at once (so the ports differ), then frees
 /// them for the children. Another process could take a port in between; `up` then fails
-/// loudly when the child cannot bind, which is rare enough on loopback.
+/// loudly, because each child reports whether it bound its own socket.
 fn free_loopback_ports(count: usize) -> io::Result<Vec<SocketAddr>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -283,7 +310,7 @@ impl Topology {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TopologyError> {
     let text = fs::read_to_string(path).map_err(|e| TopologyError::Io(path.into(), e))?;
-    serde_json::from_str(&text).map_err(|e| TopologyError::Parse(path.into(), e.to_string()))
+    serde_json::from_str(&text).map_err(|e| TopologyError::Parse(path.into(), e))
 }
 
 fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), TopologyError> {
@@ -315,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn a_base_port_whose_last_service_leaves_the_port_range_is_refused() {
+        let settings = Settings::default();
+        let err = Plan::new("/tmp/x".into(), settings.clone(), 65_530).unwrap_err();
+        assert!(
+            matches!(&err, TopologyError::PortRange { service, port: 65_930, .. } if service == "router"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "65530 puts router on port 65930, above 65535");
+        let last_fit = (PORT_MAX - 400) as u16;
+        assert!(Plan::check_base_port(last_fit, &settings).is_ok());
+        assert!(Plan::check_base_port(last_fit + 1, &settings).is_err());
+        assert!(Plan::check_base_port(0, &settings).is_ok());
+    }
+
+    #[test]
     fn port_zero_gives_distinct_free_ports() {
         let plan = Plan::new("/tmp/x".into(), Settings::default(), 0).unwrap();
         let mut ports: Vec<u16> = plan.services.iter().map(|s| s.addr.port()).collect();
@@ -338,5 +380,32 @@ mod tests {
             assert_eq!(ServiceKind::parse(&kind.to_string()), Some(kind));
         }
         assert_eq!(ServiceKind::parse("file-node-x"), None);
+    }
+
+    #[test]
+    fn errors_name_the_file_or_service_and_keep_their_cause() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("topology.json");
+        let err = Topology::read(dir.path()).unwrap_err();
+        assert!(matches!(err, TopologyError::Io(..)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", missing.display())),
+            "{err}"
+        );
+        assert!(err.source().is_some());
+        fs::write(&missing, "{").unwrap();
+        let err = Topology::read(dir.path()).unwrap_err();
+        let cause = err
+            .source()
+            .expect("the JSON error is the source")
+            .to_string();
+        assert_eq!(err.to_string(), format!("{}: {cause}", missing.display()));
+        let err = TopologyError::UnknownService("x".into(), vec!["a".into(), "b".into()]);
+        assert_eq!(
+            err.to_string(),
+            "service \"x\" is not in the topology (known: a, b)"
+        );
     }
 }

@@ -5,7 +5,6 @@
 //! process (the WAL is in the OS page cache), which is the failure this project injects;
 //! only a power loss could drop the last commits.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -49,21 +48,15 @@ CREATE TABLE IF NOT EXISTS matches (
 ";
 
 /// A DB failure, with the file it concerns.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", .path.display())]
 pub struct DbError {
     /// The DB file.
     pub path: PathBuf,
     /// What SQLite said.
+    #[source]
     pub source: rusqlite::Error,
 }
-
-impl fmt::Display for DbError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.source)
-    }
-}
-
-impl std::error::Error for DbError {}
 
 /// Opens (and creates) the DB with the schema and pragmas every process uses.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
@@ -105,7 +98,7 @@ impl DbPool {
     pub fn secret(&self, key: &str) -> Result<String, DbError> {
         self.with(|c| {
             meta_or_init(c, key, || {
-                crate::token::random_hex(32).expect("OS random source")
+                crate::domain::token::random_hex(32).expect("OS random source")
             })
         })
     }
@@ -330,5 +323,16 @@ mod tests {
             pool.with(|c| meta_or_init(c, "k", || "b".into())).unwrap(),
             "a"
         );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_keep_the_sqlite_cause() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join(DB_FILE);
+        let err = open(&path).unwrap_err();
+        let cause = err.source().expect("SQLite's error is the source");
+        assert!(cause.is::<rusqlite::Error>());
+        assert_eq!(err.to_string(), format!("{}: {cause}", path.display()));
     }
 }

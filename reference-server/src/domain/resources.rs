@@ -6,7 +6,6 @@
 //! topology runs, so loading them once keeps disk reads off the event loops.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,24 +26,15 @@ pub const VERSION_BYTES_MAX: usize = 64;
 const CATALOG_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// Errors loading or creating resources.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     /// A file or folder could not be read or written.
-    Io(PathBuf, io::Error),
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, #[source] io::Error),
     /// The folder content breaks the layout rules.
+    #[error("{}: {}", .0.display(), .1)]
     Invalid(PathBuf, String),
 }
-
-impl fmt::Display for ResourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResourceError::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            ResourceError::Invalid(path, why) => write!(f, "{}: {why}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for ResourceError {}
 
 /// One file of a version, as the update manifest lists it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -194,7 +184,7 @@ fn load_files(
 
 /// Lower-case hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::token::hex(&Sha256::digest(bytes))
+    crate::domain::token::hex(&Sha256::digest(bytes))
 }
 
 /// A version name: 1–64 bytes of ASCII letters, digits, `.`, `-` and `_`, not `.`/`..`.

@@ -6,13 +6,12 @@
 //! server, and expires; the play server makes it single-use by remembering its nonce
 //! until it expires.
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::token::{ct_eq, hex, random_hex};
+use crate::domain::token::{ct_eq, hex, random_hex};
 
 /// How long a ticket is valid: time to connect to the play server and join.
 pub const TICKET_TTL_MS: i64 = 60_000;
@@ -35,27 +34,18 @@ pub struct Claims {
 }
 
 /// Why a ticket was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TicketError {
     /// Not in the ticket format.
+    #[error("ticket: malformed")]
     Malformed,
     /// The MAC does not match: forged, altered, or for another play server.
+    #[error("ticket: not issued for this play server")]
     Forged,
     /// Past its expiry.
+    #[error("ticket: expired")]
     Expired,
 }
-
-impl fmt::Display for TicketError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TicketError::Malformed => write!(f, "ticket: malformed"),
-            TicketError::Forged => write!(f, "ticket: not issued for this play server"),
-            TicketError::Expired => write!(f, "ticket: expired"),
-        }
-    }
-}
-
-impl std::error::Error for TicketError {}
 
 fn mac(key: &[u8], play: SocketAddr, body: &str) -> Vec<u8> {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
@@ -72,7 +62,7 @@ pub fn issue(
     match_id: u64,
     user: &str,
     now_ms: i64,
-) -> Result<String, crate::token::RandomUnavailable> {
+) -> Result<String, crate::domain::token::RandomUnavailable> {
     let body = format!(
         "{match_id}:{}:{}:{user}",
         now_ms + TICKET_TTL_MS,

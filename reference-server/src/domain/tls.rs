@@ -5,7 +5,6 @@
 //! The key is ECDSA P-256: its handshakes cost a fraction of an RSA-2048 signature, and
 //! the handshake runs on the event loop.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,27 +24,17 @@ use openssl::x509::{X509NameBuilder, X509};
 const CERT_VALID_DAYS: u32 = 825;
 
 /// Why the TLS identity could not be made or loaded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// Reading or writing a file failed.
-    Io(PathBuf, io::Error),
-    /// OpenSSL refused to build or parse something.
-    Crypto(String),
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsError::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            TlsError::Crypto(e) => write!(f, "tls: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for TlsError {}
-
-fn crypto<E: fmt::Display>(e: E) -> TlsError {
-    TlsError::Crypto(e.to_string())
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, #[source] io::Error),
+    /// OpenSSL refused to build the key or certificate.
+    #[error("tls: {0}")]
+    Openssl(#[from] openssl::error::ErrorStack),
+    /// The TLS library refused the identity or the acceptor settings.
+    #[error("tls: {0}")]
+    NativeTls(#[from] native_tls::Error),
 }
 
 /// Where the certificate lives in a data folder.
@@ -65,7 +54,7 @@ pub fn ensure_identity(data_dir: &Path) -> Result<(), TlsError> {
     }
     let dir = data_dir.join("tls");
     fs::create_dir_all(&dir).map_err(|e| TlsError::Io(dir.clone(), e))?;
-    let (cert_pem, key_pem) = self_signed().map_err(crypto)?;
+    let (cert_pem, key_pem) = self_signed()?;
     // The key is written first and only readable by us; the certificate is public.
     write_file(&key, &key_pem, 0o600)?;
     write_file(&cert, &cert_pem, 0o644)
@@ -123,11 +112,11 @@ pub fn acceptor(data_dir: &Path) -> Result<TlsAcceptor, TlsError> {
     let (cert, key) = (cert_path(data_dir), key_path(data_dir));
     let cert_pem = fs::read(&cert).map_err(|e| TlsError::Io(cert.clone(), e))?;
     let key_pem = fs::read(&key).map_err(|e| TlsError::Io(key.clone(), e))?;
-    let identity = Identity::from_pkcs8(&cert_pem, &key_pem).map_err(crypto)?;
+    let identity = Identity::from_pkcs8(&cert_pem, &key_pem)?;
     TlsAcceptor::builder(identity)
         .min_protocol_version(Some(Protocol::Tlsv12))
         .build()
-        .map_err(crypto)
+        .map_err(TlsError::from)
 }
 
 #[cfg(test)]
@@ -160,5 +149,26 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o077, 0, "key readable by others");
         acceptor(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn errors_keep_the_file_and_the_library_cause() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let err = acceptor(dir.path()).err().expect("no identity to load");
+        let cert = cert_path(dir.path());
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", cert.display())),
+            "{err}"
+        );
+        assert!(err.source().is_some_and(|e| e.is::<io::Error>()));
+        fs::create_dir_all(dir.path().join("tls")).unwrap();
+        fs::write(&cert, "not pem").unwrap();
+        fs::write(key_path(dir.path()), "not pem").unwrap();
+        let err = acceptor(dir.path()).err().expect("no identity to load");
+        let cause = err.source().expect("the TLS library's error is the source");
+        assert!(cause.is::<native_tls::Error>());
+        assert_eq!(err.to_string(), format!("tls: {cause}"));
     }
 }

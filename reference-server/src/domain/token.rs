@@ -11,16 +11,9 @@ pub const TOKEN_HEX_LEN: usize = 64;
 const TOKEN_RANDOM_BYTES: usize = 32;
 
 /// The OS random source failed; no token can be made safely.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("OS random source: {0}")]
 pub struct RandomUnavailable(pub String);
-
-impl std::fmt::Display for RandomUnavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OS random source: {}", self.0)
-    }
-}
-
-impl std::error::Error for RandomUnavailable {}
 
 /// A new token for `user_id`.
 pub fn new_token(user_id: &str, server_salt: &[u8]) -> Result<String, RandomUnavailable> {

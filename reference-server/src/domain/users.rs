@@ -3,7 +3,6 @@
 //! `seed` creates `user1…userN` with password `pw-<id>` (documented test credentials) and
 //! hashes on every core, so 100k users with the `fast` preset take seconds.
 
-use std::fmt;
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -12,7 +11,7 @@ use rand::TryRngCore;
 use rusqlite::params;
 
 use crate::config::Argon2Preset;
-use crate::db::{self, DbError};
+use crate::domain::db::{self, DbError};
 
 /// The meta key recording the preset of the latest seed or add, shown by `up`.
 pub const ARGON2_META_KEY: &str = "argon2_preset";
@@ -32,32 +31,17 @@ pub const SEED_COUNT_MAX: u64 = 10_000_000;
 const SEED_BATCH: usize = 10_000;
 
 /// Why a user command failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum UsersError {
     /// The DB failed.
-    Db(DbError),
+    #[error(transparent)]
+    Db(#[from] DbError),
     /// An argument is invalid; the string names it.
+    #[error("{0}")]
     Invalid(String),
     /// Hashing failed (bad parameters).
+    #[error("argon2: {0}")]
     Hash(String),
-}
-
-impl fmt::Display for UsersError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UsersError::Db(e) => write!(f, "{e}"),
-            UsersError::Invalid(why) => write!(f, "{why}"),
-            UsersError::Hash(e) => write!(f, "argon2: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for UsersError {}
-
-impl From<DbError> for UsersError {
-    fn from(e: DbError) -> Self {
-        UsersError::Db(e)
-    }
 }
 
 /// The argon2id hasher of a preset.
@@ -70,12 +54,9 @@ pub fn hasher(preset: Argon2Preset) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// The preset's name as stored and reported.
+/// The preset's name as stored and reported; [`Argon2Preset::parse`] reads it back.
 pub fn preset_name(preset: Argon2Preset) -> &'static str {
-    match preset {
-        Argon2Preset::Owasp => "owasp",
-        Argon2Preset::Fast => "fast",
-    }
+    preset.as_str()
 }
 
 /// Hashes a password into a PHC string with a fresh random salt.

@@ -5,49 +5,37 @@
 //! blocking with a short timeout is the simplest correct choice. One connection per call
 //! keeps a dead peer from poisoning a pooled connection during a failover.
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::event_loop::{BODY_BYTES_MAX, HEADERS_COUNT_MAX, HEAD_BYTES_MAX};
+use crate::runtime::event_loop::{BODY_BYTES_MAX, HEADERS_COUNT_MAX, HEAD_BYTES_MAX};
 
 /// Largest response body the internal client reads; internal answers are small JSON.
 const RESPONSE_BODY_BYTES_MAX: usize = BODY_BYTES_MAX;
 
 /// Why an internal call failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The peer refused or the connect timed out: it is down or not listening yet.
-    Connect(io::Error),
+    #[error("connect failed: {0}")]
+    Connect(#[source] io::Error),
     /// The peer accepted but did not answer in time.
+    #[error("timed out")]
     Timeout,
     /// Reading or writing failed midway.
-    Io(io::Error),
+    #[error("i/o error: {0}")]
+    Io(#[source] io::Error),
     /// The answer was not valid HTTP or exceeded the size limits.
+    #[error("bad response: {0}")]
     BadResponse(String),
 }
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Connect(e) => write!(f, "connect failed: {e}"),
-            ClientError::Timeout => write!(f, "timed out"),
-            ClientError::Io(e) => write!(f, "i/o error: {e}"),
-            ClientError::BadResponse(why) => write!(f, "bad response: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// A complete response.
 #[derive(Debug, Clone)]
 pub struct ClientResponse {
     /// Status code.
     pub status: u16,
-    /// Header names (lower-cased) and values.
-    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -56,14 +44,6 @@ impl ClientResponse {
     /// Parses the body as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClientError> {
         serde_json::from_slice(&self.body).map_err(|e| ClientError::BadResponse(e.to_string()))
-    }
-
-    /// The first header with this lower-case name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -109,27 +89,20 @@ fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<ClientResp
         match resp.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
                 let status = resp.code.unwrap_or(0);
-                let headers: Vec<(String, String)> = resp
+                let length = resp
                     .headers
                     .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let length = headers
-                    .iter()
-                    .find(|(n, _)| n == "content-length")
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    });
                 let mut body = buf.split_off(head_len);
                 read_body(stream, &mut body, length, deadline)?;
-                return Ok(ClientResponse {
-                    status,
-                    headers,
-                    body,
-                });
+                return Ok(ClientResponse { status, body });
             }
             Ok(httparse::Status::Partial) if buf.len() <= HEAD_BYTES_MAX => {}
             Ok(httparse::Status::Partial) => {

@@ -1,6 +1,6 @@
 //! HTTP/1.1 request and response values shared by every HTTP service.
 //!
-//! Parsing of the wire bytes lives in [`crate::event_loop`]; this module only holds the
+//! Parsing of the wire bytes lives in [`crate::runtime::event_loop`]; this module only holds the
 //! parsed request, the response builder and the JSON error shape of SPEC §3.
 
 use std::net::SocketAddr;
@@ -216,13 +216,16 @@ pub fn not_found(req: &Request) -> Response {
     )
 }
 
-/// The standard "wrong method" answer.
-pub fn method_not_allowed(req: &Request) -> Response {
+/// The standard "wrong method" answer to a request for a known path. SPEC §3 names the
+/// methods the path does answer in an `Allow` header, so they are a required argument.
+pub fn method_not_allowed(req: &Request, allowed: &[&str]) -> Response {
+    let allow = allowed.join(", ");
     Response::error(
         405,
         "method_not_allowed",
-        &format!("{} is not allowed on {}", req.method, req.path),
+        &format!("{} is not allowed on {}; use {allow}", req.method, req.path),
     )
+    .with_header("Allow", allow)
 }
 
 #[cfg(test)]
@@ -264,6 +267,19 @@ mod tests {
         assert_eq!(percent_decode("%2e%2E").as_deref(), Some(".."));
         assert_eq!(percent_decode("%2"), None);
         assert_eq!(percent_decode("%zz"), None);
+    }
+
+    #[test]
+    fn a_wrong_method_names_the_allowed_ones() {
+        let r = method_not_allowed(&req("", &[]), &["GET", "POST"]);
+        assert_eq!(r.status, 405);
+        assert_eq!(
+            r.headers,
+            vec![
+                ("Content-Type", "application/json".to_string()),
+                ("Allow", "GET, POST".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -3,27 +3,19 @@
 //! A full queue is an answer, not a wait: [`JobPool::try_submit`] fails at once so the
 //! service can reply 503 `busy` with `Retry-After` instead of stalling its loop.
 
-use std::fmt;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::event_loop::{Ctx, Reply};
-use crate::http::Response;
+use crate::runtime::event_loop::{Ctx, Reply};
+use crate::runtime::http::Response;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// The queue was full; the caller should answer 503 `busy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job queue full")]
 pub struct Busy;
-
-impl fmt::Display for Busy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "job queue full")
-    }
-}
-
-impl std::error::Error for Busy {}
 
 /// A fixed set of worker threads fed by one bounded queue.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //!
 //! Routes: `GET /v1/pick?n=K` → `{"epoch", "endpoints"}`, `GET /v1/status` (role, epoch
 //! and node health, read by the peer's heartbeat) and `GET /healthz`. The same code runs
-//! as `balancer` and as `balancer-observer`; [`crate::balancer_observer`] decides which
+//! as `balancer` and as `balancer-observer`; [`crate::services::balancer_observer`] decides which
 //! of the two is active. Both health-check the file nodes all the time, so a standby that
 //! takes over already knows which nodes are alive.
 
@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::balancer_observer::{Election, PeerSeen, Role, Transition};
-use crate::client;
-use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
-use crate::http::{self, Request, Response};
-use crate::service::{sleep_unless_stopped, Running};
+use crate::runtime::client;
+use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::runtime::http::{self, Request, Response};
+use crate::runtime::running::{sleep_unless_stopped, Running};
+use crate::services::balancer_observer::{Election, PeerSeen, Role, Transition};
 
-/// How often every file node is health-checked.
-pub const HEALTH_INTERVAL_MS_DEFAULT: u64 = 100;
 /// A health check slower than this marks the node unhealthy: a node that cannot answer
 /// `/healthz` in a quarter second will not serve a download well either.
 const HEALTH_TIMEOUT_MS: u64 = 250;
@@ -38,11 +36,11 @@ pub struct BalancerConfig {
     pub peer: SocketAddr,
     /// The file nodes to health-check and pick from.
     pub nodes: Vec<SocketAddr>,
-    /// See [`crate::balancer_observer::HEARTBEAT_INTERVAL_MS_DEFAULT`].
+    /// See [`crate::config::HEARTBEAT_INTERVAL_MS_DEFAULT`].
     pub heartbeat_interval: Duration,
-    /// See [`crate::balancer_observer::HEARTBEAT_DEADLINE_MS_DEFAULT`].
+    /// See [`crate::config::HEARTBEAT_DEADLINE_MS_DEFAULT`].
     pub heartbeat_deadline: Duration,
-    /// See [`HEALTH_INTERVAL_MS_DEFAULT`].
+    /// See [`crate::config::HEALTH_INTERVAL_MS_DEFAULT`].
     pub health_interval: Duration,
     /// Where the highest epoch is kept across restarts.
     pub epoch_file: Option<PathBuf>,
@@ -165,7 +163,7 @@ impl Handler for Balancer {
             ("GET", "/v1/pick") => self.pick(&req),
             ("GET", "/v1/status") => self.status(),
             ("GET", "/healthz") => Response::json(200, &serde_json::json!({"status": "ok"})),
-            (_, "/v1/pick" | "/v1/status" | "/healthz") => http::method_not_allowed(&req),
+            (_, "/v1/pick" | "/v1/status" | "/healthz") => http::method_not_allowed(&req, &["GET"]),
             _ => http::not_found(&req),
         };
         Reply::Now(response)

@@ -13,12 +13,6 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How often each balancer asks its peer for its status.
-pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
-/// A standby promotes itself when its peer has not answered as active for this long:
-/// three missed heartbeats, so one lost or slow answer is not a failover.
-pub const HEARTBEAT_DEADLINE_MS_DEFAULT: u64 = 300;
-
 /// Which process this is; it decides only the behaviour at start and on an epoch tie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

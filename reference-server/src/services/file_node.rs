@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::event_loop::{Ctx, Handler, Limits, Reply, Server, ServerHandle};
-use crate::http::{self, percent_decode, Body, Request, Response};
-use crate::resources::{valid_version, Catalog};
+use crate::domain::resources::{valid_version, Catalog};
+use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server, ServerHandle};
+use crate::runtime::http::{self, percent_decode, Body, Request, Response};
 
 /// Longest file path accepted in a request, in bytes.
 const FILE_PATH_BYTES_MAX: usize = 1024;
@@ -82,13 +82,15 @@ impl FileNode {
 
 impl Handler for FileNode {
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
-        let response = if let Some(rest) = req.path.strip_prefix("/v1/files/") {
-            if req.method == "GET" {
-                self.file(&req, rest)
-            } else {
-                http::method_not_allowed(&req)
-            }
-        } else if req.path == "/healthz" {
+        let files = req.path.strip_prefix("/v1/files/");
+        let response = if files.is_none() && req.path != "/healthz" {
+            http::not_found(&req)
+        } else if req.method != "GET" {
+            // Both routes answer GET only; SPEC §3 holds `/healthz` to the same rule.
+            http::method_not_allowed(&req, &["GET"])
+        } else if let Some(rest) = files {
+            self.file(&req, rest)
+        } else {
             Response::json(
                 200,
                 &Health {
@@ -96,8 +98,6 @@ impl Handler for FileNode {
                     active_conns: ctx.open_conns(),
                 },
             )
-        } else {
-            http::not_found(&req)
         };
         Reply::Now(response)
     }

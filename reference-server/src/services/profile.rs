@@ -18,15 +18,19 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::client;
 use crate::config::Argon2Preset;
-use crate::db::{self, DbPool, SessionRow};
-use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
-use crate::http::{self, Request, Response};
-use crate::jobs::{defer_to_pool, JobPool};
-use crate::service::Running;
-use crate::token::{self, new_token, token_hash, well_formed};
-use crate::users::{self, valid_user_id, verify_password, PASSWORD_BYTES_MAX, USER_ID_BYTES_MAX};
+use crate::domain::db::{self, DbPool, SessionRow};
+use crate::domain::internal_key::InternalKey;
+use crate::domain::session::{Denied, Idle, Refusal, SessionRule};
+use crate::domain::token::{self, new_token, token_hash};
+use crate::domain::users::{
+    self, valid_user_id, verify_password, PASSWORD_BYTES_MAX, USER_ID_BYTES_MAX,
+};
+use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::runtime::http::{self, Request, Response};
+use crate::runtime::jobs::{defer_to_pool, JobPool};
+use crate::runtime::running::Running;
+use crate::services::SetupError;
 
 /// Logins waiting for a worker; beyond it the answer is 503 `busy`. About two seconds of
 /// work at the OWASP cost on two cores: longer waits are worse than a fast retry.
@@ -45,8 +49,6 @@ const LIMITER_KEYS_MAX: usize = 200_000;
 pub const SESSION_AGE_S_MAX: i64 = 24 * 3600;
 /// Attempts to draw a token that collides with no stored session before giving up.
 const TOKEN_ATTEMPTS_MAX: u32 = 4;
-/// How long profile waits for the lobby to drop a revoked token from its cache.
-const REVOKE_NOTICE_TIMEOUT_MS: u64 = 1000;
 /// Threads for refreshes and logouts: a DB write and a notice to the lobby each, a few
 /// milliseconds, kept apart from the argon2 work so they never wait behind it.
 const SESSION_WORKERS: usize = 2;
@@ -56,10 +58,6 @@ const SESSION_QUEUE_MAX: usize = 4096;
 /// Nice value of the login workers: argon2 saturates the cores during a login storm, and
 /// the event loops of every service on the machine must still answer promptly.
 pub const LOGIN_WORKER_NICE: i32 = 10;
-/// The header that carries the internal key on calls between services.
-pub const INTERNAL_KEY_HEADER: &str = "x-catwar-internal";
-/// The meta key of the internal key shared by services through the DB.
-pub const INTERNAL_KEY_META: &str = "internal_key";
 
 /// Everything profile needs.
 #[derive(Debug, Clone)]
@@ -157,7 +155,7 @@ struct Shared {
     dummy_phc: String,
     lobby: SocketAddr,
     token_idle_s: u64,
-    internal_key: String,
+    rule: SessionRule,
     limiter: Mutex<Limiter>,
     collisions: AtomicU64,
 }
@@ -181,10 +179,6 @@ pub struct Profile {
 
 fn login_failed() -> Response {
     Response::error(401, "login_failed", "wrong id or password")
-}
-
-fn access_denied() -> Response {
-    Response::error(401, "access_denied", "unknown, revoked or missing token")
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -286,27 +280,15 @@ impl Shared {
         )
     }
 
-    /// The session of a Bearer token used from `ip`, or the 401 to answer.
+    /// The session of a Bearer token used from `ip` (the session rule, idle aside), or
+    /// the answer to give.
     fn session_for(&self, token: &str, ip: IpAddr) -> Result<SessionRow, Response> {
-        if !well_formed(token) {
-            return Err(access_denied());
-        }
-        let hash = token_hash(token);
-        let session = self.db.with(|c| db::session(c, &hash)).map_err(internal)?;
-        let Some(session) = session
-            .filter(|s| !s.revoked && token::ct_eq(s.token_hash.as_bytes(), hash.as_bytes()))
-        else {
-            return Err(access_denied());
-        };
-        if session.ip != ip.to_string() {
-            self.revoke(&hash)?;
-            return Err(Response::error(
-                401,
-                "login_again",
-                "this session belongs to another IP; log in again",
-            ));
-        }
-        Ok(session)
+        self.rule
+            .check(&self.db, token, ip, Idle::Ignored)
+            .map_err(|denied| match denied {
+                Denied::Refused(refusal) => refusal.response(),
+                Denied::Db(e) => internal(e),
+            })
     }
 
     fn refresh(&self, token: &str, ip: IpAddr) -> Response {
@@ -315,7 +297,7 @@ impl Shared {
             Err(response) => return response,
         };
         if db::now_ms() - old.created_ms > SESSION_AGE_S_MAX * 1000 {
-            return access_denied();
+            return Refusal::AccessDenied.response();
         }
         let new = match self.open_session(&old.user_id, ip) {
             Ok(token) => token,
@@ -337,26 +319,9 @@ impl Shared {
         }
     }
 
-    /// Revokes in the DB, then tells the lobby to drop its cached copy. The DB is the
-    /// truth: a lobby that misses the notice still refuses the token after a restart.
+    /// Revokes in the DB (committed before the answer), then tells the lobby.
     fn revoke(&self, hash: &str) -> Result<(), Response> {
-        self.db.with(|c| db::revoke(c, hash)).map_err(internal)?;
-        let body = serde_json::json!({ "token_hash": hash }).to_string();
-        let headers = [(INTERNAL_KEY_HEADER, self.internal_key.as_str())];
-        let timeout = Duration::from_millis(REVOKE_NOTICE_TIMEOUT_MS);
-        match client::request(
-            self.lobby,
-            "POST",
-            "/internal/v1/revoke",
-            &headers,
-            body.as_bytes(),
-            timeout,
-        ) {
-            Ok(r) if r.status == 204 => {}
-            Ok(r) => tracing::warn!(status = r.status, "lobby refused a revocation notice"),
-            Err(e) => tracing::warn!(%e, "lobby missed a revocation notice"),
-        }
-        Ok(())
+        self.rule.revoke(&self.db, hash).map_err(internal)
     }
 }
 
@@ -394,7 +359,7 @@ impl Profile {
         work: fn(&Shared, &str, IpAddr) -> Response,
     ) -> Reply {
         let Some(token) = req.bearer().map(str::to_string) else {
-            return Reply::Now(access_denied());
+            return Reply::Now(Refusal::AccessDenied.response());
         };
         let (shared, ip) = (Arc::clone(&self.shared), req.peer.ip());
         defer_to_pool(&self.sessions, ctx, move || work(&shared, &token, ip))
@@ -411,36 +376,37 @@ impl Handler for Profile {
                 200,
                 &serde_json::json!({"status": "ok", "token_collisions": self.shared.collisions.load(Ordering::Relaxed)}),
             )),
-            (_, "/v1/login" | "/v1/refresh" | "/v1/logout" | "/healthz") => {
-                Reply::Now(http::method_not_allowed(&req))
+            (_, "/v1/login" | "/v1/refresh" | "/v1/logout") => {
+                Reply::Now(http::method_not_allowed(&req, &["POST"]))
             }
+            (_, "/healthz") => Reply::Now(http::method_not_allowed(&req, &["GET"])),
             _ => Reply::Now(http::not_found(&req)),
         }
     }
 }
-
-/// Why profile could not start.
-pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts profile on `listener` with TLS.
 pub fn start(
     listener: TcpListener,
     config: ProfileConfig,
     limits: Limits,
-) -> Result<Running, StartError> {
-    crate::tls::ensure_identity(&config.data_dir)?;
-    let acceptor = crate::tls::acceptor(&config.data_dir)?;
+) -> Result<Running, SetupError> {
+    crate::domain::tls::ensure_identity(&config.data_dir)?;
+    let acceptor = crate::domain::tls::acceptor(&config.data_dir)?;
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
     let salt_hex = db.secret("server_salt")?;
-    let internal_key = db.secret(INTERNAL_KEY_META)?;
+    let rule = SessionRule {
+        idle_ms: (config.token_idle_s * 1000) as i64,
+        lobby: Some(config.lobby),
+        key: InternalKey::load_or_create(&db)?,
+    };
     // The dummy hash must cost what the stored hashes cost, so use the preset recorded
     // by `users seed`/`add` when there is one.
     let recorded = db.with(|c| db::meta(c, users::ARGON2_META_KEY))?;
-    let preset = match recorded.as_deref() {
-        Some("fast") => Argon2Preset::Fast,
-        Some("owasp") => Argon2Preset::Owasp,
-        _ => config.argon2,
-    };
+    let preset = recorded
+        .as_deref()
+        .and_then(Argon2Preset::parse)
+        .unwrap_or(config.argon2);
     let dummy_phc = users::hash_password(&users::hasher(preset), &token::random_hex(16)?)?;
     let shared = Arc::new(Shared {
         db,
@@ -448,7 +414,7 @@ pub fn start(
         dummy_phc,
         lobby: config.lobby,
         token_idle_s: config.token_idle_s,
-        internal_key,
+        rule,
         limiter: Mutex::new(Limiter::default()),
         collisions: AtomicU64::new(0),
     });

@@ -2,8 +2,8 @@
 //! start one more match observer and answers its endpoint.
 //!
 //! The router knows the play servers but not which owns a match, so a worker asks each
-//! in turn until one accepts; the token is checked against the user DB first, with the
-//! lobby's rules for unknown, revoked and foreign-IP tokens.
+//! in turn until one accepts; the token passes the session rule against the user DB
+//! first ([`SessionRule`]), with the lobby's codes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::db::{self, DbPool};
-use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
-use crate::http::{self, Request, Response};
-use crate::jobs::{defer_to_pool, JobPool};
-use crate::profile::INTERNAL_KEY_META;
-use crate::service::Running;
-use crate::token::{token_hash, well_formed};
+use crate::domain::db::{self, DbPool};
+use crate::domain::internal_key::InternalKey;
+use crate::domain::session::{Denied, Idle, Refusal, SessionRule};
+use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::runtime::http::{self, Request, Response};
+use crate::runtime::jobs::{defer_to_pool, JobPool};
+use crate::runtime::running::Running;
+use crate::services::SetupError;
 
 /// Threads asking play servers for observers; a Docker start can take a while, so a few
 /// run at once.
@@ -39,12 +40,16 @@ pub struct RouterConfig {
     pub data_dir: PathBuf,
     /// Every play server.
     pub play_servers: Vec<SocketAddr>,
+    /// The lobby, told when the router revokes a session.
+    pub lobby: Option<SocketAddr>,
+    /// `--token-idle-s`.
+    pub token_idle_s: u64,
 }
 
 #[derive(Debug)]
 struct Shared {
     db: DbPool,
-    key: String,
+    rule: SessionRule,
     play_servers: Vec<SocketAddr>,
 }
 
@@ -63,24 +68,14 @@ enum Asked {
 
 impl Shared {
     fn observer(&self, token: &str, ip: std::net::IpAddr, match_id: u64) -> Response {
-        let session = match self.db.with(|c| db::session(c, &token_hash(token))) {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::error!(%e, "router could not read sessions");
+        match self.rule.check(&self.db, token, ip, Idle::Applies) {
+            Ok(_) => {}
+            Err(Denied::Refused(refusal)) => return refusal.response(),
+            Err(Denied::Db(e)) => {
+                tracing::error!(%e, "router could not check a session");
                 return Response::error(503, "unavailable", "user DB unavailable; retry shortly")
                     .with_header("Retry-After", "1");
             }
-        };
-        match session {
-            Some(s) if !s.revoked && s.ip == ip.to_string() => {}
-            Some(s) if !s.revoked => {
-                return Response::error(
-                    401,
-                    "login_again",
-                    "this token was issued to another IP; log in again",
-                )
-            }
-            _ => return Response::error(401, "access_denied", "unknown, revoked or missing token"),
         }
         let mut failures = Vec::new();
         for &play in &self.play_servers {
@@ -110,7 +105,8 @@ impl Shared {
             let mut stream = TcpStream::connect_timeout(&play, timeout)?;
             stream.set_read_timeout(Some(timeout))?;
             let line =
-                serde_json::json!({"t": "observe", "match": match_id, "key": self.key}).to_string();
+                serde_json::json!({"t": "observe", "match": match_id, "key": self.rule.key.as_str()})
+                    .to_string();
             writeln!(stream, "{line}")?;
             let mut answer = String::new();
             BufReader::new(stream.take(ANSWER_BYTES_MAX)).read_line(&mut answer)?;
@@ -136,15 +132,13 @@ impl Handler for Router {
             ("GET", "/healthz") => {
                 return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"})))
             }
-            (_, "/v1/observer" | "/healthz") => return Reply::Now(http::method_not_allowed(&req)),
+            (_, "/v1/observer" | "/healthz") => {
+                return Reply::Now(http::method_not_allowed(&req, &["GET"]))
+            }
             _ => return Reply::Now(http::not_found(&req)),
         }
-        let Some(token) = req.bearer().filter(|t| well_formed(t)).map(str::to_string) else {
-            return Reply::Now(Response::error(
-                401,
-                "access_denied",
-                "unknown, revoked or missing token",
-            ));
+        let Some(token) = req.bearer().map(str::to_string) else {
+            return Reply::Now(Refusal::AccessDenied.response());
         };
         let Some(match_id) = req.query_param("match").and_then(|m| m.parse::<u64>().ok()) else {
             return Reply::Now(Response::error(
@@ -160,20 +154,21 @@ impl Handler for Router {
     }
 }
 
-/// Why the router could not start.
-pub type StartError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Starts the router on `listener`.
 pub fn start(
     listener: TcpListener,
     config: RouterConfig,
     limits: Limits,
-) -> Result<Running, StartError> {
+) -> Result<Running, SetupError> {
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let key = db.secret(INTERNAL_KEY_META)?;
+    let rule = SessionRule {
+        idle_ms: (config.token_idle_s * 1000) as i64,
+        lobby: config.lobby,
+        key: InternalKey::load_or_create(&db)?,
+    };
     let shared = Arc::new(Shared {
         db,
-        key,
+        rule,
         play_servers: config.play_servers,
     });
     let pool = JobPool::new("router", ROUTER_WORKERS, ROUTER_QUEUE_MAX)?;

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client;
-use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
-use crate::http::{self, Request, Response};
-use crate::jobs::{defer_to_pool, JobPool};
-use crate::resources::{valid_version, Catalog, FileEntry};
-use crate::service::Running;
+use crate::domain::resources::{valid_version, Catalog, FileEntry};
+use crate::runtime::client;
+use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::runtime::http::{self, Request, Response};
+use crate::runtime::jobs::{defer_to_pool, JobPool};
+use crate::runtime::running::Running;
 
 /// File-node endpoints sent with each update, so a client can spread its downloads and
 /// fall back to a second node when one fails mid-transfer.
@@ -203,7 +203,7 @@ impl Handler for Storage {
             ("GET", "/healthz") => {
                 Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"})))
             }
-            (_, "/v1/update" | "/healthz") => Reply::Now(http::method_not_allowed(&req)),
+            (_, "/v1/update" | "/healthz") => Reply::Now(http::method_not_allowed(&req, &["GET"])),
             _ => Reply::Now(http::not_found(&req)),
         }
     }

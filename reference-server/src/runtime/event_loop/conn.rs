@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsAcceptor, TlsStream};
 
 use super::{interrupted, would_block, INBUF_BYTES_MAX, READ_CHUNK_BYTES};
-use crate::http::{Body, Response};
+use crate::runtime::http::{Body, Response};
 
 /// The acceptor of a TLS server (native-tls gives it no `Debug`).
 pub(super) struct Tls(pub(super) TlsAcceptor);

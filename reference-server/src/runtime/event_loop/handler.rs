@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use mio::Waker;
 
-use crate::http::{Request, Response};
+use crate::runtime::http::{Request, Response};
 
 /// What a service does with a request.
 pub trait Handler: Send + 'static {
@@ -131,11 +131,6 @@ impl Stopper {
         self.flag.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
-
-    /// The flag itself, for signal handlers that may only store to an atomic.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.flag)
-    }
 }
 
 /// A server running on its own thread.
@@ -150,11 +145,6 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// A stopper for this server.
-    pub fn stopper(&self) -> Stopper {
-        self.stopper.clone()
     }
 
     /// Stops the server and waits for its thread.

@@ -4,13 +4,15 @@
 //! constant tokens, connections live in a slab, and on readiness a connection is read or
 //! written until `WouldBlock`. HTTP/1.1 framing (httparse heads, `Content-Length` bodies,
 //! keep-alive, pipelining) and the limits of SPEC §3 are enforced here once, so a service
-//! only maps a [`Request`] to a [`Reply`].
+//! only maps a [`Request`] to a [`Reply`]. No accept failure ends the loop: it is logged,
+//! and one that would repeat at once pauses the listener briefly ([`Acceptor`]).
 //!
 //! Slow work never runs on the loop: a handler calls [`Ctx::defer`], hands the
 //! [`Responder`] to a job pool, and the pool's answer comes back through the channel and
 //! the [`Waker`]. While a deferred answer is outstanding the connection parses no further
 //! request, so pipelined answers keep their order.
 
+mod accept;
 mod conn;
 mod handler;
 mod parse;
@@ -23,13 +25,14 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use native_tls::{HandshakeError, TlsAcceptor};
 use slab::Slab;
 
-use crate::http::Response;
+use crate::runtime::http::Response;
 
+pub use accept::{Acceptor, ACCEPT_BACKOFF_MS};
 use conn::{flush, queue, read_available, refuse, Conn, Tls, Transport};
 use handler::Completion;
 pub use handler::{Ctx, Handler, Reply, Responder, ServerHandle, Stopper};
@@ -93,6 +96,7 @@ impl Default for Limits {
 pub struct Server<H> {
     poll: Poll,
     listener: TcpListener,
+    acceptor: Acceptor,
     handler: H,
     conns: Slab<Conn>,
     limits: Limits,
@@ -117,6 +121,7 @@ impl<H: Handler> Server<H> {
         Ok(Server {
             poll,
             listener,
+            acceptor: Acceptor::new(),
             handler,
             conns: Slab::with_capacity(limits.conns_max.min(1024)),
             limits,
@@ -168,7 +173,8 @@ impl<H: Handler> Server<H> {
         let sweep_every = Duration::from_millis(SWEEP_INTERVAL_MS);
         let mut last_sweep = Instant::now();
         loop {
-            if let Err(err) = self.poll.poll(&mut events, Some(sweep_every)) {
+            let timeout = self.acceptor.poll_timeout(sweep_every);
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
                 if interrupted(&err) {
                     continue;
                 }
@@ -179,10 +185,13 @@ impl<H: Handler> Server<H> {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept()?,
+                    LISTENER => self.accept(),
                     WAKER => self.complete_deferred(),
                     Token(key) => self.drive(key),
                 }
+            }
+            if self.acceptor.resume() {
+                self.accept();
             }
             if last_sweep.elapsed() >= sweep_every {
                 self.sweep();
@@ -191,8 +200,10 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn accept(&mut self) -> io::Result<()> {
-        while let Some((mut stream, peer)) = accept_one(&self.listener) {
+    /// Takes every pending connection. A failure ends no more than the one connection
+    /// it concerns (see [`Acceptor`]).
+    fn accept(&mut self) {
+        while let Some((mut stream, peer)) = self.acceptor.next(&self.listener) {
             if self.conns.len() >= self.limits.conns_max {
                 // A TLS client could not read a plaintext answer; it just sees the close.
                 if self.tls.is_none() {
@@ -203,11 +214,15 @@ impl<H: Handler> Server<H> {
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            self.poll.registry().register(
+            let registered = self.poll.registry().register(
                 &mut stream,
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
-            )?;
+            );
+            if let Err(err) = registered {
+                self.acceptor.dropped(&err);
+                continue;
+            }
             let (stream, handshake_started) = match &self.tls {
                 None => (Transport::Plain(stream), None),
                 Some(Tls(acceptor)) => match acceptor.accept(stream) {
@@ -234,7 +249,6 @@ impl<H: Handler> Server<H> {
                 last_progress: Instant::now(),
             });
         }
-        Ok(())
     }
 
     /// Reads, answers and writes as far as possible; closes the connection when done.
@@ -384,23 +398,6 @@ impl<H: Handler> Server<H> {
             let mut conn = self.conns.remove(key);
             if let Some(socket) = conn.stream.socket() {
                 let _ = self.poll.registry().deregister(socket);
-            }
-        }
-    }
-}
-
-/// Accepts one pending connection, or `None` once none is left. Running out of
-/// descriptors or a reset before accept must not end a service: the client sees a
-/// refused or reset connection and the loop goes on.
-pub fn accept_one(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        match listener.accept() {
-            Ok(pair) => return Some(pair),
-            Err(err) if would_block(&err) => return None,
-            Err(err) if interrupted(&err) => continue,
-            Err(err) => {
-                tracing::warn!(%err, "accept failed");
-                return None;
             }
         }
     }

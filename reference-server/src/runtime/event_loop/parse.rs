@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::{BODY_BYTES_MAX, HEADERS_COUNT_MAX, HEAD_BYTES_MAX};
-use crate::http::{Request, Response};
+use crate::runtime::http::{Request, Response};
 
 pub(super) struct Parsed {
     pub(super) head_len: usize,

@@ -7,9 +7,9 @@
 //! revoked tokens (`/internal/v1/revoke`) and play servers about new results
 //! (`/internal/v1/users/invalidate`), both with the internal key.
 
-pub mod ranking;
-pub mod routing;
-pub mod sessions;
+pub(crate) mod ranking;
+pub(crate) mod routing;
+pub(crate) mod sessions;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -20,18 +20,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, DbPool, UserRow};
-use crate::event_loop::{Ctx, Handler, Limits, Reply, Server};
-use crate::http::{self, Request, Response};
-use crate::jobs::{defer_to_pool, JobPool};
-use crate::profile::{INTERNAL_KEY_HEADER, INTERNAL_KEY_META};
-use crate::service::{sleep_unless_stopped, Running};
-use crate::ticket;
-use crate::token::{ct_eq, token_hash, well_formed};
+use crate::domain::db::{self, DbPool, UserRow};
+use crate::domain::internal_key::{InternalKey, INTERNAL_KEY_HEADER};
+use crate::domain::session::Refusal;
+use crate::domain::ticket;
+use crate::domain::token::{token_hash, well_formed};
+use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
+use crate::runtime::http::{self, Request, Response};
+use crate::runtime::jobs::{defer_to_pool, JobPool};
+use crate::runtime::running::{sleep_unless_stopped, Running};
+use crate::services::SetupError;
 
 use ranking::{RankEntry, Ranking};
 use routing::PlayDirectory;
-use sessions::{access_denied, Auth, Sessions};
+use sessions::{Auth, Sessions};
 
 /// Most entries one `/v1/ranking` call returns (SPEC §3).
 pub const RANKING_LIMIT_MAX: u64 = 100;
@@ -77,7 +79,7 @@ struct Shared {
     state: Mutex<State>,
     db: DbPool,
     ticket_key: Vec<u8>,
-    internal_key: String,
+    internal_key: InternalKey,
     /// Held while the ranking changes, so that a full rebuild (a read of every user)
     /// and the results of a match, applied row by row, never overlap: an older read can
     /// never replace a newer ranking.
@@ -100,7 +102,10 @@ struct Call {
 
 enum Outcome {
     Done(Response),
+    /// The cache cannot decide; a worker loads the session and its user.
     Load,
+    /// Another IP presented the token: a worker commits the revocation, then answers.
+    Revoke,
 }
 
 #[derive(Serialize)]
@@ -148,10 +153,13 @@ impl Shared {
     /// `loaded` is true after a worker loaded what the DB has, so a miss then means the
     /// DB has nothing either.
     fn serve(&self, state: &mut State, call: &Call, now_ms: i64, loaded: bool) -> Outcome {
-        let user = match state.sessions.authorize(&call.hash, call.ip, now_ms) {
+        let user = match state
+            .sessions
+            .authorize(&call.hash, call.ip, now_ms, loaded)
+        {
             Auth::User(user) => user,
-            Auth::Deny(response) => return Outcome::Done(response),
-            Auth::Miss if loaded => return Outcome::Done(access_denied()),
+            Auth::Deny(refusal) => return Outcome::Done(refusal.response()),
+            Auth::Revoke => return Outcome::Revoke,
             Auth::Miss => return Outcome::Load,
         };
         let row = state.users.get(&user);
@@ -172,7 +180,7 @@ impl Shared {
                         },
                     )
                 }
-                None if loaded => access_denied(),
+                None if loaded => Refusal::AccessDenied.response(),
                 None => return Outcome::Load,
             },
             Route::Ranking { offset, limit } => Response::json(
@@ -232,7 +240,24 @@ impl Shared {
         }
         match self.serve(&mut state, call, db::now_ms(), true) {
             Outcome::Done(response) => response,
+            Outcome::Revoke => {
+                drop(state);
+                self.revoke(&call.hash)
+            }
             Outcome::Load => unreachable!("a loaded serve never asks to load"),
+        }
+    }
+
+    /// Commits the revocation of a session presented from another IP, then answers
+    /// `login_again`: once a client reads that answer, no kill can bring the token back.
+    fn revoke(&self, hash: &str) -> Response {
+        match self.db.with(|c| db::revoke(c, hash)) {
+            Ok(()) => Refusal::LoginAgain.response(),
+            Err(e) => {
+                tracing::error!(%e, "lobby could not commit a revocation");
+                Response::error(503, "unavailable", "user DB unavailable; retry shortly")
+                    .with_header("Retry-After", "1")
+            }
         }
     }
 
@@ -299,6 +324,15 @@ struct InvalidateNotice {
     ids: Vec<String>,
 }
 
+/// The routes other services call with the internal key.
+#[derive(Debug, Clone, Copy)]
+enum Internal {
+    /// `POST /internal/v1/revoke`: profile ended a session.
+    Revoke,
+    /// `POST /internal/v1/users/invalidate`: a play server committed new results.
+    Invalidate,
+}
+
 /// The lobby's request handler.
 #[derive(Debug)]
 pub struct Lobby {
@@ -307,10 +341,10 @@ pub struct Lobby {
 }
 
 impl Lobby {
-    fn internal(&mut self, req: &Request, ctx: &mut Ctx<'_>) -> Reply {
+    fn internal(&mut self, req: &Request, route: Internal, ctx: &mut Ctx<'_>) -> Reply {
         let key_ok = req
             .header(INTERNAL_KEY_HEADER)
-            .is_some_and(|k| ct_eq(k.as_bytes(), self.shared.internal_key.as_bytes()));
+            .is_some_and(|k| self.shared.internal_key.matches(k));
         if !key_ok {
             return Reply::Now(Response::error(
                 403,
@@ -318,8 +352,8 @@ impl Lobby {
                 "internal route: missing or wrong internal key",
             ));
         }
-        match req.path.as_str() {
-            "/internal/v1/revoke" => match serde_json::from_slice::<RevokeNotice>(&req.body) {
+        match route {
+            Internal::Revoke => match serde_json::from_slice::<RevokeNotice>(&req.body) {
                 Ok(notice) => {
                     self.shared
                         .state
@@ -331,7 +365,7 @@ impl Lobby {
                 }
                 Err(e) => Reply::Now(bad_request(format!("body: {e}"))),
             },
-            "/internal/v1/users/invalidate" => {
+            Internal::Invalidate => {
                 match serde_json::from_slice::<InvalidateNotice>(&req.body) {
                     Ok(notice) => {
                         let mut state = self.shared.state.lock().expect("lobby state lock");
@@ -354,13 +388,12 @@ impl Lobby {
                     Err(e) => Reply::Now(bad_request(format!("body: {e}"))),
                 }
             }
-            _ => Reply::Now(http::not_found(req)),
         }
     }
 
     fn public(&mut self, req: &Request, route: Route, ctx: &mut Ctx<'_>) -> Reply {
         let Some(token) = req.bearer().filter(|t| well_formed(t)) else {
-            return Reply::Now(access_denied());
+            return Reply::Now(Refusal::AccessDenied.response());
         };
         let call = Call {
             route,
@@ -377,6 +410,10 @@ impl Lobby {
                 let shared = Arc::clone(&self.shared);
                 defer_to_pool(&self.pool, ctx, move || shared.load_and_serve(&call))
             }
+            Outcome::Revoke => {
+                let shared = Arc::clone(&self.shared);
+                defer_to_pool(&self.pool, ctx, move || shared.revoke(&call.hash))
+            }
         }
     }
 }
@@ -384,7 +421,10 @@ impl Lobby {
 impl Handler for Lobby {
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         let route = match (req.method.as_str(), req.path.as_str()) {
-            ("POST", p) if p.starts_with("/internal/") => return self.internal(&req, ctx),
+            ("POST", "/internal/v1/revoke") => return self.internal(&req, Internal::Revoke, ctx),
+            ("POST", "/internal/v1/users/invalidate") => {
+                return self.internal(&req, Internal::Invalidate, ctx)
+            }
             ("GET", "/healthz") => {
                 return Reply::Now(Response::json(200, &serde_json::json!({"status": "ok"})))
             }
@@ -398,8 +438,11 @@ impl Handler for Lobby {
                 }
             }
             ("POST", "/v1/start") => Route::Start,
-            (_, "/v1/me" | "/v1/ranking" | "/v1/start" | "/healthz") => {
-                return Reply::Now(http::method_not_allowed(&req))
+            (_, "/v1/me" | "/v1/ranking" | "/healthz") => {
+                return Reply::Now(http::method_not_allowed(&req, &["GET"]))
+            }
+            (_, "/v1/start" | "/internal/v1/revoke" | "/internal/v1/users/invalidate") => {
+                return Reply::Now(http::method_not_allowed(&req, &["POST"]))
             }
             _ => return Reply::Now(http::not_found(&req)),
         };
@@ -407,17 +450,14 @@ impl Handler for Lobby {
     }
 }
 
-/// Why the lobby could not start.
-pub type StartError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Starts the lobby with its flusher, ranking and play-poller threads.
 pub fn start(
     listener: TcpListener,
     config: LobbyConfig,
     limits: Limits,
-) -> Result<Running, StartError> {
+) -> Result<Running, SetupError> {
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let internal_key = db.secret(INTERNAL_KEY_META)?;
+    let internal_key = InternalKey::load_or_create(&db)?;
     let ticket_key = db.secret(ticket::TICKET_KEY_META)?.into_bytes();
     let now = db::now_ms();
     let fill_ms = (config.match_fill_timeout_s * 1000) as i64;

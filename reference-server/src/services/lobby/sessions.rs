@@ -1,16 +1,17 @@
-//! The lobby's session cache and the rules every lobby request passes (SPEC §3 lobby):
-//! unknown or revoked token → `access_denied`; another IP than the session's →
-//! `login_again` and the session is revoked; unused for the idle timeout or longer →
-//! `refresh_required`.
+//! The lobby's session cache. Every request passes the session rule
+//! ([`crate::domain::session::judge`]) on the cached copy of its session.
 //!
-//! The DB is the truth and the cache only a copy: a miss is loaded by a worker, and
-//! uses and revocations made here are written back by a flusher thread.
+//! The DB is the truth and the cache only a copy: a miss is loaded by a worker, and so is
+//! a session the cache finds idle (a router or observer may have used it since); uses
+//! made here are written back by a flusher thread. A revocation is committed by the
+//! caller on a worker before it answers `login_again`; the flusher writes it again, so
+//! one that never reached a worker (a full queue) is not lost either.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::db::SessionRow;
-use crate::http::Response;
+use crate::domain::db::SessionRow;
+use crate::domain::session::{judge, Idle, Refusal, SessionFacts, Verdict};
 
 /// Sessions kept in memory; beyond it idle ones are dropped first (they reload on use).
 const SESSIONS_CACHED_MAX: usize = 1_000_000;
@@ -18,9 +19,7 @@ const SESSIONS_CACHED_MAX: usize = 1_000_000;
 #[derive(Debug, Clone)]
 struct Cached {
     user_id: String,
-    ip: Option<IpAddr>,
-    last_used_ms: i64,
-    revoked: bool,
+    facts: SessionFacts,
 }
 
 /// The outcome of checking a request's token.
@@ -28,9 +27,13 @@ struct Cached {
 pub enum Auth {
     /// The token is good; the request acts for this user.
     User(String),
-    /// The request is refused with this answer.
-    Deny(Response),
-    /// The session is not cached; a worker must load it.
+    /// The request is refused with this code.
+    Deny(Refusal),
+    /// The session was presented from another IP: it is revoked here already, and a
+    /// worker must commit that to the DB before the `login_again` goes out.
+    Revoke,
+    /// The cache cannot decide (the session is not cached, or looks idle); a worker
+    /// must load it from the DB.
     Miss,
 }
 
@@ -41,11 +44,6 @@ pub struct Sessions {
     touched: HashMap<String, i64>,
     revoked: Vec<String>,
     idle_ms: i64,
-}
-
-/// The answer for an unknown, revoked or missing token.
-pub fn access_denied() -> Response {
-    Response::error(401, "access_denied", "unknown, revoked or missing token")
 }
 
 impl Sessions {
@@ -59,33 +57,31 @@ impl Sessions {
         }
     }
 
-    /// Applies the lobby rules to a token (by hash) used from `ip` at `now_ms`.
-    pub fn authorize(&mut self, hash: &str, ip: IpAddr, now_ms: i64) -> Auth {
+    /// Applies the session rule to a token (by hash) used from `ip` at `now_ms`.
+    /// `loaded` is true when a worker has just read the session from the DB, so the
+    /// cache's copy is as fresh as it gets and a miss or an idle session is final.
+    pub fn authorize(&mut self, hash: &str, ip: IpAddr, now_ms: i64, loaded: bool) -> Auth {
         let Some(s) = self.map.get_mut(hash) else {
-            return Auth::Miss;
+            return if loaded {
+                Auth::Deny(Refusal::AccessDenied)
+            } else {
+                Auth::Miss
+            };
         };
-        if s.revoked {
-            return Auth::Deny(access_denied());
+        match judge(Some(s.facts), ip, now_ms, self.idle_ms, Idle::Applies) {
+            Verdict::Allow => {
+                s.facts.last_used_ms = now_ms;
+                self.touched.insert(hash.to_string(), now_ms);
+                Auth::User(s.user_id.clone())
+            }
+            Verdict::Refuse(Refusal::RefreshRequired) if !loaded => Auth::Miss,
+            Verdict::Refuse(refusal) => Auth::Deny(refusal),
+            Verdict::RevokeThenRefuse => {
+                s.facts.revoked = true;
+                self.revoked.push(hash.to_string());
+                Auth::Revoke
+            }
         }
-        if s.ip != Some(ip) {
-            s.revoked = true;
-            self.revoked.push(hash.to_string());
-            return Auth::Deny(Response::error(
-                401,
-                "login_again",
-                "this token was issued to another IP; log in again",
-            ));
-        }
-        if now_ms - s.last_used_ms >= self.idle_ms {
-            return Auth::Deny(Response::error(
-                401,
-                "refresh_required",
-                "token unused for too long; refresh it at profile",
-            ));
-        }
-        s.last_used_ms = now_ms;
-        self.touched.insert(hash.to_string(), now_ms);
-        Auth::User(s.user_id.clone())
     }
 
     /// Caches a session read from the DB, merging with what this lobby knows newer.
@@ -98,15 +94,18 @@ impl Sessions {
             .get(&row.token_hash)
             .copied()
             .unwrap_or(i64::MIN);
-        let cached = self.map.get(&row.token_hash);
+        let cached = self.map.get(&row.token_hash).map(|c| c.facts);
+        let stored = SessionFacts::from(&row);
         let entry = Cached {
             user_id: row.user_id,
-            ip: row.ip.parse().ok(),
-            last_used_ms: row
-                .last_used_ms
-                .max(touched)
-                .max(cached.map_or(i64::MIN, |c| c.last_used_ms)),
-            revoked: row.revoked || cached.is_some_and(|c| c.revoked),
+            facts: SessionFacts {
+                ip: stored.ip,
+                last_used_ms: stored
+                    .last_used_ms
+                    .max(touched)
+                    .max(cached.map_or(i64::MIN, |c| c.last_used_ms)),
+                revoked: stored.revoked || cached.is_some_and(|c| c.revoked),
+            },
         };
         self.map.insert(row.token_hash, entry);
     }
@@ -114,7 +113,7 @@ impl Sessions {
     /// Marks a token revoked after profile revoked it (refresh or logout).
     pub fn revoked_elsewhere(&mut self, hash: &str) {
         if let Some(s) = self.map.get_mut(hash) {
-            s.revoked = true;
+            s.facts.revoked = true;
         }
     }
 
@@ -127,9 +126,9 @@ impl Sessions {
     }
 
     fn evict(&mut self) {
-        let (now, idle) = (crate::db::now_ms(), self.idle_ms);
+        let (now, idle) = (crate::domain::db::now_ms(), self.idle_ms);
         self.map
-            .retain(|_, s| !s.revoked && now - s.last_used_ms < idle);
+            .retain(|_, s| !s.facts.revoked && now - s.facts.last_used_ms < idle);
         if self.map.len() >= SESSIONS_CACHED_MAX {
             // Still full of live sessions: drop a tenth; they reload from the DB on use.
             let drop: Vec<String> = self
@@ -165,15 +164,8 @@ mod tests {
         match auth {
             Auth::User(u) => u,
             Auth::Miss => "miss".into(),
-            Auth::Deny(r) => {
-                let crate::http::Body::Owned(b) = r.body else {
-                    panic!()
-                };
-                serde_json::from_slice::<serde_json::Value>(&b).unwrap()["error"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            }
+            Auth::Revoke => "revoke".into(),
+            Auth::Deny(refusal) => refusal.code().into(),
         }
     }
 
@@ -182,16 +174,19 @@ mod tests {
         let ip: IpAddr = "127.10.0.1".parse().unwrap();
         let other: IpAddr = "127.20.0.1".parse().unwrap();
         let mut s = Sessions::new(1000);
-        assert_eq!(code(s.authorize("h", ip, 0)), "miss");
+        assert_eq!(code(s.authorize("h", ip, 0, false)), "miss");
+        assert_eq!(code(s.authorize("h", ip, 0, true)), "access_denied");
         s.load(row("h", "127.10.0.1", 0));
-        assert_eq!(code(s.authorize("h", ip, 999)), "user1");
+        assert_eq!(code(s.authorize("h", ip, 999, false)), "user1");
         // Idle counts from the last use, and a refused request does not count as a use.
-        assert_eq!(code(s.authorize("h", ip, 1999)), "refresh_required");
-        assert_eq!(code(s.authorize("h", ip, 2500)), "refresh_required");
+        // The cache alone only suspects idleness: the DB may know of a later use.
+        assert_eq!(code(s.authorize("h", ip, 1999, false)), "miss");
+        assert_eq!(code(s.authorize("h", ip, 1999, true)), "refresh_required");
+        assert_eq!(code(s.authorize("h", ip, 2500, true)), "refresh_required");
         s.load(row("g", "127.10.0.1", 3000));
-        assert_eq!(code(s.authorize("g", other, 3001)), "login_again");
+        assert_eq!(code(s.authorize("g", other, 3001, false)), "revoke");
         // The session is revoked for everyone now, its owner included.
-        assert_eq!(code(s.authorize("g", ip, 3002)), "access_denied");
+        assert_eq!(code(s.authorize("g", ip, 3002, false)), "access_denied");
         let (touched, revoked) = s.take_writes();
         assert_eq!(touched, vec![("h".to_string(), 999)]);
         assert_eq!(revoked, vec!["g".to_string()]);
@@ -202,12 +197,12 @@ mod tests {
         let ip: IpAddr = "127.10.0.1".parse().unwrap();
         let mut s = Sessions::new(1000);
         s.load(row("h", "127.10.0.1", 0));
-        assert_eq!(code(s.authorize("h", ip, 900)), "user1");
+        assert_eq!(code(s.authorize("h", ip, 900, false)), "user1");
         // A stale DB row (last use 0) must not make the session look idle.
         s.load(row("h", "127.10.0.1", 0));
-        assert_eq!(code(s.authorize("h", ip, 1500)), "user1");
+        assert_eq!(code(s.authorize("h", ip, 1500, false)), "user1");
         s.revoked_elsewhere("h");
         s.load(row("h", "127.10.0.1", 0));
-        assert_eq!(code(s.authorize("h", ip, 1600)), "access_denied");
+        assert_eq!(code(s.authorize("h", ip, 1600, false)), "access_denied");
     }
 }

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{ObserverError, Spawner};
+use super::{ObserverError, SessionArgs, Spawner};
 
 /// The image every role runs from; `ci/build-image.sh` makes it.
 pub const IMAGE: &str = "catwar-server:local";
@@ -33,6 +33,7 @@ pub struct DockerSpawner {
     docker: Docker,
     runtime: tokio::runtime::Runtime,
     data_dir: PathBuf,
+    session: SessionArgs,
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> ObserverError {
@@ -42,7 +43,7 @@ fn backend(what: &str, e: impl std::fmt::Display) -> ObserverError {
 impl DockerSpawner {
     /// Connects to the local engine and checks that the image exists, so a topology
     /// configured for Docker fails at start with a message that says what to do.
-    pub fn new(data_dir: PathBuf) -> Result<DockerSpawner, ObserverError> {
+    pub fn new(data_dir: PathBuf, session: SessionArgs) -> Result<DockerSpawner, ObserverError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -62,6 +63,7 @@ impl DockerSpawner {
             docker,
             runtime,
             data_dir,
+            session,
         })
     }
 
@@ -85,7 +87,9 @@ impl DockerSpawner {
                     &data,
                 ]
                 .map(str::to_string)
-                .to_vec(),
+                .into_iter()
+                .chain(self.session.command_args())
+                .collect(),
             ),
             labels: Some(labels),
             host_config: Some(HostConfig {
@@ -98,7 +102,7 @@ impl DockerSpawner {
         };
         let name = format!(
             "catwar-observer-{match_id}-{}",
-            crate::token::random_hex(4).map_err(|e| backend("name", e))?
+            crate::domain::token::random_hex(4).map_err(|e| backend("name", e))?
         );
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::db::{self, DbPool};
-use crate::profile::INTERNAL_KEY_META;
-use crate::token::{token_hash, well_formed};
+use crate::domain::db::{self, DbPool};
+use crate::domain::internal_key::InternalKey;
+use crate::domain::session::{Denied, Idle, Refusal, SessionRule};
 
 /// Watchers one observer serves at once.
 pub const WATCHERS_MAX: usize = 1024;
@@ -37,27 +37,39 @@ const LINE_BYTES_MAX: u64 = 64 * 1024;
 const WATCHER_WRITE_TIMEOUT_MS: u64 = 5_000;
 
 /// Why an observer could not be started or run.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ObserverError {
     /// Sockets, files or processes failed.
-    Io(String, io::Error),
+    #[error("{0}: {1}")]
+    Io(String, #[source] io::Error),
     /// The play server refused or lost the subscription.
+    #[error("play server: {0}")]
     Play(String),
     /// The backend is not usable here; the text says what to do.
+    #[error("{0}")]
     Backend(String),
 }
 
-impl fmt::Display for ObserverError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ObserverError::Io(what, e) => write!(f, "{what}: {e}"),
-            ObserverError::Play(why) => write!(f, "play server: {why}"),
-            ObserverError::Backend(why) => write!(f, "{why}"),
-        }
-    }
+/// What an observer needs to apply the session rule to its watchers' tokens, passed on
+/// its command line by every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionArgs {
+    /// `--token-idle-s` of the topology.
+    pub token_idle_s: u64,
+    /// The lobby to tell when a watcher's token gets its session revoked.
+    pub lobby: Option<SocketAddr>,
 }
 
-impl std::error::Error for ObserverError {}
+impl SessionArgs {
+    /// The flags of `catwar-server observer` that carry these values.
+    pub fn command_args(&self) -> Vec<String> {
+        let mut args = vec!["--token-idle-s".to_string(), self.token_idle_s.to_string()];
+        if let Some(lobby) = self.lobby {
+            args.extend(["--lobby".to_string(), lobby.to_string()]);
+        }
+        args
+    }
+}
 
 /// Starts one more observer for a match and returns where watchers connect.
 pub trait Spawner: Send + Sync + fmt::Debug {
@@ -81,6 +93,8 @@ pub struct ObserverArgs {
     pub data_dir: PathBuf,
     /// Where to listen for watchers; port 0 picks one.
     pub listen: SocketAddr,
+    /// The session rule's settings.
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Default)]
@@ -99,8 +113,7 @@ pub fn run(args: &ObserverArgs) -> Result<(), ObserverError> {
         DbPool::new(&args.data_dir.join(db::DB_FILE))
             .map_err(|e| ObserverError::Backend(e.to_string()))?,
     );
-    let key = db
-        .with(|c| db::meta(c, INTERNAL_KEY_META))
+    let key = InternalKey::load(&db)
         .map_err(|e| ObserverError::Backend(e.to_string()))?
         .ok_or_else(|| {
             ObserverError::Backend(
@@ -115,7 +128,8 @@ pub fn run(args: &ObserverArgs) -> Result<(), ObserverError> {
     let mut play = TcpStream::connect(args.play)
         .map_err(|e| ObserverError::Io(format!("--play {}", args.play), e))?;
     let subscribe =
-        serde_json::json!({"t": "subscribe", "match": args.match_id, "key": key}).to_string();
+        serde_json::json!({"t": "subscribe", "match": args.match_id, "key": key.as_str()})
+            .to_string();
     writeln!(play, "{subscribe}").map_err(|e| ObserverError::Io("subscribe".into(), e))?;
     let mut reader = BufReader::new(
         play.try_clone()
@@ -134,8 +148,13 @@ pub fn run(args: &ObserverArgs) -> Result<(), ObserverError> {
         .flush()
         .map_err(|e| ObserverError::Io("stdout".into(), e))?;
     let shared: Shared = Arc::new((Mutex::new(Feed::default()), Condvar::new()));
+    let rule = Arc::new(SessionRule {
+        idle_ms: (args.session.token_idle_s * 1000) as i64,
+        lobby: args.session.lobby,
+        key,
+    });
     let (s, m) = (Arc::clone(&shared), args.match_id);
-    std::thread::spawn(move || accept_watchers(listener, s, db, m));
+    std::thread::spawn(move || accept_watchers(listener, s, db, rule, m));
     let lost = relay(reader, &shared);
     let (lock, ready) = &*shared;
     lock.lock().expect("feed lock").over = Some(lost);
@@ -167,7 +186,13 @@ fn relay(mut reader: BufReader<TcpStream>, shared: &Shared) -> Option<&'static s
     }
 }
 
-fn accept_watchers(listener: TcpListener, shared: Shared, db: Arc<DbPool>, match_id: u64) {
+fn accept_watchers(
+    listener: TcpListener,
+    shared: Shared,
+    db: Arc<DbPool>,
+    rule: Arc<SessionRule>,
+    match_id: u64,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming().flatten() {
         if active.load(Ordering::SeqCst) >= WATCHERS_MAX {
@@ -176,15 +201,21 @@ fn accept_watchers(listener: TcpListener, shared: Shared, db: Arc<DbPool>, match
         }
         active.fetch_add(1, Ordering::SeqCst);
         let (s, d, a) = (Arc::clone(&shared), Arc::clone(&db), Arc::clone(&active));
+        let r = Arc::clone(&rule);
         std::thread::spawn(move || {
-            let _ = watch(stream, &s, &d, match_id);
+            let _ = watch(stream, &s, (&d, &r), match_id);
             a.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
 
 /// Serves one watcher: checks its `watch` line, then streams the feed from the start.
-fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::Result<()> {
+fn watch(
+    stream: TcpStream,
+    shared: &Shared,
+    (db, rule): (&DbPool, &SessionRule),
+    match_id: u64,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS)))?;
     stream.set_write_timeout(Some(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)))?;
     let mut out = stream.try_clone()?;
@@ -193,7 +224,7 @@ fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::
     BufReader::new(stream)
         .take(LINE_BYTES_MAX)
         .read_line(&mut line)?;
-    if let Err(code) = check_watch(&line, db, match_id, peer) {
+    if let Err(code) = check_watch(&line, (db, rule), match_id, peer) {
         return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}");
     }
     let (lock, ready) = &**shared;
@@ -224,10 +255,14 @@ fn watch(stream: TcpStream, shared: &Shared, db: &DbPool, match_id: u64) -> io::
     }
 }
 
-/// The lobby's token rules, as far as a stream needs them: a known, unrevoked token,
-/// used from the IP its session was opened from (SPEC §2.5: no data for a token from
-/// another IP).
-fn check_watch(line: &str, db: &DbPool, match_id: u64, peer: IpAddr) -> Result<(), &'static str> {
+/// Checks a `watch` line: the match, then the token by the session rule (SPEC §3), with
+/// the lobby's codes.
+fn check_watch(
+    line: &str,
+    (db, rule): (&DbPool, &SessionRule),
+    match_id: u64,
+    peer: IpAddr,
+) -> Result<(), &'static str> {
     let v: Value = serde_json::from_str(line).map_err(|_| "bad_json")?;
     if v.get("t").and_then(Value::as_str) != Some("watch") {
         return Err("expected_watch");
@@ -238,14 +273,10 @@ fn check_watch(line: &str, db: &DbPool, match_id: u64, peer: IpAddr) -> Result<(
     let token = v
         .get("token")
         .and_then(Value::as_str)
-        .filter(|t| well_formed(t))
-        .ok_or("access_denied")?;
-    let session = db
-        .with(|c| db::session(c, &token_hash(token)))
-        .map_err(|_| "unavailable")?;
-    match session {
-        Some(s) if !s.revoked && s.ip == peer.to_string() => Ok(()),
-        Some(s) if !s.revoked => Err("login_again"),
-        _ => Err("access_denied"),
+        .ok_or(Refusal::AccessDenied.code())?;
+    match rule.check(db, token, peer, Idle::Applies) {
+        Ok(_) => Ok(()),
+        Err(Denied::Refused(refusal)) => Err(refusal.code()),
+        Err(Denied::Db(_)) => Err("unavailable"),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{ObserverError, Spawner};
+use super::{ObserverError, SessionArgs, Spawner};
 
 /// How long a new observer gets to print its address.
 const START_TIMEOUT_MS: u64 = 5_000;
@@ -23,15 +23,17 @@ const START_TIMEOUT_MS: u64 = 5_000;
 pub struct ProcessSpawner {
     exe: PathBuf,
     data_dir: PathBuf,
+    session: SessionArgs,
     children: Mutex<Vec<Child>>,
 }
 
 impl ProcessSpawner {
-    /// A spawner running `exe observer …` with `data_dir`.
-    pub fn new(exe: PathBuf, data_dir: PathBuf) -> ProcessSpawner {
+    /// A spawner running `exe observer …` with `data_dir` and the session rule's settings.
+    pub fn new(exe: PathBuf, data_dir: PathBuf, session: SessionArgs) -> ProcessSpawner {
         ProcessSpawner {
             exe,
             data_dir,
+            session,
             children: Mutex::new(Vec::new()),
         }
     }
@@ -51,6 +53,7 @@ impl Spawner for ProcessSpawner {
                 "--data",
             ])
             .arg(&self.data_dir)
+            .args(self.session.command_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         // SAFETY: prctl is async-signal-safe and touches only the new child.
@@ -125,7 +128,11 @@ mod tests {
         let exe = dir.path().join("observer");
         std::fs::write(&exe, "#!/bin/sh\necho listening 127.0.0.1:9\n").unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let spawner = ProcessSpawner::new(exe, dir.path().to_path_buf());
+        let session = SessionArgs {
+            token_idle_s: 600,
+            lobby: None,
+        };
+        let spawner = ProcessSpawner::new(exe, dir.path().to_path_buf(), session);
         let play: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(
             spawner.spawn(play, 7).unwrap(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// The arena is a square of this side, in world units.
 pub const ARENA_SIZE: f64 = 100.0;
-/// The farthest a cat moves in one tick; inputs ask for a direction of length ≤ 1.
+/// The farthest a cat moves in one tick; a longer input direction is scaled to length 1.
 pub const SPEED_PER_TICK: f64 = 1.0;
 /// HP at the start of a match.
 pub const HP_START: i32 = 100;
@@ -32,8 +32,8 @@ pub const XP_PER_LEVEL: i64 = 100;
 pub enum InputError {
     /// `seq` did not increase.
     StaleSeq,
-    /// The direction is longer than 1 or not a number: faster than a cat can run.
-    TooFast,
+    /// `dx` or `dy` is not a finite number: no direction at all.
+    NotFinite,
 }
 
 impl InputError {
@@ -41,7 +41,7 @@ impl InputError {
     pub fn code(self) -> &'static str {
         match self {
             InputError::StaleSeq => "stale_seq",
-            InputError::TooFast => "too_fast",
+            InputError::NotFinite => "not_finite",
         }
     }
 }
@@ -131,7 +131,9 @@ impl Game {
         self.tick
     }
 
-    /// Records player `p`'s latest input, applied at the next tick.
+    /// Records player `p`'s latest input, applied at the next tick. A direction longer
+    /// than 1 is scaled to length 1 (SPEC §3: an analog stick's diagonal is no offence),
+    /// so a cat never moves faster than [`SPEED_PER_TICK`].
     pub fn input(
         &mut self,
         p: usize,
@@ -144,12 +146,15 @@ impl Game {
         if seq <= cat.received {
             return Err(InputError::StaleSeq);
         }
-        if !dx.is_finite() || !dy.is_finite() || dx * dx + dy * dy > 1.0 + 1e-9 {
-            return Err(InputError::TooFast);
+        if !dx.is_finite() || !dy.is_finite() {
+            return Err(InputError::NotFinite);
         }
+        // `hypot` cannot overflow where squaring would, so even 1e300 scales to length 1.
+        let length = dx.hypot(dy);
+        let scale = if length > 1.0 { length.recip() } else { 1.0 };
         cat.received = seq;
-        cat.dx = dx;
-        cat.dy = dy;
+        cat.dx = dx * scale;
+        cat.dy = dy * scale;
         cat.fire |= fire;
         Ok(())
     }
@@ -260,11 +265,37 @@ mod tests {
         g.step();
         assert_eq!(g.ack(p), 1);
         assert_eq!(g.input(p, 1, 0.0, 0.0, false), Err(InputError::StaleSeq));
-        assert_eq!(g.input(p, 2, 1.0, 1.0, false), Err(InputError::TooFast));
         assert_eq!(
-            g.input(p, 3, f64::NAN, 0.0, false),
-            Err(InputError::TooFast)
+            g.input(p, 2, f64::NAN, 0.0, false),
+            Err(InputError::NotFinite)
         );
+        assert_eq!(
+            g.input(p, 3, 0.0, f64::INFINITY, false),
+            Err(InputError::NotFinite)
+        );
+    }
+
+    #[test]
+    fn a_direction_longer_than_one_is_scaled_applied_and_acked() {
+        let mut g = Game::default();
+        let p = g.add("user1");
+        let (x0, y0) = (g.cats[p].x, g.cats[p].y);
+        assert_eq!(g.input(p, 1, 0.8, 0.8, false), Ok(()));
+        g.step();
+        assert_eq!(g.ack(p), 1);
+        let (dx, dy) = (g.cats[p].x - x0, g.cats[p].y - y0);
+        assert!(
+            (dx.hypot(dy) - SPEED_PER_TICK).abs() < 1e-12,
+            "moved {dx}, {dy}"
+        );
+        assert!((dx - dy).abs() < 1e-12, "the direction is kept");
+        // So is a huge one, whose square would overflow.
+        let (x1, y1) = (g.cats[p].x, g.cats[p].y);
+        assert_eq!(g.input(p, 2, -1e300, 0.0, false), Ok(()));
+        g.step();
+        assert_eq!(g.ack(p), 2);
+        assert!((x1 - g.cats[p].x - SPEED_PER_TICK).abs() < 1e-12);
+        assert_eq!(g.cats[p].y, y1);
     }
 
     #[test]

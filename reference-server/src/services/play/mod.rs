@@ -9,8 +9,8 @@
 //! `join`, `input` from players; `status` from the lobby; `observe` from the router and
 //! `subscribe` from match observers (both with the internal key).
 
-pub mod game;
-pub mod results;
+pub(crate) mod game;
+pub(crate) mod results;
 mod spawners;
 mod wire;
 
@@ -27,12 +27,13 @@ use mio::net::TcpListener as MioListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::db::{self, DbPool};
-use crate::event_loop::{accept_one, interrupted};
-use crate::observer::Spawner;
-use crate::profile::INTERNAL_KEY_META;
-use crate::service::Running;
-use crate::ticket::{self, TICKET_KEY_META};
+use crate::domain::db::{self, DbPool};
+use crate::domain::internal_key::InternalKey;
+use crate::domain::ticket::{self, TICKET_KEY_META};
+use crate::runtime::event_loop::{interrupted, Acceptor};
+use crate::runtime::running::Running;
+use crate::services::observer::Spawner;
+use crate::services::SetupError;
 
 use game::Game;
 use results::{Finished, Report};
@@ -132,12 +133,13 @@ impl Clock {
 struct Play {
     poll: Poll,
     listener: MioListener,
+    acceptor: Acceptor,
     conns: Slab<Conn>,
     next_gen: u64,
     matches: HashMap<u64, Match>,
     config: PlayConfig,
     ticket_key: Vec<u8>,
-    internal_key: String,
+    internal_key: InternalKey,
     nonces: HashMap<String, i64>,
     results_tx: Sender<Finished>,
     reports: Receiver<Report>,
@@ -156,7 +158,8 @@ impl Play {
         let mut next_tick = Instant::now() + period;
         let mut last_prune = Instant::now();
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let until_tick = next_tick.saturating_duration_since(Instant::now());
+            let timeout = self.acceptor.poll_timeout(until_tick);
             if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
                 if !interrupted(&err) {
                     return Err(err);
@@ -167,7 +170,7 @@ impl Play {
             }
             for (i, event) in events.iter().enumerate() {
                 match event.token() {
-                    LISTENER => self.accept()?,
+                    LISTENER => self.accept(),
                     WAKER => self.collect(),
                     Token(key) => self.drive(key),
                 }
@@ -177,6 +180,9 @@ impl Play {
                     self.tick();
                     next_tick += period;
                 }
+            }
+            if self.acceptor.resume() {
+                self.accept();
             }
             let now = Instant::now();
             if now >= next_tick + period * TICKS_BEHIND_MAX {
@@ -198,8 +204,10 @@ impl Play {
         }
     }
 
-    fn accept(&mut self) -> io::Result<()> {
-        while let Some((mut stream, _)) = accept_one(&self.listener) {
+    /// Takes every pending connection. A failure ends no more than the one connection
+    /// it concerns (see [`Acceptor`]).
+    fn accept(&mut self) {
+        while let Some((mut stream, _)) = self.acceptor.next(&self.listener) {
             if self.conns.len() >= self.config.conns_max {
                 // A fresh socket's buffer takes one short line; the client learns why.
                 let _ = stream.write(BUSY_LINE);
@@ -207,15 +215,18 @@ impl Play {
             }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
-            self.poll.registry().register(
+            let registered = self.poll.registry().register(
                 &mut stream,
                 Token(entry.key()),
                 Interest::READABLE | Interest::WRITABLE,
-            )?;
+            );
+            if let Err(err) = registered {
+                self.acceptor.dropped(&err);
+                continue;
+            }
             self.next_gen += 1;
             entry.insert(Conn::new(stream, self.next_gen));
         }
-        Ok(())
     }
 
     fn drive(&mut self, key: usize) {
@@ -320,7 +331,7 @@ impl Play {
     }
 
     fn internal(&self, key: &str) -> bool {
-        crate::token::ct_eq(key.as_bytes(), self.internal_key.as_bytes())
+        self.internal_key.matches(key)
     }
 
     fn join(&mut self, key: usize, ticket_text: &str) {
@@ -514,11 +525,8 @@ impl Play {
     }
 }
 
-/// Why a play server could not start.
-pub type StartError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Starts a play server with its results writer and observer spawner.
-pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, StartError> {
+pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, SetupError> {
     listener.set_nonblocking(true)?;
     let mut listener = MioListener::from_std(listener);
     let poll = Poll::new()?;
@@ -527,7 +535,7 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let db = Arc::new(DbPool::new(&config.data_dir.join(db::DB_FILE))?);
     let ticket_key = db.secret(TICKET_KEY_META)?.into_bytes();
-    let internal_key = db.secret(INTERNAL_KEY_META)?;
+    let internal_key = InternalKey::load_or_create(&db)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (results_tx, results_rx) = mpsc::channel();
     let (reports_tx, reports) = mpsc::channel();
@@ -539,6 +547,7 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Start
     let play = Play {
         poll,
         listener,
+        acceptor: Acceptor::new(),
         conns: Slab::with_capacity(1024),
         next_gen: 0,
         matches: HashMap::new(),

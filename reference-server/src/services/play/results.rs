@@ -12,10 +12,10 @@ use mio::Waker;
 use rusqlite::params;
 use serde::Serialize;
 
-use crate::client;
-use crate::db::{self, DbPool};
-use crate::play::game::{Outcome, XP_PER_LEVEL};
-use crate::profile::INTERNAL_KEY_HEADER;
+use crate::domain::db::{self, DbPool};
+use crate::domain::internal_key::{InternalKey, INTERNAL_KEY_HEADER};
+use crate::runtime::client;
+use crate::services::play::game::{Outcome, XP_PER_LEVEL};
 
 /// How long the writer waits for the lobby to confirm it dropped stale rows.
 const LOBBY_NOTICE_TIMEOUT_MS: u64 = 2_000;
@@ -64,7 +64,7 @@ pub type Report = (u64, Result<Vec<Committed>, String>);
 pub fn run(
     db: Arc<DbPool>,
     play: SocketAddr,
-    lobby: Option<(SocketAddr, String)>,
+    lobby: Option<(SocketAddr, InternalKey)>,
     rx: Receiver<Finished>,
     tx: Sender<Report>,
     waker: Arc<Waker>,
@@ -170,7 +170,11 @@ fn commit(
     Ok(committed)
 }
 
-fn notify_lobby<'a>(lobby: SocketAddr, key: &str, rows: impl Iterator<Item = &'a Committed>) {
+fn notify_lobby<'a>(
+    lobby: SocketAddr,
+    key: &InternalKey,
+    rows: impl Iterator<Item = &'a Committed>,
+) {
     let ids: Vec<&str> = rows.map(|r| r.id.as_str()).collect();
     let body = serde_json::json!({ "ids": ids }).to_string();
     let timeout = Duration::from_millis(LOBBY_NOTICE_TIMEOUT_MS);
@@ -179,7 +183,7 @@ fn notify_lobby<'a>(lobby: SocketAddr, key: &str, rows: impl Iterator<Item = &'a
             lobby,
             "POST",
             "/internal/v1/users/invalidate",
-            &[(INTERNAL_KEY_HEADER, key)],
+            &[(INTERNAL_KEY_HEADER, key.as_str())],
             body.as_bytes(),
             timeout,
         ) {
@@ -198,7 +202,7 @@ fn notify_lobby<'a>(lobby: SocketAddr, key: &str, rows: impl Iterator<Item = &'a
 mod tests {
     use super::*;
     use crate::config::Argon2Preset;
-    use crate::users;
+    use crate::domain::users;
     use std::sync::mpsc;
 
     fn finished(match_id: u64, winner: &str, loser: &str) -> Finished {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mio::Waker;
 
-use crate::observer::Spawner;
-use crate::service::Running;
+use crate::runtime::running::Running;
+use crate::services::observer::Spawner;
 
 /// Observers exit on their own when their match ends and stay zombies until waited for;
 /// the spawner thread waits for them this often even when no new observer is asked for.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use serde_json::Value;
 
-use crate::event_loop::{interrupted, would_block};
+use crate::runtime::event_loop::{interrupted, would_block};
 
 /// Longest line accepted (SPEC §3 play server).
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -177,9 +177,9 @@ pub enum In {
     Input {
         /// Increasing sequence number.
         seq: u64,
-        /// Direction x in [-1, 1].
+        /// Direction x; the game scales a direction longer than 1 to length 1.
         dx: f64,
-        /// Direction y in [-1, 1].
+        /// Direction y.
         dy: f64,
         /// Trigger pressed.
         fire: bool,

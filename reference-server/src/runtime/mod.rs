@@ -1,0 +1,10 @@
+//! Infrastructure: nothing here knows a CatWar rule, so every service can stand on it.
+//!
+//! Architecture invariant: no module of `runtime` names `domain`, `services` or
+//! `compose`.
+
+pub(crate) mod client;
+pub mod event_loop;
+pub mod http;
+pub mod jobs;
+pub mod running;
