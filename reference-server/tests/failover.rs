@@ -179,19 +179,21 @@ fn storage_follows_the_highest_epoch_across_a_failover() {
     assert_eq!(before["update"], true);
     let epoch_before = before["epoch"].as_u64().unwrap();
     cluster.kill_balancer(0);
+    // Until the standby takes over, storage answers from a balancer's view of healthy
+    // nodes, marked stale and with the epoch it trusted: the failover is invisible.
     let after = wait_for("an update answer from the new epoch", || {
         let raw = get(storage.addr(), &check);
-        match raw.status {
-            200 => Some(raw.json()),
-            503 => {
-                assert_eq!(raw.json()["error"], "unavailable");
-                assert!(raw.header("retry-after").is_some());
-                None
-            }
-            other => panic!("unexpected status {other}"),
+        assert_eq!(raw.status, 200, "{}", String::from_utf8_lossy(&raw.body));
+        let answer = raw.json();
+        if answer["stale"] == true {
+            assert_eq!(answer["epoch"].as_u64().unwrap(), epoch_before);
+            assert!(!answer["endpoints"].as_array().unwrap().is_empty());
+            return None;
         }
+        Some(answer)
     });
     assert!(after["epoch"].as_u64().unwrap() > epoch_before);
+    assert!(after.get("stale").is_none(), "a fresh pick is not marked stale");
     storage.shutdown().unwrap();
 }
 
@@ -245,4 +247,54 @@ fn bad_pick_sizes_are_400() {
         let raw = get(cluster.balancer_addrs[0], &format!("/v1/pick?n={n}"));
         assert_eq!(raw.status, 400, "n={n}");
     }
+}
+
+#[test]
+fn while_no_balancer_picks_storage_names_the_nodes_a_standby_sees_healthy() {
+    let mut cluster = Cluster::start();
+    cluster.wait_settled(0);
+    // Storage that knows only the standby: every pick is refused (503 standby), so each
+    // answer comes from the standby's own health checks.
+    let config = StorageConfig::new(Arc::clone(&cluster.catalog), vec![cluster.balancer_addrs[1]]);
+    let storage = storage::start(bind_loopback().unwrap(), config, Limits::default()).unwrap();
+    let check = format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}");
+    let answer = get(storage.addr(), &check).json();
+    assert_eq!(answer["stale"], true);
+    let named: Vec<String> = answer["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert!(!named.is_empty());
+    // A node that dies drops out of the stale answers as it does out of picks.
+    let dead = cluster.node_addrs[0];
+    cluster.nodes[0].take().unwrap().shutdown().unwrap();
+    wait_for("the standby to see the dead node", || {
+        let answer = get(storage.addr(), &check).json();
+        let named = answer["endpoints"].as_array().unwrap().clone();
+        (!named.iter().any(|e| e == &serde_json::json!(dead.to_string()))).then_some(())
+    });
+    for _ in 0..20 {
+        let answer = get(storage.addr(), &check).json();
+        assert_eq!(answer["stale"], true);
+        for e in answer["endpoints"].as_array().unwrap() {
+            assert_ne!(e.as_str().unwrap(), dead.to_string(), "a dead node was named");
+        }
+    }
+    storage.shutdown().unwrap();
+}
+
+#[test]
+fn storage_answers_unavailable_only_when_no_balancer_knows_a_live_node() {
+    let cluster = Cluster::start();
+    // A port nothing listens on: no balancer answers at all.
+    let nowhere = bind_loopback().unwrap().local_addr().unwrap();
+    let config = StorageConfig::new(Arc::clone(&cluster.catalog), vec![nowhere]);
+    let storage = storage::start(bind_loopback().unwrap(), config, Limits::default()).unwrap();
+    let raw = get(storage.addr(), &format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}"));
+    assert_eq!(raw.status, 503);
+    assert_eq!(raw.json()["error"], "unavailable");
+    assert!(raw.header("retry-after").is_some());
+    storage.shutdown().unwrap();
 }

@@ -4,6 +4,12 @@
 //! Route: `GET /v1/update?version=V`. An up-to-date check is answered on the event loop;
 //! a stale one needs a pick from a balancer over the network, so it runs on the job pool
 //! and its answer returns through the loop's waker.
+//!
+//! A failover is invisible to clients: while no balancer picks (the active one died or is
+//! cut off, and the standby has not taken over yet), storage answers with the file nodes
+//! that a balancer which still answers (the standby included) sees healthy right now,
+//! marked `"stale": true`, and answers 503 only when no balancer can name a live node.
+//! Stale answers never move storage's fencing: only a pick raises the epoch it trusts.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -75,6 +81,19 @@ struct Pick {
     endpoints: Vec<String>,
 }
 
+/// What storage reads of a balancer's `/v1/status` for a stale answer.
+#[derive(Debug, Deserialize)]
+struct BalancerView {
+    nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeView {
+    addr: String,
+    healthy: bool,
+    active_conns: usize,
+}
+
 impl Picker {
     fn pick(&self) -> Option<Pick> {
         let (preferred, epoch_max) = {
@@ -106,6 +125,28 @@ impl Picker {
         }
         None
     }
+
+    /// The healthy nodes as a balancer that still answers sees them (health-checked every
+    /// few hundred ms by both balancers, so a dead node is already out), least loaded
+    /// first, for an answer marked stale while no balancer picks. The epoch is the
+    /// highest storage trusts, so clients never see a term go backwards.
+    fn stale_view(&self) -> Option<Pick> {
+        let epoch_max = self.state.lock().expect("picker lock").epoch_max;
+        let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
+        self.balancers.iter().find_map(|&balancer| {
+            let response = client::get(balancer, "/v1/status", timeout).ok()?;
+            let view = (response.status == 200)
+                .then(|| response.json::<BalancerView>().ok())
+                .flatten()?;
+            let mut healthy: Vec<NodeView> = view.nodes.into_iter().filter(|n| n.healthy).collect();
+            healthy.sort_by_key(|n| n.active_conns);
+            healthy.truncate(self.pick_n);
+            (!healthy.is_empty()).then(|| Pick {
+                epoch: epoch_max,
+                endpoints: healthy.into_iter().map(|n| n.addr).collect(),
+            })
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -121,6 +162,10 @@ struct Update<'a> {
     files: &'a [FileEntry],
     endpoints: Vec<String>,
     epoch: u64,
+    /// Set when no balancer picked and the endpoints are a balancer's current view of
+    /// healthy nodes instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stale: bool,
 }
 
 /// Storage's request handler.
@@ -179,8 +224,22 @@ impl Storage {
             Arc::clone(&self.current),
             Arc::clone(&self.manifest),
         );
-        defer_to_pool(&self.pool, ctx, move || match picker.pick() {
-            Some(pick) => Response::json(
+        defer_to_pool(&self.pool, ctx, move || {
+            let (pick, stale) = match picker.pick() {
+                Some(pick) => (pick, false),
+                None => match picker.stale_view() {
+                    Some(view) => (view, true),
+                    None => {
+                        return Response::error(
+                            503,
+                            "unavailable",
+                            "no balancer knows a live file node; retry shortly",
+                        )
+                        .with_header("Retry-After", "1")
+                    }
+                },
+            };
+            Response::json(
                 200,
                 &Update {
                     update: true,
@@ -188,10 +247,9 @@ impl Storage {
                     files: &manifest,
                     endpoints: pick.endpoints,
                     epoch: pick.epoch,
+                    stale,
                 },
-            ),
-            None => Response::error(503, "unavailable", "no balancer answered; retry shortly")
-                .with_header("Retry-After", "1"),
+            )
         })
     }
 }

@@ -43,8 +43,13 @@ impl VirtualClient {
             match successful(result).and_then(|response| parse_update(&response)) {
                 Ok(update) => {
                     self.recorder.success(Step::UpdateCheck, started, done);
+                    // A stale answer (no balancer picked; storage named the nodes a
+                    // balancer sees healthy) serves the client but is not a pick: the
+                    // failover gap runs from the last pick to the first fresh one.
                     if let Update::Available(manifest) = &update {
-                        self.recorder.pick(done, manifest.epoch);
+                        if !manifest.stale {
+                            self.recorder.pick(done, manifest.epoch);
+                        }
                     }
                     return Some(update);
                 }
@@ -155,6 +160,8 @@ pub(super) struct Manifest {
     files: Vec<FileEntry>,
     endpoints: Vec<SocketAddr>,
     epoch: u64,
+    /// Named by storage from a balancer's health view while no balancer picked.
+    stale: bool,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -173,6 +180,8 @@ struct UpdateAnswer {
     #[serde(default)]
     endpoints: Vec<String>,
     epoch: Option<u64>,
+    #[serde(default)]
+    stale: bool,
 }
 
 fn parse_update(response: &Response) -> Result<Update, Failure> {
@@ -206,6 +215,7 @@ fn parse_update(response: &Response) -> Result<Update, Failure> {
         files: answer.files,
         endpoints,
         epoch,
+        stale: answer.stale,
     }))
 }
 
@@ -236,8 +246,18 @@ mod tests {
             panic!()
         };
         assert_eq!(manifest.epoch, 3);
+        assert!(!manifest.stale, "an answer without the flag is a pick");
         assert_eq!(manifest.endpoints[0].port(), 7120);
         assert_eq!(manifest.files[0].path, "maps/a.bin");
+        let stale = response(
+            200,
+            r#"{"update": true, "version": "1.1.0", "epoch": 3, "stale": true,
+                "endpoints": ["127.0.0.1:7121"], "files": []}"#,
+        );
+        let Update::Available(manifest) = parse_update(&stale).unwrap() else {
+            panic!()
+        };
+        assert!(manifest.stale);
         let no_epoch = response(
             200,
             r#"{"update": true, "version": "1", "endpoints": ["127.0.0.1:1"]}"#,
