@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use catwar_server::compose::serve;
+use catwar_server::compose::serve::{self, Readiness};
 use catwar_server::compose::supervisor::{self, UpOptions};
 use catwar_server::compose::topology::Plan;
 use catwar_server::config::{Argon2Preset, ConfigError, Knobs};
@@ -33,11 +33,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the whole topology, supervised, and write DIR/topology.json once it listens.
+    ///
+    /// One `up` owns a data folder at a time (DIR/up.lock holds its pid).
     Up {
         /// Data folder: resources, state, user DB, topology.json.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// First port of the port table (storage); 0 picks free ports.
+        /// First port of the port table (storage; the router is this + 400); 0 picks free
+        /// ports.
         #[arg(long, value_name = "N", default_value_t = 7100)]
         base_port: u16,
         /// TOML file with any of the knobs below, spelled like the flags.
@@ -215,9 +218,15 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
         None => Knobs::default(),
     };
     let settings = knobs.or(file_knobs).resolve()?;
+    Plan::check_base_port(base_port, &settings).map_err(|e| ConfigError {
+        field: "--base-port".into(),
+        problem: e.to_string(),
+    })?;
     let exe = std::env::current_exe().context("finding this executable to start the services")?;
     let stop = stop_on_signals()?;
     std::fs::create_dir_all(&data).with_context(|| format!("--data {}", data.display()))?;
+    // Before anything in the folder is read or written: it may belong to a running `up`.
+    let lock = supervisor::lock_data_dir(&data)?;
     let conn = db::open(&data.join(db::DB_FILE))?;
     let users: i64 = conn
         .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
@@ -238,7 +247,7 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
         settings,
         exe,
     };
-    supervisor::up(&options, &stop)?;
+    supervisor::up(&options, lock, &stop)?;
     Ok(())
 }
 
@@ -276,14 +285,30 @@ fn kill(service: &str, data: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one service for `up`, telling it on stdout whether the service listens (see
+/// [`Readiness`]).
 fn serve(name: &str, plan_path: &std::path::Path) -> anyhow::Result<()> {
     init_logging(name);
-    let plan = Plan::read(plan_path)?;
-    let addr = plan.addr_of(name)?;
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("service {name}: binding {addr}"))?;
-    let stop = stop_on_signals()?;
-    let running = serve::start(&plan, name, listener).with_context(|| format!("service {name}"))?;
+    let started = (|| {
+        let plan = Plan::read(plan_path)?;
+        let addr = plan.addr_of(name)?;
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let stop = stop_on_signals()?;
+        let running = serve::start(&plan, name, listener)?;
+        anyhow::Ok((addr, stop, running))
+    })();
+    let (addr, stop, running) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            // `up` reads the reason; if it is gone, the error below still reaches stderr.
+            let _ = Readiness::Failed(message(&err)).report();
+            return Err(err.context(format!("service {name}")));
+        }
+    };
+    Readiness::Ready(addr)
+        .report()
+        .with_context(|| format!("service {name}: telling `up` it listens"))?;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,5 +1,6 @@
 //! `catwar-server up` as users run it: one process per service, kill and restart,
-//! bad input on every port, and a shutdown that leaves no process behind.
+//! bad input on every port, a shutdown that leaves no process behind, one `up` per data
+//! folder, and ports that cannot be had failing `up` before it says it is up.
 
 use std::process::Command;
 
@@ -7,7 +8,10 @@ use catwar_server::domain::resources::DEFAULT_PREVIOUS_VERSION;
 
 use std::io::Write;
 
-use crate::util::{exchange, get, process_alive, server_bin, tls_request, wait_for, Up};
+use crate::util::{
+    exchange, get, process_alive, processes_mentioning, run_to_exit, server_bin, tls_request,
+    wait_for, Up,
+};
 
 #[test]
 fn up_kill_restart_and_shutdown_leave_no_process() {
@@ -202,4 +206,127 @@ fn bad_flags_exit_64_and_name_the_flag() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--argon2"));
+}
+
+#[test]
+fn a_second_up_on_a_folder_in_use_names_the_first_and_changes_nothing() {
+    let up = Up::start(&["--file-nodes", "1"]);
+    let topology_path = up.data().join("topology.json");
+    let before = std::fs::read(&topology_path).unwrap();
+    let data = up.data().to_str().unwrap();
+    let (status, stderr) = run_to_exit(&[
+        "up",
+        "--data",
+        data,
+        "--base-port",
+        "0",
+        "--file-nodes",
+        "1",
+    ]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", up.child.id())),
+        "the first `up` is pid {}: {stderr}",
+        up.child.id()
+    );
+    assert!(!stderr.contains("topology up"), "{stderr}");
+    assert_eq!(std::fs::read(&topology_path).unwrap(), before);
+    let topology = up.topology();
+    for service in &topology.services {
+        assert!(process_alive(service.pid), "{} died", service.name);
+    }
+    // The first topology is still the one `kill` acts on.
+    let storage = topology.service("storage").unwrap().pid;
+    let out = Command::new(server_bin())
+        .args(["kill", "storage", "--data", data])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the killed storage to be gone", || {
+        (!process_alive(storage)).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_up_leaves_a_lock_file_that_does_not_block_the_next() {
+    let mut first = Up::start(&["--file-nodes", "1"]);
+    let lock = first
+        .data()
+        .join(catwar_server::compose::supervisor::LOCK_FILE);
+    unsafe { libc::kill(first.child.id() as libc::pid_t, libc::SIGKILL) };
+    first.child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap().trim(),
+        first.child.id().to_string()
+    );
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+    let second = Up::start_in(dir, &["--file-nodes", "1"]);
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap().trim(),
+        second.child.id().to_string()
+    );
+}
+
+#[test]
+fn a_base_port_beyond_the_port_range_exits_64_naming_the_flag_before_touching_the_folder() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let (status, stderr) = run_to_exit(&[
+        "up",
+        "--data",
+        data.to_str().unwrap(),
+        "--base-port",
+        "65530",
+    ]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--base-port"), "{stderr}");
+    assert!(!data.exists());
+}
+
+#[test]
+fn a_port_in_use_fails_up_naming_the_service_and_address_and_leaves_nothing_running() {
+    // Storage listens on the base port itself and starts after the file node and the two
+    // balancers (base + 20, + 10, + 11), so those start first and must be stopped again.
+    // The taken port is one whose partners are free, so the failure is storage's.
+    let (taken, port) = loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let partners_free = port <= u16::MAX - 400
+            && [10, 11, 20]
+                .iter()
+                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", port + offset)).is_ok());
+        if partners_free {
+            break (listener, port);
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (status, stderr) = run_to_exit(&[
+        "up",
+        "--data",
+        data,
+        "--base-port",
+        &port.to_string(),
+        "--file-nodes",
+        "1",
+    ]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "service storage could not listen on 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("service listening service=file-node-0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("topology up"), "{stderr}");
+    assert!(!dir.path().join("topology.json").exists());
+    assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
+    drop(taken);
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use catwar_server::compose::topology::Topology;
@@ -134,7 +134,12 @@ pub struct Up {
 
 impl Up {
     pub fn start(extra: &[&str]) -> Up {
-        let dir = tempfile::tempdir().unwrap();
+        Up::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// `up` on a folder that may hold files of an earlier `up`; waits for a topology file
+    /// whose every process is a child of this `up`, so a stale file never passes.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Up {
         let child = Command::new(env!("CARGO_BIN_EXE_catwar-server"))
             .args(["up", "--data"])
             .arg(dir.path())
@@ -145,7 +150,14 @@ impl Up {
             .spawn()
             .expect("spawn up");
         let up = Up { child, dir };
-        wait_for("topology.json", || Topology::read(up.dir.path()).ok());
+        wait_for("topology.json", || {
+            let topology = Topology::read(up.dir.path()).ok()?;
+            let ours = topology
+                .services
+                .iter()
+                .all(|s| parent_pid(s.pid) == Some(up.child.id()));
+            ours.then_some(())
+        });
         up
     }
 
@@ -179,6 +191,58 @@ impl Drop for Up {
 /// The server binary, for tests that run `kill`.
 pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_catwar-server"))
+}
+
+/// Runs `catwar-server ARGS` that should exit by itself, with stdout and stderr in a file
+/// so no pipe can fill up; returns its status and stderr. Kills it and fails the test if
+/// it still runs after [`WAIT_S_MAX`].
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let mut log = tempfile::tempfile().unwrap();
+    let mut child = Command::new(server_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log.try_clone().unwrap())
+        .spawn()
+        .expect("spawn catwar-server");
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Seek::rewind(&mut log).unwrap();
+    log.read_to_string(&mut stderr).unwrap();
+    let status =
+        status.unwrap_or_else(|| panic!("{args:?} still ran after {WAIT_S_MAX} s: {stderr}"));
+    (status, stderr)
+}
+
+/// The parent's pid of a running process.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state, then the parent's pid.
+    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+}
+
+/// Every live process whose command line mentions `path`, such as the children of an
+/// `up` on that data folder.
+pub fn processes_mentioning(path: &Path) -> Vec<u32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.windows(needle.len()).any(|w| w == needle) && process_alive(pid)
+        })
+        .collect()
 }
 
 /// True while a process with this pid exists (zombies count as gone: `up` reaps them).

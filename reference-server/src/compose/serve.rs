@@ -1,7 +1,8 @@
-//! `serve`: starts one named service of a plan in this process (what `up` runs per child).
+//! `serve`: starts one named service of a plan in this process (what `up` runs per child),
+//! and the one line with which the child tells `up` whether it listens.
 
-use std::io;
-use std::net::TcpListener;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,49 @@ pub enum StartError {
     /// The observer backend could not be set up.
     #[error(transparent)]
     Observers(#[from] ObserverError),
+}
+
+/// What a child of `up` reports on its stdout, as one line, once it has bound its own
+/// socket and started (`ready ADDR`) or could not (`failed: WHY`). `up` waits for this
+/// line instead of connecting to the address, because a connection only proves that
+/// *some* process listens there, perhaps another topology's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// The service listens on this address.
+    Ready(SocketAddr),
+    /// The service could not start, and why.
+    Failed(String),
+}
+
+impl Readiness {
+    /// The prefix of a ready line, followed by the bound address, so `up` can check it
+    /// is the planned one.
+    const READY: &'static str = "ready ";
+    /// The prefix of a failure line, followed by the reason `up` passes on to its user.
+    const FAILED: &'static str = "failed: ";
+
+    /// Parses a line written by [`Readiness::report`]; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Readiness> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(addr) = line.strip_prefix(Readiness::READY) {
+            return addr.parse().ok().map(Readiness::Ready);
+        }
+        line.strip_prefix(Readiness::FAILED)
+            .map(|why| Readiness::Failed(why.into()))
+    }
+
+    /// Writes the line to stdout and flushes it, so `up` sees it at once.
+    pub fn report(&self) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        match self {
+            Readiness::Ready(addr) => writeln!(out, "{}{addr}", Readiness::READY)?,
+            // One line, whatever the error text holds.
+            Readiness::Failed(why) => {
+                writeln!(out, "{}{}", Readiness::FAILED, why.replace('\n', " "))?
+            }
+        }
+        out.flush()
+    }
 }
 
 /// Starts the service `name` of `plan` on `listener` in this process.
@@ -145,4 +189,25 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
         }
     };
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_lines_parse_and_anything_else_does_not() {
+        let addr: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+        assert_eq!(
+            Readiness::parse("ready 127.0.0.1:7100\n"),
+            Some(Readiness::Ready(addr))
+        );
+        assert_eq!(
+            Readiness::parse("failed: binding 127.0.0.1:7100: in use\n"),
+            Some(Readiness::Failed("binding 127.0.0.1:7100: in use".into()))
+        );
+        for other in ["", "ready", "ready nowhere", "listening 127.0.0.1:1"] {
+            assert_eq!(Readiness::parse(other), None, "{other:?}");
+        }
+    }
 }

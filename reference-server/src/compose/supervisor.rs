@@ -1,27 +1,41 @@
 //! `catwar-server up` and `catwar-server kill`: one OS process per service, supervised.
 //!
-//! `up` plans every address, starts the children in dependency order (each is this same
-//! binary running `serve NAME`), waits until each listens, then writes
-//! `DIR/topology.json`. A child that dies is restarted after the restart delay and the
-//! topology file is rewritten with its new pid. On SIGTERM or Ctrl-C every child gets
-//! SIGTERM, then SIGKILL after a grace period; children also get SIGKILL from the kernel
-//! if the supervisor itself dies (`PR_SET_PDEATHSIG`), so no process is left behind.
+//! `up` first locks its data folder (`DIR/up.lock`, so one `up` owns it at a time), plans
+//! every address, starts the children in dependency order (each is this same binary
+//! running `serve NAME`), waits until each reports on its stdout that it bound its own
+//! socket, then writes `DIR/topology.json`. If any child cannot, `up` stops those it
+//! started and fails, naming the service and address. A child that dies later is
+//! restarted after the restart delay and the topology file is rewritten with its new
+//! pid. On SIGTERM or Ctrl-C every child gets SIGTERM, then SIGKILL after a grace period;
+//! children also get SIGKILL from the kernel if the supervisor itself dies
+//! (`PR_SET_PDEATHSIG`), so no process is left behind.
 
-use std::fs;
-use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::compose::serve::Readiness;
 use crate::compose::topology::{Plan, Topology, TopologyEntry, TopologyError};
 use crate::config::Settings;
 use crate::domain::resources::{self, ResourceError};
 
-/// How long a child may take to start listening before `up` gives up on it.
+/// How long a child may take to report that it listens before `up` gives up on it.
 const LISTEN_WAIT_MS: u64 = 15_000;
+/// How long a child that closed its stdout during start gets to exit, so `up` can say
+/// how it ended; it is already ending, so this is short.
+const CHILD_EXIT_WAIT_MS: u64 = 1_000;
+/// The lock file in the data folder: locked by the running `up`, holding its pid.
+pub const LOCK_FILE: &str = "up.lock";
+/// How long a refused `up` waits for the lock holder's pid to appear in the lock file:
+/// the holder writes it just after locking, so a reader can come in between.
+const LOCK_HOLDER_WAIT_MS: u64 = 1_000;
 /// How often the supervisor checks its children and the stop flag.
 const SUPERVISE_POLL_MS: u64 = 20;
 /// How long children get to stop after SIGTERM before they are killed.
@@ -42,12 +56,86 @@ pub enum SuperviseError {
     /// A child could not be started.
     #[error("service {0}: could not start: {1}")]
     Spawn(String, #[source] io::Error),
-    /// A child exited or did not listen in time during start.
-    #[error("service {0}: {1}")]
-    Start(String, String),
+    /// A child did not report that it listens on its planned address.
+    #[error("service {service} could not listen on {addr}: {why}")]
+    NotListening {
+        /// The service name.
+        service: String,
+        /// Its planned address.
+        addr: SocketAddr,
+        /// What the child said, or how it ended.
+        why: String,
+    },
+    /// Another `up` holds the data folder's lock.
+    #[error("{}: in use by another `up` ({}); stop it first", .0.display(), holder(.1))]
+    InUse(PathBuf, Option<u32>),
     /// `kill` found a pid that is no longer the named service.
     #[error("service {0}: pid {1} in topology.json is no longer that service (is `up` running?)")]
     Stale(String, u32),
+}
+
+/// The lock holder as [`SuperviseError::InUse`] names it.
+fn holder(pid: &Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "pid unknown".into(),
+    }
+}
+
+/// The data folder's lock, held for as long as this value lives: proof that this process
+/// alone runs `up` on the folder. It is an flock(2) lock, so the kernel drops it when the
+/// process dies, however it dies, and a lock file left behind never blocks a new `up`.
+#[derive(Debug)]
+pub struct DataLock {
+    _file: File,
+}
+
+/// Locks `DIR/up.lock` (the folder must exist) and writes this process's pid into it.
+/// Fails with [`SuperviseError::InUse`], naming the holder's pid, if another `up` holds
+/// it; then nothing of the folder has changed.
+pub fn lock_data_dir(dir: &Path) -> Result<DataLock, SuperviseError> {
+    let path = dir.join(LOCK_FILE);
+    // Not truncated on open: while another `up` holds the lock, the file holds its pid.
+    // std opens with O_CLOEXEC, so no child inherits the lock.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| SuperviseError::Io(path.clone(), e))?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(SuperviseError::InUse(dir.into(), holder_pid(&path)));
+        }
+        return Err(SuperviseError::Io(path, err));
+    }
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| SuperviseError::Io(path.clone(), e))?;
+    Ok(DataLock { _file: file })
+}
+
+/// The pid of the `up` holding the lock file at `path`. Between its locking and its
+/// writing, the file may be empty or still name a dead `up`, so this waits a moment for
+/// a pid that is a running `up`.
+fn holder_pid(path: &Path) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_millis(LOCK_HOLDER_WAIT_MS);
+    loop {
+        let pid = fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        let is_up = pid.is_some_and(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|arg| arg == b"up")
+        });
+        if is_up || Instant::now() >= deadline {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
+    }
 }
 
 /// What `up` needs.
@@ -71,8 +159,10 @@ struct Supervised {
     restart_at: Option<Instant>,
 }
 
-/// Runs the topology until `stop` is set.
-pub fn up(options: &UpOptions, stop: &AtomicBool) -> Result<(), SuperviseError> {
+/// Runs the topology until `stop` is set. `lock` is the data folder's, taken before
+/// anything in it was touched; it is released only after the topology file is removed,
+/// so a next `up` never sees this one's files.
+pub fn up(options: &UpOptions, lock: DataLock, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let data = &options.data_dir;
     for dir in [data.clone(), data.join("run"), data.join("state")] {
         fs::create_dir_all(&dir).map_err(|e| SuperviseError::Io(dir.clone(), e))?;
@@ -105,6 +195,7 @@ pub fn up(options: &UpOptions, stop: &AtomicBool) -> Result<(), SuperviseError> 
     });
     stop_all(&mut children);
     let _ = fs::remove_file(Topology::path(data));
+    drop(lock);
     result
 }
 
@@ -130,7 +221,8 @@ fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), Supervis
         .arg(&s.name)
         .arg("--plan")
         .arg(plan)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     // SAFETY: both calls are async-signal-safe and touch only the new child process.
     unsafe {
         command.pre_exec(|| {
@@ -142,38 +234,53 @@ fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), Supervis
             Ok(())
         });
     }
-    let child = command
+    let mut child = command
         .spawn()
         .map_err(|e| SuperviseError::Spawn(s.name.clone(), e))?;
     let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout is piped");
     s.child = Some(child);
     s.restart_at = None;
-    wait_listening(s).inspect_err(|_| kill_child(s))?;
+    let line = first_line(stdout);
+    let why = match line.recv_timeout(Duration::from_millis(LISTEN_WAIT_MS)) {
+        Err(_) => Some(format!("no word from it after {LISTEN_WAIT_MS} ms")),
+        Ok(line) => match Readiness::parse(&line) {
+            Some(Readiness::Ready(addr)) if addr == s.addr => None,
+            Some(Readiness::Ready(addr)) => Some(format!("it listens on {addr} instead")),
+            Some(Readiness::Failed(why)) => Some(why),
+            // It closed its stdout, so it is ending: say how.
+            None if line.is_empty() => Some(match exit_status(s) {
+                Some(status) => format!("it exited ({})", describe(status)),
+                None => "it closed its output".into(),
+            }),
+            None => Some(format!("it said {:?}", line.trim_end())),
+        },
+    };
+    if let Some(why) = why {
+        kill_child(s);
+        return Err(SuperviseError::NotListening {
+            service: s.name.clone(),
+            addr: s.addr,
+            why,
+        });
+    }
     tracing::info!(service = %s.name, addr = %s.addr, pid, "service listening");
     Ok(())
 }
 
-fn wait_listening(s: &mut Supervised) -> Result<(), SuperviseError> {
-    let deadline = Instant::now() + Duration::from_millis(LISTEN_WAIT_MS);
-    loop {
-        if TcpStream::connect_timeout(&s.addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
-        }
-        let child = s.child.as_mut().expect("started");
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(SuperviseError::Start(
-                s.name.clone(),
-                format!("exited during start ({})", describe(status)),
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(SuperviseError::Start(
-                s.name.clone(),
-                format!("not listening on {} after {LISTEN_WAIT_MS} ms", s.addr),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
-    }
+/// Sends the first line of a child's stdout (empty if it closes it first), then copies
+/// the rest to this process's stdout, as if the child had inherited it. A thread, so the
+/// caller can wait with a deadline.
+fn first_line(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = io::copy(&mut reader, &mut io::stdout());
+    });
+    rx
 }
 
 fn supervise(
@@ -260,11 +367,26 @@ fn stop_all(children: &mut [Supervised]) {
     }
 }
 
-fn kill_child(s: &mut Supervised) {
-    if let Some(mut child) = s.child.take() {
-        let _ = child.kill();
-        let _ = child.wait();
+/// Waits up to [`CHILD_EXIT_WAIT_MS`] for a child that is ending on its own; its status.
+fn exit_status(s: &mut Supervised) -> Option<ExitStatus> {
+    let child = s.child.as_mut()?;
+    let deadline = Instant::now() + Duration::from_millis(CHILD_EXIT_WAIT_MS);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
+            }
+            Ok(None) | Err(_) => return None,
+        }
     }
+}
+
+/// SIGKILLs a child (if it still runs) and reaps it; returns how it ended.
+fn kill_child(s: &mut Supervised) -> Option<ExitStatus> {
+    let mut child = s.child.take()?;
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 fn describe(status: ExitStatus) -> String {

@@ -349,7 +349,10 @@ mod tests {
             matches!(&err, TopologyError::PortRange { service, port: 65_930, .. } if service == "router"),
             "{err:?}"
         );
-        assert_eq!(err.to_string(), "65530 puts router on port 65930, above 65535");
+        assert_eq!(
+            err.to_string(),
+            "65530 puts router on port 65930, above 65535"
+        );
         let last_fit = (PORT_MAX - 400) as u16;
         assert!(Plan::check_base_port(last_fit, &settings).is_ok());
         assert!(Plan::check_base_port(last_fit + 1, &settings).is_err());
