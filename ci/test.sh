@@ -22,3 +22,12 @@ target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" -
 # The same path with every match observer a container of the project's image.
 rm -rf target/ci/smoke-docker
 target/release/catwar-sim run scenarios/smoke-docker.toml --out target/ci/smoke-docker
+
+# Crash safety under load: every kind of process SIGKILLed in turn (~55 s); no invariant
+# may break, results.no_loss and db.integrity included.
+rm -rf target/ci/chaos
+target/release/catwar-sim run scenarios/chaos.toml --out target/ci/chaos
+
+# Every service in its own container on the project network, with real network faults
+# (partition, loss, pause) and a container SIGKILL; nothing of it is left afterwards.
+bash ci/compose.sh

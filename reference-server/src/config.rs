@@ -27,6 +27,8 @@ pub const PLAY_SERVERS_DEFAULT: usize = 2;
 pub const PLAY_SERVERS_MAX: usize = 100;
 /// A child that died is restarted after this long; 0 never restarts it.
 pub const RESTART_DELAY_MS_DEFAULT: u64 = 1000;
+/// The first port of `up`'s fixed layout (SPEC §3's table); each service adds its offset.
+pub const BASE_PORT_DEFAULT: u16 = 7100;
 /// How often each balancer asks its peer for its status.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
 /// A standby promotes itself when its peer has not answered as active for this long:

@@ -41,8 +41,27 @@ enum Cmd {
         data: PathBuf,
         /// First port of the port table (storage; the router is this + 400); 0 picks free
         /// ports.
-        #[arg(long, value_name = "N", default_value_t = 7100)]
+        #[arg(long, value_name = "N", default_value_t = catwar_server::config::BASE_PORT_DEFAULT)]
         base_port: u16,
+        /// TOML file with any of the knobs below, spelled like the flags.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        knobs: Knobs,
+    },
+    /// Prepare the containerized topology: every service in its own container on the
+    /// project network (SPEC §6). Writes DIR/plan.json, DIR/topology.json (the ports
+    /// published on 127.0.0.1) and DIR/docker-compose.yml; `ci/compose.sh` runs it.
+    Containers {
+        /// Data folder, bind-mounted at the same path in every container.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// First port of the port table, inside the containers and on the host.
+        #[arg(long, value_name = "N", default_value_t = catwar_server::config::BASE_PORT_DEFAULT)]
+        base_port: u16,
+        /// Also write the compose file here.
+        #[arg(long, value_name = "FILE")]
+        compose_file: Option<PathBuf>,
         /// TOML file with any of the knobs below, spelled like the flags.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -140,6 +159,13 @@ fn main() -> ExitCode {
             config,
             knobs,
         } => up(data, base_port, config, knobs),
+        Cmd::Containers {
+            data,
+            base_port,
+            compose_file,
+            config,
+            knobs,
+        } => containers(data, base_port, compose_file, config, knobs),
         Cmd::Kill { service, data } => kill(&service, &data),
         Cmd::Users { command } => users(command),
         Cmd::Observer {
@@ -248,6 +274,43 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
         exe,
     };
     supervisor::up(&options, lock, &stop)?;
+    Ok(())
+}
+
+fn containers(
+    data: PathBuf,
+    base_port: u16,
+    compose_file: Option<PathBuf>,
+    config: Option<PathBuf>,
+    knobs: Knobs,
+) -> anyhow::Result<()> {
+    let file_knobs = match &config {
+        Some(path) => Knobs::from_file(path)?,
+        None => Knobs::default(),
+    };
+    let mut settings = knobs.or(file_knobs).resolve()?;
+    Plan::check_base_port(base_port, &settings).map_err(|e| ConfigError {
+        field: "--base-port".into(),
+        problem: e.to_string(),
+    })?;
+    // A process observer inside a play server's container would listen where no client
+    // reaches it; observers are containers on the project network.
+    settings.observer_backend = catwar_server::config::ObserverBackend::Docker;
+    for dir in [data.clone(), data.join("state")] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("--data {}", dir.display()))?;
+    }
+    let data =
+        std::fs::canonicalize(&data).with_context(|| format!("--data {}", data.display()))?;
+    catwar_server::domain::resources::ensure_default(&data.join("resources"))?;
+    db::open(&data.join(db::DB_FILE))?;
+    let plan = catwar_server::compose::containers::plan(data.clone(), settings, base_port)?;
+    plan.write(&data.join("plan.json"))?;
+    catwar_server::compose::containers::topology(&plan).write(&data)?;
+    let yaml = catwar_server::compose::containers::compose_file(&plan);
+    for path in std::iter::once(data.join("docker-compose.yml")).chain(compose_file) {
+        std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{}", data.join("docker-compose.yml").display());
     Ok(())
 }
 

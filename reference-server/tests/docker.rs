@@ -151,7 +151,7 @@ fn a_killed_observer_container_is_noticed_and_replaced() {
     }
     let rt = runtime();
     let arena = Arena::start_with(|dir, session| {
-        Arc::new(DockerSpawner::new(dir.into(), session).expect("Docker spawner"))
+        Arc::new(DockerSpawner::new(dir.into(), session, None).expect("Docker spawner"))
             as Arc<dyn Spawner>
     });
     let token = arena.token("user2");

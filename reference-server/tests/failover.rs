@@ -193,7 +193,10 @@ fn storage_follows_the_highest_epoch_across_a_failover() {
         Some(answer)
     });
     assert!(after["epoch"].as_u64().unwrap() > epoch_before);
-    assert!(after.get("stale").is_none(), "a fresh pick is not marked stale");
+    assert!(
+        after.get("stale").is_none(),
+        "a fresh pick is not marked stale"
+    );
     storage.shutdown().unwrap();
 }
 
@@ -255,7 +258,10 @@ fn while_no_balancer_picks_storage_names_the_nodes_a_standby_sees_healthy() {
     cluster.wait_settled(0);
     // Storage that knows only the standby: every pick is refused (503 standby), so each
     // answer comes from the standby's own health checks.
-    let config = StorageConfig::new(Arc::clone(&cluster.catalog), vec![cluster.balancer_addrs[1]]);
+    let config = StorageConfig::new(
+        Arc::clone(&cluster.catalog),
+        vec![cluster.balancer_addrs[1]],
+    );
     let storage = storage::start(bind_loopback().unwrap(), config, Limits::default()).unwrap();
     let check = format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}");
     let answer = get(storage.addr(), &check).json();
@@ -273,13 +279,20 @@ fn while_no_balancer_picks_storage_names_the_nodes_a_standby_sees_healthy() {
     wait_for("the standby to see the dead node", || {
         let answer = get(storage.addr(), &check).json();
         let named = answer["endpoints"].as_array().unwrap().clone();
-        (!named.iter().any(|e| e == &serde_json::json!(dead.to_string()))).then_some(())
+        (!named
+            .iter()
+            .any(|e| e == &serde_json::json!(dead.to_string())))
+        .then_some(())
     });
     for _ in 0..20 {
         let answer = get(storage.addr(), &check).json();
         assert_eq!(answer["stale"], true);
         for e in answer["endpoints"].as_array().unwrap() {
-            assert_ne!(e.as_str().unwrap(), dead.to_string(), "a dead node was named");
+            assert_ne!(
+                e.as_str().unwrap(),
+                dead.to_string(),
+                "a dead node was named"
+            );
         }
     }
     storage.shutdown().unwrap();
@@ -292,7 +305,10 @@ fn storage_answers_unavailable_only_when_no_balancer_knows_a_live_node() {
     let nowhere = bind_loopback().unwrap().local_addr().unwrap();
     let config = StorageConfig::new(Arc::clone(&cluster.catalog), vec![nowhere]);
     let storage = storage::start(bind_loopback().unwrap(), config, Limits::default()).unwrap();
-    let raw = get(storage.addr(), &format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}"));
+    let raw = get(
+        storage.addr(),
+        &format!("/v1/update?version={DEFAULT_PREVIOUS_VERSION}"),
+    );
     assert_eq!(raw.status, 503);
     assert_eq!(raw.json()["error"], "unavailable");
     assert!(raw.header("retry-after").is_some());

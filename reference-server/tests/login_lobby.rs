@@ -55,6 +55,7 @@ impl Stack {
             play_servers: play,
             players_per_match: 2,
             match_fill_timeout_s: 5,
+            public: Default::default(),
         };
         let lobby =
             lobby::start(bind_loopback().unwrap(), config.clone(), Limits::default()).unwrap();
@@ -68,6 +69,7 @@ impl Stack {
                 login_queue,
                 token_idle_s: idle_s,
                 argon2: preset,
+                public: Default::default(),
             },
             Limits::default(),
         )

@@ -81,6 +81,7 @@ impl Services {
                 play_servers: vec![play],
                 players_per_match: 2,
                 match_fill_timeout_s: 5,
+                public: Default::default(),
             },
             Limits::default(),
         )
@@ -94,6 +95,7 @@ impl Services {
                 login_queue: LOGIN_QUEUE_MAX,
                 token_idle_s: 600,
                 argon2: Argon2Preset::Fast,
+                public: Default::default(),
             },
             Limits::default(),
         )

@@ -70,6 +70,7 @@ impl Arena {
                 play_servers: vec![play_addr],
                 players_per_match: 2,
                 match_fill_timeout_s: 5,
+                public: Default::default(),
             },
             Limits::default(),
         )

@@ -53,8 +53,11 @@
 
 pub(crate) mod arrivals;
 pub mod compare;
+pub(crate) mod engine;
 pub(crate) mod failover;
 pub(crate) mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod knee;
 pub(crate) mod ledger;
 pub(crate) mod metrics;

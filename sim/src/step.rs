@@ -36,13 +36,17 @@ pub enum Step {
     /// From sending `watch` to a match observer to its first `state` line; an observer
     /// asked for before its match started waits for the match too.
     ObserverFirstState,
+    /// A watch from the observer's first `state` to its `end`, beside the player's match.
+    /// A stream cut before its `end` (the observer or its play server died) is the error
+    /// `observer_lost`.
+    ObserverWatch,
     /// `POST /v1/logout` at profile over a new TLS connection.
     Logout,
 }
 
 impl Step {
     /// Every step, in script order.
-    pub const ALL: [Step; 14] = [
+    pub const ALL: [Step; 15] = [
         Step::UpdateCheck,
         Step::FileDownload,
         Step::Login,
@@ -56,6 +60,7 @@ impl Step {
         Step::PlayMatch,
         Step::RouterObserver,
         Step::ObserverFirstState,
+        Step::ObserverWatch,
         Step::Logout,
     ];
 
@@ -75,6 +80,7 @@ impl Step {
             Step::PlayMatch => "play.match",
             Step::RouterObserver => "router.observer",
             Step::ObserverFirstState => "observer.first_state",
+            Step::ObserverWatch => "observer.watch",
             Step::Logout => "logout",
         }
     }
@@ -86,6 +92,18 @@ impl Step {
 
     /// The step with this name, if any.
     pub fn from_name(name: &str) -> Option<Step> {
+        Step::from_name_inner(name)
+    }
+
+    /// Whether the step is a request the client made and the server answered, as opposed
+    /// to a measure of what the server pushes on its own (`play.tick_interval`: ticks;
+    /// `play.input_ack`: acknowledgements riding on ticks). `errors.rate` and the
+    /// request rates count requests only, so ticks never dilute them.
+    pub fn is_request(self) -> bool {
+        !matches!(self, Step::PlayTickInterval | Step::PlayInputAck)
+    }
+
+    fn from_name_inner(name: &str) -> Option<Step> {
         Step::ALL.into_iter().find(|step| step.name() == name)
     }
 }
@@ -95,8 +113,10 @@ impl Step {
 pub enum Invariant {
     /// Every downloaded file matches the size and sha256 of the manifest.
     DownloadsSha256,
-    /// Every file node named in an update answer accepts connections (unless the scenario
-    /// kills file nodes, when a dead endpoint is an expected error).
+    /// Every endpoint of every update answer is a file node of the topology that accepts
+    /// connections at that moment (unless the scenario kills file nodes, when a dead one
+    /// is an expected error). Checked once per endpoint offered, and again for the one
+    /// each download used.
     UpdateLiveEndpoints,
     /// No two tokens issued during the run (by login or refresh, to any client) are equal.
     /// Checked once per issued token; a violation is one duplicate.
@@ -111,17 +131,24 @@ pub enum Invariant {
     /// `state` line; a violation is a skipped, repeated or backward tick.
     PlayTicksInOrder,
     /// A match observer relays every tick from its first one, in order, then the same
-    /// `end` the player got. Checked once per observed match whose stream began.
+    /// `end` the player got. Checked once per observed match whose stream began; a
+    /// stream cut short is a violation too, unless the scenario kills observers, when it
+    /// is the error `observer_lost` of `observer.watch` (the ticks it did relay must
+    /// still be in order).
     ObserversEveryTick,
     /// No match result is lost: after the run every match whose `end` a client saw is in
     /// the DB, and every user's wins and losses cover what the clients saw (in the
     /// embedded topology, equal them). Checked once per match and once per user.
     ResultsNoLoss,
+    /// After every fault, once its service is back (or its process gone, for an
+    /// observer), the user DB passes `PRAGMA integrity_check`. Checked once per fault the
+    /// simulator could read the DB after.
+    DbIntegrity,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 9] = [
         Invariant::DownloadsSha256,
         Invariant::UpdateLiveEndpoints,
         Invariant::TokensUnique,
@@ -130,6 +157,7 @@ impl Invariant {
         Invariant::PlayTicksInOrder,
         Invariant::ObserversEveryTick,
         Invariant::ResultsNoLoss,
+        Invariant::DbIntegrity,
     ];
 
     /// The name used in reports.
@@ -143,6 +171,7 @@ impl Invariant {
             Invariant::PlayTicksInOrder => "play.ticks_in_order",
             Invariant::ObserversEveryTick => "observers.every_tick",
             Invariant::ResultsNoLoss => "results.no_loss",
+            Invariant::DbIntegrity => "db.integrity",
         }
     }
 

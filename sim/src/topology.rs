@@ -90,6 +90,9 @@ pub enum TopologyError {
 pub struct Topology {
     /// Every service, by name.
     pub services: Vec<Service>,
+    /// The container network the services share (containerized topology only).
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// One service of the topology. Fields beyond these are ignored.
@@ -101,6 +104,10 @@ pub struct Service {
     pub addr: SocketAddr,
     /// Its process id, absent for services the simulator cannot signal.
     pub pid: Option<u32>,
+    /// The container serving it, in the containerized topology: faults go through the
+    /// container engine, and `pid` is not used.
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 impl Topology {

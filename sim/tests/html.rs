@@ -85,11 +85,13 @@ fn synthetic_report() -> Report {
             at_s: 12.0,
             executed_at_ms: 12_300.0,
             action: "kill".to_string(),
+            for_s: None,
             service: "balancer-1".to_string(),
             pid: Some(1234),
             ok: true,
             detail: None,
             back_after_ms: Some(1_012.4),
+            integrity: Some("ok".into()),
         }],
         failover: FailoverSummary::default(),
         invariants: vec![InvariantReport {

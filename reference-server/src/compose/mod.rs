@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing below `compose` names it; it is the only module that
 //! knows every service.
 
+pub mod containers;
 pub mod serve;
 pub mod supervisor;
 pub mod topology;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::compose::topology::{Plan, ServiceKind, TopologyError};
 use crate::config::ObserverBackend;
+use crate::domain::public_addrs::PublicAddrs;
 use crate::domain::resources::{Catalog, ResourceError};
 use crate::runtime::event_loop::Limits;
 use crate::runtime::running::Running;
@@ -120,13 +121,14 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
             balancer::start(listener, config, limits)?
         }
         ServiceKind::Storage => {
-            let config = StorageConfig::new(
+            let mut config = StorageConfig::new(
                 Arc::new(Catalog::load(&resources)?),
                 vec![
                     plan.addr_of("balancer")?,
                     plan.addr_of("balancer-observer")?,
                 ],
             );
+            config.public = PublicAddrs::new(plan.public_addrs());
             storage::start(listener, config, limits)?
         }
         ServiceKind::Profile => {
@@ -137,6 +139,7 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                 login_queue: profile::LOGIN_QUEUE_MAX,
                 token_idle_s: settings.token_idle_s,
                 argon2: settings.argon2,
+                public: PublicAddrs::new(plan.public_addrs()),
             };
             profile::start(listener, config, limits)?
         }
@@ -147,6 +150,7 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                 play_servers: plan.play_servers(),
                 players_per_match: settings.players_per_match,
                 match_fill_timeout_s: settings.match_fill_timeout_s,
+                public: PublicAddrs::new(plan.public_addrs()),
             };
             lobby::start(listener, config, limits)?
         }
@@ -160,9 +164,11 @@ pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, 
                     let exe = std::env::current_exe()?;
                     Arc::new(ProcessSpawner::new(exe, plan.data_dir.clone(), session))
                 }
-                ObserverBackend::Docker => {
-                    Arc::new(DockerSpawner::new(plan.data_dir.clone(), session)?)
-                }
+                ObserverBackend::Docker => Arc::new(DockerSpawner::new(
+                    plan.data_dir.clone(),
+                    session,
+                    plan.network.clone(),
+                )?),
             };
             let config = PlayConfig {
                 data_dir: plan.data_dir.clone(),

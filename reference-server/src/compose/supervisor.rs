@@ -338,10 +338,15 @@ fn write_topology(data: &Path, children: &[Supervised]) -> Result<(), SuperviseE
                 name: s.name.clone(),
                 addr: s.addr,
                 pid: c.id(),
+                container: None,
             })
         })
         .collect();
-    Ok(Topology { services }.write(data)?)
+    Ok(Topology {
+        services,
+        network: None,
+    }
+    .write(data)?)
 }
 
 /// SIGTERM to every child in reverse start order, then SIGKILL after the grace period.

@@ -93,8 +93,20 @@ impl fmt::Display for ServiceKind {
 pub struct PlannedService {
     /// Its name, for example `file-node-0`.
     pub name: String,
-    /// Where it listens.
+    /// Where it listens, and where the other services reach it.
     pub addr: SocketAddr,
+    /// Where clients reach it when that differs from `addr`: a container's port
+    /// published on the host's 127.0.0.1. Addresses handed to clients (the lobby at
+    /// login, file nodes in an update, the play server at start) are these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<SocketAddr>,
+}
+
+impl PlannedService {
+    /// Where clients reach the service.
+    pub fn public(&self) -> SocketAddr {
+        self.public.unwrap_or(self.addr)
+    }
 }
 
 /// What `up` hands every child: the data folder, the settings and every address.
@@ -106,6 +118,10 @@ pub struct Plan {
     pub settings: Settings,
     /// Services in start order: a service starts after those it talks to.
     pub services: Vec<PlannedService>,
+    /// The container network the services run on, which match observer containers
+    /// join too; `None` for processes on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Errors about plans and topology files.
@@ -157,12 +173,14 @@ impl Plan {
             .map(|(kind, addr)| PlannedService {
                 name: kind.to_string(),
                 addr,
+                public: None,
             })
             .collect();
         Ok(Plan {
             data_dir,
             settings,
             services,
+            network: None,
         })
     }
 
@@ -195,6 +213,21 @@ impl Plan {
             .find(|s| s.name == name)
             .map(|s| s.addr)
             .ok_or_else(|| TopologyError::UnknownService(name.into(), self.names()))
+    }
+
+    /// Where clients reach a named service.
+    pub fn public_of(&self, name: &str) -> Result<SocketAddr, TopologyError> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(PlannedService::public)
+            .ok_or_else(|| TopologyError::UnknownService(name.into(), self.names()))
+    }
+
+    /// Each service's address mapped to where clients reach it, for the services that
+    /// hand out other services' addresses.
+    pub fn public_addrs(&self) -> std::collections::HashMap<SocketAddr, SocketAddr> {
+        self.services.iter().map(|s| (s.addr, s.public())).collect()
     }
 
     /// Every file node's address, in index order.
@@ -267,8 +300,11 @@ pub struct TopologyEntry {
     pub name: String,
     /// Listening address.
     pub addr: SocketAddr,
-    /// The OS process id serving it now.
+    /// The OS process id serving it now (0 for a container, whose pid the engine knows).
     pub pid: u32,
+    /// The container serving it, in the containerized topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// `DIR/topology.json`.
@@ -276,6 +312,10 @@ pub struct TopologyEntry {
 pub struct Topology {
     /// Every running service.
     pub services: Vec<TopologyEntry>,
+    /// The container network the services share, for network faults; `None` for
+    /// processes on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 impl Topology {

@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS matches (
     winner TEXT NOT NULL,
     results TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unfinished_matches (
+    id INTEGER PRIMARY KEY,
+    play TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    aborted_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS unfinished_matches_running ON unfinished_matches (play)
+    WHERE aborted_ms IS NULL;
 ";
 
 /// A DB failure, with the file it concerns.
@@ -251,6 +259,96 @@ pub fn touch_sessions(conn: &mut Connection, touched: &[(String, i64)]) -> rusql
     tx.commit()
 }
 
+/// Records that `play` opened match `id`: a row of `unfinished_matches` until its results
+/// are committed ([`finish_match`], in the same transaction), or until a restarted `play`
+/// marks it aborted ([`abort_unfinished_matches`]). Recording it again changes nothing.
+pub fn start_match(conn: &Connection, id: u64, play: &str, now_ms: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO unfinished_matches (id, play, started_ms) VALUES (?1, ?2, ?3)",
+        params![id as i64, play, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Forgets match `id` among the unfinished ones: its results are being committed.
+pub fn finish_match(conn: &Connection, id: u64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM unfinished_matches WHERE id = ?1", [id as i64])?;
+    Ok(())
+}
+
+/// Marks every match `play` opened and never finished as aborted at `now_ms`, and returns
+/// their ids. A play server calls this as it starts, before it serves anyone: matches of
+/// its previous life died with it, and none of their results was written (a result and
+/// the removal of its row commit together).
+pub fn abort_unfinished_matches(
+    conn: &Connection,
+    play: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<u64>> {
+    let tx = conn.unchecked_transaction()?;
+    let ids = {
+        let mut stmt =
+            tx.prepare("SELECT id FROM unfinished_matches WHERE play = ?1 AND aborted_ms IS NULL")?;
+        let ids = stmt.query_map([play], |r| r.get::<_, i64>(0))?;
+        ids.map(|id| id.map(|id| id as u64))
+            .collect::<rusqlite::Result<Vec<u64>>>()?
+    };
+    tx.execute(
+        "UPDATE unfinished_matches SET aborted_ms = ?2 WHERE play = ?1 AND aborted_ms IS NULL",
+        params![play, now_ms],
+    )?;
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// The time match `id` was recorded aborted, if it was.
+pub fn match_aborted_ms(conn: &Connection, id: u64) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT aborted_ms FROM unfinished_matches WHERE id = ?1",
+        [id as i64],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
+/// Deletes sessions no one can use any more, at most `batch_max` rows per transaction so
+/// the write lock is never held long: revoked ones, and those both unused since
+/// `unused_before_ms` (idle everywhere) and created before `created_before_ms` (too old
+/// to refresh). Returns how many went.
+pub fn prune_sessions(
+    conn: &Connection,
+    unused_before_ms: i64,
+    created_before_ms: i64,
+    batch_max: usize,
+) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM sessions WHERE rowid IN (
+             SELECT rowid FROM sessions
+             WHERE revoked = 1 OR (last_used_ms < ?1 AND created_ms < ?2)
+             LIMIT ?3)",
+    )?;
+    let mut pruned = 0;
+    loop {
+        let deleted = stmt.execute(params![
+            unused_before_ms,
+            created_before_ms,
+            batch_max as i64
+        ])?;
+        pruned += deleted;
+        if deleted < batch_max {
+            return Ok(pruned);
+        }
+    }
+}
+
+/// `PRAGMA integrity_check`: `"ok"`, or SQLite's list of what is wrong.
+pub fn integrity_check(conn: &Connection) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let lines = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(lines.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
+}
+
 /// A value of the meta table.
 pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -323,6 +421,84 @@ mod tests {
             pool.with(|c| meta_or_init(c, "k", || "b".into())).unwrap(),
             "a"
         );
+    }
+
+    fn session_row(hash: &str, created_ms: i64, last_used_ms: i64) -> SessionRow {
+        SessionRow {
+            token_hash: hash.into(),
+            user_id: "user1".into(),
+            ip: "127.0.0.1".into(),
+            lobby: "127.0.0.1:7300".into(),
+            created_ms,
+            last_used_ms,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn pruning_removes_revoked_and_dead_sessions_and_keeps_usable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join(DB_FILE)).unwrap();
+        let (unused_before, created_before) = (1_000, 500);
+        let rows = [
+            // In use: kept whatever its age.
+            ("live", 0, 2_000),
+            // Idle everywhere but young enough to refresh: kept.
+            ("refreshable", 600, 100),
+            // Idle and too old to refresh: nobody can use it any more.
+            ("dead", 100, 200),
+            // Revoked: gone whatever its times.
+            ("revoked", 5_000, 5_000),
+        ];
+        for (hash, created, used) in rows {
+            assert!(insert_session(&conn, &session_row(hash, created, used)).unwrap());
+        }
+        revoke(&conn, "revoked").unwrap();
+        // More rows than one batch of 2 to prune, so the loop goes round.
+        for i in 0..3 {
+            let hash = format!("old{i}");
+            assert!(insert_session(&conn, &session_row(&hash, 0, 0)).unwrap());
+        }
+        assert_eq!(
+            prune_sessions(&conn, unused_before, created_before, 2).unwrap(),
+            5
+        );
+        let left: Vec<String> = conn
+            .prepare("SELECT token_hash FROM sessions ORDER BY token_hash")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(left, ["live", "refreshable"]);
+        assert_eq!(
+            prune_sessions(&conn, unused_before, created_before, 2).unwrap(),
+            0
+        );
+        assert_eq!(integrity_check(&conn).unwrap(), "ok");
+    }
+
+    #[test]
+    fn unfinished_matches_of_a_restarted_play_server_are_marked_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join(DB_FILE)).unwrap();
+        let (a, b) = ("127.0.0.1:7400", "127.0.0.1:7401");
+        start_match(&conn, 1, a, 10).unwrap();
+        start_match(&conn, 2, a, 10).unwrap();
+        start_match(&conn, 3, b, 10).unwrap();
+        start_match(&conn, 1, a, 99).unwrap();
+        finish_match(&conn, 2).unwrap();
+        assert_eq!(abort_unfinished_matches(&conn, a, 50).unwrap(), [1]);
+        assert_eq!(match_aborted_ms(&conn, 1).unwrap(), Some(50));
+        assert_eq!(match_aborted_ms(&conn, 2).unwrap(), None, "finished");
+        assert_eq!(
+            match_aborted_ms(&conn, 3).unwrap(),
+            None,
+            "another server's"
+        );
+        // A second restart finds nothing new, and keeps the first abort's time.
+        assert!(abort_unfinished_matches(&conn, a, 60).unwrap().is_empty());
+        assert_eq!(match_aborted_ms(&conn, 1).unwrap(), Some(50));
     }
 
     #[test]

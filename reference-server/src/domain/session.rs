@@ -146,21 +146,24 @@ pub struct SessionRule {
 }
 
 impl SessionRule {
-    /// Applies the rule to `token` presented from `ip`: commits the revocation before
-    /// returning `login_again`, and records the use before returning the session.
+    /// Applies the rule to `token` presented from `ip` at `presented_ms` (when the
+    /// request arrived, not when a queued job got to it: a wait in a service's own queue
+    /// must not make a token idle): commits the revocation before returning
+    /// `login_again`, and records the use before returning the session.
     pub fn check(
         &self,
         db: &DbPool,
         token: &str,
         ip: IpAddr,
         idle: Idle,
+        presented_ms: i64,
     ) -> Result<SessionRow, Denied> {
         if !well_formed(token) {
             return Err(Denied::Refused(Refusal::AccessDenied));
         }
         let hash = token_hash(token);
         let row = db.with(|c| db::session(c, &hash))?;
-        let now = db::now_ms();
+        let now = presented_ms;
         match judge(
             row.as_ref().map(SessionFacts::from),
             ip,

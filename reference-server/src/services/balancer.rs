@@ -170,39 +170,45 @@ impl Handler for Balancer {
     }
 }
 
+impl Balancer {
+    /// A balancer's handler: standby, no node checked yet, until the heartbeat and health
+    /// threads of [`start`] run (the fuzz targets drive it alone).
+    pub fn new(config: &BalancerConfig) -> Balancer {
+        let shared = Arc::new(Shared {
+            election: Mutex::new(Election::new(
+                config.role,
+                config.heartbeat_deadline,
+                config.epoch_file.clone(),
+                Instant::now(),
+            )),
+            nodes: Mutex::new(
+                config
+                    .nodes
+                    .iter()
+                    .map(|&addr| NodeState {
+                        addr,
+                        healthy: false,
+                        active_conns: 0,
+                        assigned: 0,
+                    })
+                    .collect(),
+            ),
+        });
+        Balancer {
+            shared,
+            rotation: 0,
+        }
+    }
+}
+
 /// Starts a balancer process's server, heartbeat and health-check threads.
 pub fn start(listener: TcpListener, config: BalancerConfig, limits: Limits) -> io::Result<Running> {
-    let shared = Arc::new(Shared {
-        election: Mutex::new(Election::new(
-            config.role,
-            config.heartbeat_deadline,
-            config.epoch_file.clone(),
-            Instant::now(),
-        )),
-        nodes: Mutex::new(
-            config
-                .nodes
-                .iter()
-                .map(|&addr| NodeState {
-                    addr,
-                    healthy: false,
-                    active_conns: 0,
-                    assigned: 0,
-                })
-                .collect(),
-        ),
-    });
+    let balancer = Balancer::new(&config);
+    let shared = Arc::clone(&balancer.shared);
     // The first health round finishes before the server answers, so a freshly started
     // or promoted balancer never names a node it has not checked.
     check_nodes(&shared);
-    let server = Server::new(
-        listener,
-        Balancer {
-            shared: Arc::clone(&shared),
-            rotation: 0,
-        },
-        limits,
-    )?;
+    let server = Server::new(listener, balancer, limits)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("balancer")?, Arc::clone(&stop));
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));

@@ -124,6 +124,11 @@ fn split_file_target(rest: &str) -> Result<(String, String), String> {
         if segment.contains(['\\', '\0']) {
             return Err("path: backslash or NUL not allowed".into());
         }
+        // A '%' left after decoding is a second layer of encoding (`%252e%252e` is
+        // `..` to whoever decodes twice), so resource names must not hold one.
+        if segment.contains('%') {
+            return Err("path: percent-encoding inside percent-encoding".into());
+        }
     }
     Ok((version.to_string(), path.to_string()))
 }
@@ -203,6 +208,8 @@ mod tests {
             "1.1.0/a\\..\\b",
             "1.1.0/%00",
             "1.1.0/%zz",
+            "1.1.0/%252e%252e/current",
+            "1.1.0/%c0%ae%c0%ae/current",
             "1.1.0",
         ] {
             assert!(split_file_target(bad).is_err(), "{bad}");

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::config::Argon2Preset;
 use crate::domain::db::{self, DbPool, SessionRow};
 use crate::domain::internal_key::InternalKey;
+use crate::domain::public_addrs::PublicAddrs;
 use crate::domain::session::{Denied, Idle, Refusal, SessionRule};
 use crate::domain::token::{self, new_token, token_hash};
 use crate::domain::users::{
@@ -29,7 +30,7 @@ use crate::domain::users::{
 use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
 use crate::runtime::http::{self, Request, Response};
 use crate::runtime::jobs::{defer_to_pool, JobPool};
-use crate::runtime::running::Running;
+use crate::runtime::running::{sleep_unless_stopped, Running};
 use crate::services::SetupError;
 
 /// Logins waiting for a worker; beyond it the answer is 503 `busy`. About two seconds of
@@ -47,6 +48,17 @@ pub const LOGIN_FAILURE_WINDOW_S: u64 = 60;
 const LIMITER_KEYS_MAX: usize = 200_000;
 /// A refresh is refused for sessions older than this; the user must log in again.
 pub const SESSION_AGE_S_MAX: i64 = 24 * 3600;
+/// How often sessions nobody can use any more are deleted (and once as profile starts),
+/// so the user DB stays the same size however many logins a long run makes.
+pub const SESSION_PRUNE_INTERVAL_MS: u64 = 60_000;
+/// A session is pruned only this long after the last moment it could have been used
+/// (idle at the lobby and too old to refresh): an hour beyond both limits covers a use
+/// still on its way to the DB (the lobby writes uses back within a fraction of a second)
+/// and clocks a little apart. Revoked sessions go at the next prune.
+pub const SESSION_PRUNE_MARGIN_MS: i64 = 3_600_000;
+/// Sessions deleted per transaction, so a prune never holds the DB's write lock for more
+/// than milliseconds at a time.
+const SESSION_PRUNE_BATCH_ROWS: usize = 5_000;
 /// Attempts to draw a token that collides with no stored session before giving up.
 const TOKEN_ATTEMPTS_MAX: u32 = 4;
 /// Threads for refreshes and logouts: a DB write and a notice to the lobby each, a few
@@ -64,8 +76,10 @@ pub const LOGIN_WORKER_NICE: i32 = 10;
 pub struct ProfileConfig {
     /// The data folder (DB and TLS identity).
     pub data_dir: PathBuf,
-    /// The lobby endpoint handed to clients and told about revocations.
+    /// The lobby, told about revocations; clients get its public address.
     pub lobby: SocketAddr,
+    /// Where clients reach the services (the lobby).
+    pub public: PublicAddrs,
     /// Login worker threads.
     pub workers: usize,
     /// Logins waiting for a worker before the answer is `busy`: [`LOGIN_QUEUE_MAX`].
@@ -186,8 +200,10 @@ fn internal(e: impl std::fmt::Display) -> Response {
     Response::error(500, "internal", "the login service failed; retry later")
 }
 
-/// Reads `{"id": string, "password": string}`; errors name the field.
-fn parse_login(body: &[u8]) -> Result<(String, String), String> {
+/// Reads `{"id": string, "password": string}`; errors name the field. Public for the
+/// fuzz targets only.
+#[doc(hidden)]
+pub fn parse_login(body: &[u8]) -> Result<(String, String), String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("body: not JSON ({e})"))?;
     let obj = value.as_object().ok_or("body: expected a JSON object")?;
     let field = |name: &str| -> Result<String, String> {
@@ -284,7 +300,7 @@ impl Shared {
     /// the answer to give.
     fn session_for(&self, token: &str, ip: IpAddr) -> Result<SessionRow, Response> {
         self.rule
-            .check(&self.db, token, ip, Idle::Ignored)
+            .check(&self.db, token, ip, Idle::Ignored, db::now_ms())
             .map_err(|denied| match denied {
                 Denied::Refused(refusal) => refusal.response(),
                 Denied::Db(e) => internal(e),
@@ -385,6 +401,50 @@ impl Handler for Profile {
     }
 }
 
+impl Profile {
+    /// Profile's handler over the user DB in `config.data_dir`, without TLS (the fuzz
+    /// targets drive it alone; [`start`] serves it over TLS).
+    pub fn new(config: &ProfileConfig) -> Result<Profile, SetupError> {
+        let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
+        let salt_hex = db.secret("server_salt")?;
+        let rule = SessionRule {
+            idle_ms: (config.token_idle_s * 1000) as i64,
+            lobby: Some(config.lobby),
+            key: InternalKey::load_or_create(&db)?,
+        };
+        // The dummy hash must cost what the stored hashes cost, so use the preset
+        // recorded by `users seed`/`add` when there is one.
+        let recorded = db.with(|c| db::meta(c, users::ARGON2_META_KEY))?;
+        let preset = recorded
+            .as_deref()
+            .and_then(Argon2Preset::parse)
+            .unwrap_or(config.argon2);
+        let dummy_phc = users::hash_password(&users::hasher(preset), &token::random_hex(16)?)?;
+        let shared = Arc::new(Shared {
+            db,
+            salt: salt_hex.into_bytes(),
+            dummy_phc,
+            lobby: config.public.of(config.lobby),
+            token_idle_s: config.token_idle_s,
+            rule,
+            limiter: Mutex::new(Limiter::default()),
+            collisions: AtomicU64::new(0),
+        });
+        let pool = JobPool::with_nice(
+            "login",
+            config.workers,
+            config.login_queue,
+            LOGIN_WORKER_NICE,
+        )?;
+        let sessions = JobPool::new("session", SESSION_WORKERS, SESSION_QUEUE_MAX)?;
+        Ok(Profile {
+            shared,
+            pool,
+            sessions,
+        })
+    }
+}
+
 /// Starts profile on `listener` with TLS.
 pub fn start(
     listener: TcpListener,
@@ -393,48 +453,36 @@ pub fn start(
 ) -> Result<Running, SetupError> {
     crate::domain::tls::ensure_identity(&config.data_dir)?;
     let acceptor = crate::domain::tls::acceptor(&config.data_dir)?;
+    let profile = Profile::new(&config)?;
+    let idle_ms = (config.token_idle_s * 1000) as i64;
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let salt_hex = db.secret("server_salt")?;
-    let rule = SessionRule {
-        idle_ms: (config.token_idle_s * 1000) as i64,
-        lobby: Some(config.lobby),
-        key: InternalKey::load_or_create(&db)?,
-    };
-    // The dummy hash must cost what the stored hashes cost, so use the preset recorded
-    // by `users seed`/`add` when there is one.
-    let recorded = db.with(|c| db::meta(c, users::ARGON2_META_KEY))?;
-    let preset = recorded
-        .as_deref()
-        .and_then(Argon2Preset::parse)
-        .unwrap_or(config.argon2);
-    let dummy_phc = users::hash_password(&users::hasher(preset), &token::random_hex(16)?)?;
-    let shared = Arc::new(Shared {
-        db,
-        salt: salt_hex.into_bytes(),
-        dummy_phc,
-        lobby: config.lobby,
-        token_idle_s: config.token_idle_s,
-        rule,
-        limiter: Mutex::new(Limiter::default()),
-        collisions: AtomicU64::new(0),
-    });
-    let pool = JobPool::with_nice(
-        "login",
-        config.workers,
-        config.login_queue,
-        LOGIN_WORKER_NICE,
-    )?;
-    let sessions = JobPool::new("session", SESSION_WORKERS, SESSION_QUEUE_MAX)?;
-    let profile = Profile {
-        shared,
-        pool,
-        sessions,
-    };
+    // Once now, before serving: a restarted profile starts from a pruned table.
+    prune_sessions(&db, idle_ms);
     let server = Server::new(listener, profile, limits)?.with_tls(acceptor);
-    Ok(Running::new(
-        server.spawn("profile")?,
-        Arc::new(AtomicBool::new(false)),
-    ))
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut running = Running::new(server.spawn("profile")?, Arc::clone(&stop));
+    running.add_thread("profile-prune", move || {
+        while sleep_unless_stopped(&stop, Duration::from_millis(SESSION_PRUNE_INTERVAL_MS)) {
+            prune_sessions(&db, idle_ms);
+        }
+    })?;
+    Ok(running)
+}
+
+/// Deletes the sessions no one can use any more: revoked ones, and those idle at the
+/// lobby (`idle_ms`) and too old to refresh ([`SESSION_AGE_S_MAX`]), both by
+/// [`SESSION_PRUNE_MARGIN_MS`]. A failure is logged; the next prune tries again.
+fn prune_sessions(db: &DbPool, idle_ms: i64) {
+    let now = db::now_ms();
+    let unused_before = now - idle_ms - SESSION_PRUNE_MARGIN_MS;
+    let created_before = now - SESSION_AGE_S_MAX * 1000 - SESSION_PRUNE_MARGIN_MS;
+    let pruned =
+        db.with(|c| db::prune_sessions(c, unused_before, created_before, SESSION_PRUNE_BATCH_ROWS));
+    match pruned {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "pruned sessions no one can use any more"),
+        Err(e) => tracing::warn!(%e, "pruning sessions failed"),
+    }
 }
 
 #[cfg(test)]

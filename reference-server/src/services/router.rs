@@ -67,8 +67,19 @@ enum Asked {
 }
 
 impl Shared {
-    fn observer(&self, token: &str, ip: std::net::IpAddr, match_id: u64) -> Response {
-        match self.rule.check(&self.db, token, ip, Idle::Applies) {
+    /// `presented_ms` is when the request arrived: starting observers takes seconds and
+    /// requests queue behind it, and that wait must not make their tokens idle.
+    fn observer(
+        &self,
+        token: &str,
+        ip: std::net::IpAddr,
+        match_id: u64,
+        presented_ms: i64,
+    ) -> Response {
+        match self
+            .rule
+            .check(&self.db, token, ip, Idle::Applies, presented_ms)
+        {
             Ok(_) => {}
             Err(Denied::Refused(refusal)) => return refusal.response(),
             Err(Denied::Db(e)) => {
@@ -148,9 +159,30 @@ impl Handler for Router {
             ));
         };
         let (shared, ip) = (Arc::clone(&self.shared), req.peer.ip());
+        let presented_ms = db::now_ms();
         defer_to_pool(&self.pool, ctx, move || {
-            shared.observer(&token, ip, match_id)
+            shared.observer(&token, ip, match_id, presented_ms)
         })
+    }
+}
+
+impl Router {
+    /// The router's handler over the user DB in `config.data_dir` (the fuzz targets drive
+    /// it alone; [`start`] serves it).
+    pub fn new(config: RouterConfig) -> Result<Router, SetupError> {
+        let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
+        let rule = SessionRule {
+            idle_ms: (config.token_idle_s * 1000) as i64,
+            lobby: config.lobby,
+            key: InternalKey::load_or_create(&db)?,
+        };
+        let shared = Arc::new(Shared {
+            db,
+            rule,
+            play_servers: config.play_servers,
+        });
+        let pool = JobPool::new("router", ROUTER_WORKERS, ROUTER_QUEUE_MAX)?;
+        Ok(Router { shared, pool })
     }
 }
 
@@ -160,19 +192,7 @@ pub fn start(
     config: RouterConfig,
     limits: Limits,
 ) -> Result<Running, SetupError> {
-    let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let rule = SessionRule {
-        idle_ms: (config.token_idle_s * 1000) as i64,
-        lobby: config.lobby,
-        key: InternalKey::load_or_create(&db)?,
-    };
-    let shared = Arc::new(Shared {
-        db,
-        rule,
-        play_servers: config.play_servers,
-    });
-    let pool = JobPool::new("router", ROUTER_WORKERS, ROUTER_QUEUE_MAX)?;
-    let server = Server::new(listener, Router { shared, pool }, limits)?;
+    let server = Server::new(listener, Router::new(config)?, limits)?;
     Ok(Running::new(
         server.spawn("router")?,
         Arc::new(AtomicBool::new(false)),

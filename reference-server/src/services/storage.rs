@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::public_addrs::PublicAddrs;
 use crate::domain::resources::{valid_version, Catalog, FileEntry};
 use crate::runtime::client;
 use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
@@ -46,6 +47,8 @@ pub struct StorageConfig {
     pub balancers: Vec<SocketAddr>,
     /// Endpoints per update answer.
     pub pick_n: usize,
+    /// Where clients reach the file nodes.
+    pub public: PublicAddrs,
 }
 
 impl StorageConfig {
@@ -55,6 +58,7 @@ impl StorageConfig {
             catalog,
             balancers,
             pick_n: PICK_N_DEFAULT,
+            public: PublicAddrs::default(),
         }
     }
 }
@@ -174,6 +178,7 @@ pub struct Storage {
     current: Arc<str>,
     manifest: Arc<[FileEntry]>,
     picker: Arc<Picker>,
+    public: Arc<PublicAddrs>,
     pool: JobPool,
 }
 
@@ -188,6 +193,7 @@ impl Storage {
                 pick_n: config.pick_n,
                 state: Mutex::new(PickerState::default()),
             }),
+            public: Arc::new(config.public),
             pool: JobPool::new("storage-pick", PICK_WORKERS, PICK_QUEUE_MAX)?,
         })
     }
@@ -219,10 +225,11 @@ impl Storage {
                 },
             ));
         }
-        let (picker, current, manifest) = (
+        let (picker, current, manifest, public) = (
             Arc::clone(&self.picker),
             Arc::clone(&self.current),
             Arc::clone(&self.manifest),
+            Arc::clone(&self.public),
         );
         defer_to_pool(&self.pool, ctx, move || {
             let (pick, stale) = match picker.pick() {
@@ -245,7 +252,14 @@ impl Storage {
                     update: true,
                     version: &current,
                     files: &manifest,
-                    endpoints: pick.endpoints,
+                    endpoints: pick
+                        .endpoints
+                        .into_iter()
+                        .map(|e| match e.parse() {
+                            Ok(addr) => public.of(addr).to_string(),
+                            Err(_) => e,
+                        })
+                        .collect(),
                     epoch: pick.epoch,
                     stale,
                 },

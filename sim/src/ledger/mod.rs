@@ -15,6 +15,11 @@
 //! (by nothing when there are none), users the ledger never saw play must have no
 //! results, and a user whose DB count of games equals that of its latest `end` must have
 //! exactly that `end`'s rating, xp and level.
+//!
+//! A seat whose play connection died mid-match is unresolved, unless the server recorded
+//! its match aborted (a restarted play server marks the matches it had opened and never
+//! finished): an aborted match has no result, so its seats may not account for any, and
+//! no client may have seen its `end`.
 
 mod db;
 
@@ -159,6 +164,11 @@ impl Ledger {
             matches: book.ended.iter().copied().collect(),
             unresolved_matches: book.seats.keys().copied().collect(),
             last_unresolved_seat_at: book.seats.values().map(|seats| seats.last_at).max(),
+            unresolved_seats: book
+                .seats
+                .iter()
+                .map(|(&id, seats)| (id, seats.users.clone()))
+                .collect(),
             users,
         }
     }
@@ -173,6 +183,8 @@ pub struct Snapshot {
     pub unresolved_matches: Vec<u64>,
     /// When the last seat of those matches was taken.
     pub last_unresolved_seat_at: Option<Instant>,
+    /// The users seated in each of those matches.
+    pub unresolved_seats: HashMap<u64, Vec<String>>,
     /// Every user seen in an `end` or a seat.
     pub users: HashMap<String, Tally>,
 }
@@ -193,6 +205,10 @@ pub enum Mode {
 pub struct DbView {
     /// The ledger's matches found in `matches`.
     pub matches: HashSet<u64>,
+    /// The ledger's matches, ended or unresolved, that the DB records as aborted.
+    pub aborted: HashSet<u64>,
+    /// The unresolved matches found in `matches`: committed, their `end` unseen.
+    pub unresolved_committed: HashSet<u64>,
     /// Totals by user: the ledger's users, and in exact mode every user with a result.
     pub users: HashMap<String, Totals>,
 }
@@ -206,6 +222,9 @@ pub struct Verdict {
     pub violations: u64,
     /// The first few disagreements, in words.
     pub problems: Vec<String>,
+    /// Matches a client was seated in that the DB records as aborted (their play server
+    /// died mid-match), each checked to have no result.
+    pub aborted: u64,
 }
 
 impl Verdict {
@@ -227,9 +246,38 @@ pub fn compare(ledger: &Snapshot, db: &DbView, mode: Mode, owns: impl Fn(&str) -
     let mut matches = ledger.matches.clone();
     matches.sort_unstable();
     for id in matches {
-        let missing = !db.matches.contains(&id);
-        verdict
-            .judge(missing.then(|| format!("match {id} ended for a client but is not in the DB")));
+        let problem = if !db.matches.contains(&id) {
+            Some(format!(
+                "match {id} ended for a client but is not in the DB"
+            ))
+        } else if db.aborted.contains(&id) {
+            Some(format!(
+                "match {id} ended for a client but the DB records it aborted"
+            ))
+        } else {
+            None
+        };
+        verdict.judge(problem);
+    }
+    // An aborted match must have no result at all.
+    let mut aborted: Vec<u64> = ledger
+        .unresolved_matches
+        .iter()
+        .copied()
+        .filter(|id| db.aborted.contains(id))
+        .collect();
+    aborted.sort_unstable();
+    verdict.aborted = aborted.len() as u64;
+    for &id in &aborted {
+        let both = db.unresolved_committed.contains(&id);
+        verdict.judge(both.then(|| format!("match {id} has results but is recorded aborted")));
+    }
+    // Seats in aborted matches account for no result.
+    let mut seats_aborted: HashMap<&str, i64> = HashMap::new();
+    for id in &aborted {
+        for user in ledger.unresolved_seats.get(id).into_iter().flatten() {
+            *seats_aborted.entry(user.as_str()).or_default() += 1;
+        }
     }
     // Another process's users show up in the ends of shared matches, but only that
     // process saw every match they played.
@@ -243,7 +291,8 @@ pub fn compare(ledger: &Snapshot, db: &DbView, mode: Mode, owns: impl Fn(&str) -
     }
     users.sort_unstable();
     for user in users {
-        let tally = ledger.users.get(user).copied().unwrap_or_default();
+        let mut tally = ledger.users.get(user).copied().unwrap_or_default();
+        tally.unresolved -= seats_aborted.get(user.as_str()).copied().unwrap_or(0);
         verdict.judge(user_problem(user, &tally, db.users.get(user), mode));
     }
     verdict
@@ -278,9 +327,42 @@ fn user_problem(user: &str, tally: &Tally, db: Option<&Totals>, mode: Mode) -> O
     }
 }
 
+/// The user DB's file name in the topology's data folder (next to topology.json).
+pub const DB_FILE: &str = "catwar.db";
+
+/// `PRAGMA integrity_check` of the DB at `db_path`, read-only, off the async threads:
+/// `ok` or SQLite's list of problems.
+pub async fn integrity(db_path: &Path) -> Result<String, CheckError> {
+    let path = db_path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || db::integrity(&path));
+    let result = read.await.expect("the integrity check does not panic");
+    result.map_err(|source| CheckError {
+        path: db_path.to_path_buf(),
+        source,
+    })
+}
+
+/// Waits until the DB at `db_path` holds a match result of the play server at `play`
+/// committed after this call, or `timeout` passes; true if one came. Off the async
+/// threads.
+pub async fn wait_for_match_end(
+    db_path: &Path,
+    play: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<bool, CheckError> {
+    let path = db_path.to_path_buf();
+    let play = play.to_string();
+    let wait = tokio::task::spawn_blocking(move || db::wait_for_match_end(&path, &play, timeout));
+    let result = wait.await.expect("waiting for a match end does not panic");
+    result.map_err(|source| CheckError {
+        path: db_path.to_path_buf(),
+        source,
+    })
+}
+
 /// Why the DB could not be compared.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot check results.no_loss against {}", path.display())]
+#[error("cannot read the user DB at {}", path.display())]
 pub struct CheckError {
     /// The DB file.
     pub path: PathBuf,

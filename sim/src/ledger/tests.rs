@@ -49,6 +49,7 @@ fn faithful_db(ledger: &Snapshot) -> DbView {
             .iter()
             .filter_map(|(user, tally)| Some((user.clone(), tally.latest?)))
             .collect(),
+        ..DbView::default()
     }
 }
 
@@ -150,6 +151,41 @@ fn extra_results_need_unresolved_seats_in_exact_mode_only() {
     ledger.seat(2, "stranger");
     let unresolved = compare(&ledger.snapshot(), &db, Mode::Exact, everyone);
     assert_eq!(unresolved.violations, 0, "{:?}", unresolved.problems);
+}
+
+#[test]
+fn seats_of_an_aborted_match_may_account_for_no_result() {
+    let ledger = Ledger::default();
+    ledger.ended(&end(1, "a", &["b"], 0));
+    // a's and b's next match died with its play server: no `end`, seats unresolved.
+    ledger.seat(2, "a");
+    ledger.seat(2, "b");
+    let snapshot = ledger.snapshot();
+    let mut db = faithful_db(&snapshot);
+    // Without the server's word the seats may or may not have a result.
+    db.users.insert("a".into(), totals(2, 0, 20));
+    assert_eq!(compare(&snapshot, &db, Mode::Exact, everyone).violations, 0);
+    // Recorded aborted, they may not: a's second win is a partial result.
+    db.aborted.insert(2);
+    let verdict = compare(&snapshot, &db, Mode::Exact, everyone);
+    assert_eq!(verdict.violations, 1, "{:?}", verdict.problems);
+    assert!(
+        verdict.problems[0].starts_with("a:"),
+        "{:?}",
+        verdict.problems
+    );
+    db.users.insert("a".into(), totals(1, 0, 10));
+    let clean = compare(&snapshot, &db, Mode::Exact, everyone);
+    assert_eq!(clean.violations, 0, "{:?}", clean.problems);
+    // One match, two users, and the aborted match itself.
+    assert_eq!((clean.checked, clean.aborted), (4, 1));
+    // An aborted match with results, or one a client saw end, contradicts itself.
+    db.unresolved_committed.insert(2);
+    let both = compare(&snapshot, &db, Mode::AtLeast, everyone);
+    assert!(both.problems.iter().any(|p| p.contains("recorded aborted")));
+    db.aborted.insert(1);
+    let ended = compare(&snapshot, &db, Mode::AtLeast, everyone);
+    assert!(ended.problems.iter().any(|p| p.contains("match 1 ended")));
 }
 
 #[test]
@@ -265,6 +301,21 @@ async fn check_reads_a_live_sqlite_db_read_only() {
         .await
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250));
+    // ... or until it is recorded aborted, which settles it too.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE unfinished_matches (id INTEGER PRIMARY KEY, play TEXT,
+             started_ms INTEGER, aborted_ms INTEGER);
+         INSERT INTO unfinished_matches VALUES (4, 'p', 0, 1);",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let verdict = check(&ledger, &path, Mode::Exact, match_length, everyone)
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(250));
+    assert_eq!(verdict.violations, 0, "{:?}", verdict.problems);
+    assert_eq!(integrity(&path).await.unwrap(), "ok");
     // A match the clients saw end that the DB lacks.
     ledger.ended(&end(2, "c", &[], 0));
     let verdict = check(&ledger, &path, Mode::AtLeast, match_length, everyone)

@@ -5,7 +5,7 @@
 //! the figures, so that the scenario never needs to know the report.
 
 use super::{Report, TimePoint};
-use crate::step::Invariant;
+use crate::step::{Invariant, Step};
 use crate::threshold::{Metric, Stat, Threshold};
 use crate::{EXIT_INTERRUPTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_THRESHOLD_FAILED};
 use serde::{Deserialize, Serialize};
@@ -76,8 +76,15 @@ impl Report {
                 value.map(|v| v as f64)
             }
             Metric::ErrorsRate => {
-                let requests: u64 = self.steps.values().map(|s| s.count).sum();
-                let errors: u64 = self.steps.values().map(|s| s.errors).sum();
+                // Requests only: server-pushed ticks are no requests (Step::is_request).
+                let requests_only = || {
+                    self.steps
+                        .iter()
+                        .filter(|(name, _)| Step::from_name(name).is_none_or(Step::is_request))
+                        .map(|(_, s)| s)
+                };
+                let requests: u64 = requests_only().map(|s| s.count).sum();
+                let errors: u64 = requests_only().map(|s| s.errors).sum();
                 (requests > 0).then(|| errors as f64 / requests as f64)
             }
             Metric::FailoverGap => {

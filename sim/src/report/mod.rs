@@ -312,8 +312,11 @@ pub struct FaultRecord {
     pub at_s: f64,
     /// When it ran, ms after the start.
     pub executed_at_ms: f64,
-    /// `kill` or `restart`.
+    /// `kill`, `restart`, `partition`, `delay`, `loss` or `pause`.
     pub action: String,
+    /// How long a lasting fault held before it was undone, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_s: Option<f64>,
     /// The topology name of the target.
     pub service: String,
     /// The pid signalled, if one was found.
@@ -326,6 +329,11 @@ pub struct FaultRecord {
     /// connections, ms; absent if it was not back before the run ended.
     #[serde(default)]
     pub back_after_ms: Option<f64>,
+    /// What `PRAGMA integrity_check` said of the user DB once the service was back (or
+    /// the observer gone): `ok`, SQLite's list of problems, or why the DB could not be
+    /// read; absent for a fault that did not run.
+    #[serde(default)]
+    pub integrity: Option<String>,
 }
 
 /// How often one invariant was checked and violated.

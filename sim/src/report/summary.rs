@@ -1,6 +1,7 @@
 //! The summary table printed at the end of a run.
 
 use super::{Report, StepReport};
+use crate::scenario::OBSERVER;
 use crate::step::Step;
 use std::fmt::Write as _;
 
@@ -153,11 +154,18 @@ impl Report {
             .faults
             .iter()
             .map(|f| {
-                let outcome = match (f.ok, f.back_after_ms) {
+                let mut outcome = match (f.ok, f.back_after_ms) {
                     (false, _) => format!("failed: {}", f.detail.as_deref().unwrap_or("")),
                     (true, Some(ms)) => format!("back after {ms:.0} ms"),
+                    (true, None) if f.for_s.is_some() => {
+                        format!("for {:.1} s", f.for_s.unwrap_or_default())
+                    }
+                    (true, None) if f.service == OBSERVER => "gone; not restarted".to_string(),
                     (true, None) => "not back before the end".to_string(),
                 };
+                if let Some(integrity) = &f.integrity {
+                    outcome.push_str(&format!("; db {integrity}"));
+                }
                 format!(
                     "{} {} at {:.1} s ({outcome})",
                     f.action,

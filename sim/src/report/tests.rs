@@ -110,11 +110,13 @@ pub(in crate::report) fn sample_report(name: &str) -> Report {
         at_s: 4.0,
         executed_at_ms: 4_200.0,
         action: "kill".into(),
+        for_s: None,
         service: "balancer-1".into(),
         pid: Some(4242),
         ok: true,
         detail: None,
         back_after_ms: Some(1_012.4),
+        integrity: Some("ok".into()),
     }];
     sample.judge(&[Threshold::parse("update.check.p99", "< 100ms").unwrap()]);
     sample
@@ -167,6 +169,18 @@ fn errors_rate_counts_failed_over_all_requests() {
 }
 
 #[test]
+fn errors_rate_leaves_out_the_ticks_a_server_pushes() {
+    let mut report = report(&totals(&[1_000; 90], 10), 0);
+    // 10,000 late ticks are no failed requests, and 100,000 ticks no requests at all.
+    let mut ticks = report.steps["update.check"].clone();
+    ticks.count = 100_000;
+    ticks.errors = 10_000;
+    report.steps.insert("play.tick_interval".into(), ticks);
+    report.judge(&[Threshold::parse("errors.rate", "< 5%").unwrap()]);
+    assert_eq!(report.thresholds[0].actual, Some(10.0));
+}
+
+#[test]
 fn report_round_trips_through_json_and_summarizes() {
     let mut original = report(&totals(&[1_000, 2_000], 1), 0);
     original.judge(&[Threshold::parse("update.check.count", "== 3").unwrap()]);
@@ -188,10 +202,14 @@ fn faults_are_summarized_with_how_long_the_service_was_away() {
     let mut sample = sample_report("faults");
     let summary = sample.summary();
     assert!(
-        summary.contains("faults: kill balancer-1 at 4.2 s (back after 1012 ms)"),
+        summary.contains("faults: kill balancer-1 at 4.2 s (back after 1012 ms; db ok)"),
         "{summary}"
     );
     sample.faults[0].back_after_ms = None;
+    sample.faults[0].integrity = None;
     let summary = sample.summary();
     assert!(summary.contains("(not back before the end)"), "{summary}");
+    sample.faults[0].service = "observer".into();
+    let summary = sample.summary();
+    assert!(summary.contains("(gone; not restarted)"), "{summary}");
 }

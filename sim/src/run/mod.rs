@@ -142,9 +142,11 @@ pub struct RunOutcome {
 /// Runs a scenario and writes its report.
 pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
     let scenario = Scenario::load(&options.scenario)?;
-    if let Some(path) = &options.target {
-        Topology::read(path).map_err(RunError::Target)?;
-    }
+    let target = match &options.target {
+        Some(path) => Some(Topology::read(path).map_err(RunError::Target)?),
+        None => None,
+    };
+    crate::faults::check_target(&scenario.faults, target.as_ref())?;
     let out_dir = &options.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),

@@ -11,7 +11,7 @@ use std::path::Path;
 use tokio::sync::watch;
 
 /// The user DB in the folder of topology.json (SPEC §3).
-pub(super) const DB_FILE: &str = "catwar.db";
+pub(super) use crate::ledger::DB_FILE;
 
 /// Addresses and secrets every client of a run needs, read from the topology.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub(super) struct Reached {
     pub(super) storage: SocketAddr,
     pub(super) profile: SocketAddr,
     pub(super) router: SocketAddr,
+    /// Every file node of the topology, which update answers may name.
+    pub(super) file_nodes: Vec<SocketAddr>,
     pub(super) tls: TlsClient,
     pub(super) current_version: String,
 }
@@ -33,6 +35,12 @@ pub(super) async fn reach(
     let storage = topology.addr("storage", topology_path)?;
     let profile = topology.addr("profile", topology_path)?;
     let router = topology.addr("router", topology_path)?;
+    let file_nodes = topology
+        .services
+        .iter()
+        .filter(|s| s.name.starts_with("file-node-"))
+        .map(|s| s.addr)
+        .collect();
     let cert = data_dir(topology_path).join(TLS_CERT_FILE);
     let tls = TlsClient::from_pem_file(&cert)?;
     let current_version = until_interrupted(interrupt, discover_version(storage)).await??;
@@ -40,6 +48,7 @@ pub(super) async fn reach(
         storage,
         profile,
         router,
+        file_nodes,
         tls,
         current_version,
     })

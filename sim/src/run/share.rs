@@ -162,7 +162,9 @@ fn script_env(scenario: &Scenario, reached: Reached, start: Instant) -> ScriptEn
         ledger: ledger::Ledger::default(),
         think_time_ms: scenario.load.think_time_ms,
         start_spread_ms: scenario.load.start_window_ms(),
+        file_nodes: reached.file_nodes,
         file_nodes_killed: scenario.faults.iter().any(Fault::stops_file_node),
+        observers_killed: scenario.faults.iter().any(Fault::stops_observer),
         seed: scenario.scenario.seed,
         deadline: start + Duration::from_secs(scenario.scenario.duration_s),
     }
@@ -177,9 +179,11 @@ async fn check_results(env: &ScriptEnv, db: &Path, mode: Mode, metrics: &Metrics
     match ledger::check(&env.ledger, db, mode, env.play.normal_length(), owns).await {
         Ok(verdict) => {
             eprintln!(
-                "catwar-sim: results.no_loss: {} matches and users checked against {}, {} violations",
+                "catwar-sim: results.no_loss: {} matches and users checked against {} ({} matches \
+                 recorded aborted), {} violations",
                 verdict.checked,
                 db.display(),
+                verdict.aborted,
                 verdict.violations
             );
             for problem in &verdict.problems {

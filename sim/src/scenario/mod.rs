@@ -58,8 +58,9 @@ mod tests;
 mod validate;
 
 pub use sections::{
-    Argon2Preset, Arrival, Fault, FaultAction, KneeSection, Load, LoadModel, Meta, ObserverBackend,
-    Population, Script, Server, Stage, ACTIVE_BALANCER,
+    Argon2Preset, Arrival, Fault, FaultAction, FaultMoment, KneeSection, Load, LoadModel, Meta,
+    ObserverBackend, Population, Script, Server, Stage, ACTIVE_BALANCER, MATCH_END_WAIT_S,
+    OBSERVER,
 };
 
 use crate::threshold::{Metric, Threshold};
@@ -110,6 +111,11 @@ const KNEE_WINDOW_S_DEFAULT: u64 = 3;
 const PLAY_SERVERS_MAX: u32 = 100;
 /// A scenario schedules at most this many faults; more would be a chaos test, not a script.
 const FAULTS_MAX: usize = 1_000;
+/// The longest a lasting fault may hold: a fault that outlives any sensible run is a typo.
+const FAULT_FOR_S_MAX: f64 = 3_600.0;
+/// The longest delay a `delay` fault may add; beyond a minute every connection times out
+/// anyway, and that is a partition.
+const FAULT_DELAY_MS_MAX: u64 = 60_000;
 /// `catwar-server up` takes 1 to 64 players per match.
 const PLAYERS_PER_MATCH_MAX: u32 = 64;
 /// `catwar-server up` waits at most an hour for a match to fill.

@@ -429,6 +429,11 @@ impl Default for Server {
 /// kill the active one again and again and time every failover.
 pub const ACTIVE_BALANCER: &str = "active-balancer";
 
+/// The fault target that means "one running match observer of the topology": found by
+/// its command line (`catwar-server observer … --data DIR`, a process of either backend),
+/// and not restarted by anyone, so its watchers see their stream cut.
+pub const OBSERVER: &str = "observer";
+
 /// What a fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -438,6 +443,18 @@ pub enum FaultAction {
     /// SIGTERM it instead: the service stops gracefully, as for a deploy. Either way the
     /// supervisor starts it again.
     Restart,
+    /// Cut the service's container off the project network for `for_s`, then reconnect
+    /// it at its own address (containerized topology only).
+    Partition,
+    /// Delay every packet the container sends by `delay_ms` for `for_s` (netem on its
+    /// interface; containerized topology only, and only where the kernel has netem).
+    Delay,
+    /// Drop `loss_pct` percent of the container's packets, both ways, for `for_s`
+    /// (containerized topology only).
+    Loss,
+    /// Freeze the service for `for_s`, then thaw it: SIGSTOP/SIGCONT of its process, or
+    /// the engine's pause for a container.
+    Pause,
 }
 
 impl FaultAction {
@@ -446,7 +463,25 @@ impl FaultAction {
         match self {
             FaultAction::Kill => "kill",
             FaultAction::Restart => "restart",
+            FaultAction::Partition => "partition",
+            FaultAction::Delay => "delay",
+            FaultAction::Loss => "loss",
+            FaultAction::Pause => "pause",
         }
+    }
+
+    /// Whether the fault lasts `for_s` and is then undone, rather than striking once.
+    pub fn lasts(self) -> bool {
+        !matches!(self, FaultAction::Kill | FaultAction::Restart)
+    }
+
+    /// Whether it needs the containers' own network (no process on a shared loopback can
+    /// be cut off, slowed or made lossy alone).
+    pub fn needs_containers(self) -> bool {
+        matches!(
+            self,
+            FaultAction::Partition | FaultAction::Delay | FaultAction::Loss
+        )
     }
 }
 
@@ -458,10 +493,41 @@ pub struct Fault {
     pub at_s: f64,
     /// What to do.
     pub action: FaultAction,
-    /// The topology name of the target, such as `balancer` or `file-node-1`, or
-    /// `active-balancer` for whichever balancer is active at that moment.
+    /// The topology name of the target, such as `balancer` or `file-node-1`,
+    /// `active-balancer` for whichever balancer is active at that moment, or `observer`
+    /// for one running match observer.
     pub service: String,
+    /// When, from `at_s` on, it strikes: at once (`"at"`, the default), or, for a play
+    /// server, the moment one of its matches has committed its results (`"match_end"`),
+    /// so the kill lands as that match's `end` goes out.
+    #[serde(default)]
+    pub when: FaultMoment,
+    /// How long a lasting fault (partition, delay, loss, pause) holds before it is undone.
+    #[serde(default)]
+    pub for_s: Option<f64>,
+    /// The delay of a `delay` fault.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// The share of packets a `loss` fault drops, in percent.
+    #[serde(default)]
+    pub loss_pct: Option<f64>,
 }
+
+/// When a fault strikes, from its `at_s` on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultMoment {
+    /// At `at_s`.
+    #[default]
+    At,
+    /// As soon after `at_s` as a match of the target play server has committed its
+    /// results (within [`MATCH_END_WAIT_S`]).
+    MatchEnd,
+}
+
+/// How long a `when = "match_end"` fault waits for a match of its play server to end
+/// before striking anyway: longer than a default match.
+pub const MATCH_END_WAIT_S: u64 = 60;
 
 impl Fault {
     /// Whether this fault stops the active balancer (killed or restarted alike), which
@@ -474,5 +540,11 @@ impl Fault {
     /// hand out the dead node.
     pub fn stops_file_node(&self) -> bool {
         self.service.starts_with("file-node-")
+    }
+
+    /// Whether this fault stops a match observer, whose watchers then lose their stream
+    /// before its `end`.
+    pub fn stops_observer(&self) -> bool {
+        self.service == OBSERVER
     }
 }

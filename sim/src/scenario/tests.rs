@@ -300,6 +300,16 @@ fn bad_values_name_their_field() {
         "faults[0].service"
     );
     assert!(Scenario::parse(&fault("1.0", "file-node-2")).is_ok());
+    let at_end = |service: &str| fault("1.0", service) + "when = \"match_end\"\n";
+    let scenario = Scenario::parse(&at_end("play-1")).unwrap();
+    assert_eq!(scenario.faults[0].when, FaultMoment::MatchEnd);
+    assert_eq!(invalid_field(&at_end("lobby")), "faults[0].when");
+    let observer = Scenario::parse(&fault("1.0", "observer")).unwrap();
+    assert!(observer.faults[0].stops_observer() && !observer.faults[0].stops_balancer());
+    assert_eq!(
+        invalid_field(&fault("1.0", "observer-1")),
+        "faults[0].service"
+    );
     let restart = fault("1.0", "lobby").replace("\"kill\"", "\"restart\"");
     let scenario = Scenario::parse(&restart).unwrap();
     assert_eq!(scenario.faults[0].action, FaultAction::Restart);
@@ -344,6 +354,30 @@ fn mistyped_value_is_a_syntax_error_naming_the_field() {
 const CAPACITY: &str = include_str!("../../../scenarios/capacity.toml");
 const SOAK: &str = include_str!("../../../scenarios/soak.toml");
 const GENERATOR: &str = include_str!("../../../scenarios/generator.toml");
+const CHAOS: &str = include_str!("../../../scenarios/chaos.toml");
+
+#[test]
+fn the_chaos_scenario_kills_every_kind_of_process_within_a_minute() {
+    let chaos = Scenario::parse(CHAOS).unwrap();
+    assert!(chaos.scenario.duration_s <= 60);
+    let killed: Vec<&str> = chaos.faults.iter().map(|f| f.service.as_str()).collect();
+    for service in [
+        "storage",
+        "balancer",
+        "balancer-observer",
+        "file-node-1",
+        "profile",
+        "lobby",
+        "play-0",
+        "play-1",
+        "router",
+        "observer",
+    ] {
+        assert!(killed.contains(&service), "{service} is never killed");
+    }
+    assert!(chaos.faults.iter().all(|f| f.action == FaultAction::Kill));
+    assert!(chaos.faults.iter().any(|f| f.when == FaultMoment::MatchEnd));
+}
 
 #[test]
 fn open_model_scenarios_parse() {

@@ -301,9 +301,77 @@ pub(super) fn validate_faults(faults: &[Fault], duration_s: u64) -> Result<(), S
             return Err(ScenarioError::invalid(
                 format!("faults[{index}].service"),
                 "must be one of storage, balancer, balancer-observer, active-balancer, \
-                 file-node-N, profile, lobby, play-N, router",
+                 file-node-N, profile, lobby, play-N, router, observer",
             ));
         }
+        if fault.when == FaultMoment::MatchEnd && !fault.service.starts_with("play-") {
+            return Err(ScenarioError::invalid(
+                format!("faults[{index}].when"),
+                "\"match_end\" needs a play server (service = \"play-N\")",
+            ));
+        }
+        validate_lasting(index, fault)?;
+    }
+    Ok(())
+}
+
+/// A lasting fault needs its length and its own parameter; a one-off fault takes none.
+fn validate_lasting(index: usize, fault: &Fault) -> Result<(), ScenarioError> {
+    let action = fault.action.name();
+    let field = |name: &str| format!("faults[{index}].{name}");
+    match (fault.action.lasts(), fault.for_s) {
+        (true, Some(s)) if s > 0.0 && s <= FAULT_FOR_S_MAX => {}
+        (true, _) => {
+            return Err(ScenarioError::invalid(
+                field("for_s"),
+                format!("\"{action}\" needs for_s, above 0 and at most {FAULT_FOR_S_MAX}"),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(ScenarioError::invalid(
+                field("for_s"),
+                format!("\"{action}\" strikes once; for_s is for partition, delay, loss and pause"),
+            ))
+        }
+        (false, None) => {}
+    }
+    match (fault.action, fault.delay_ms) {
+        (FaultAction::Delay, Some(ms)) if ms > 0 && ms <= FAULT_DELAY_MS_MAX => {}
+        (FaultAction::Delay, _) => {
+            return Err(ScenarioError::invalid(
+                field("delay_ms"),
+                format!("\"delay\" needs delay_ms, from 1 to {FAULT_DELAY_MS_MAX}"),
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ScenarioError::invalid(
+                field("delay_ms"),
+                "only for action = \"delay\"",
+            ))
+        }
+        _ => {}
+    }
+    match (fault.action, fault.loss_pct) {
+        (FaultAction::Loss, Some(p)) if p > 0.0 && p <= 100.0 => {}
+        (FaultAction::Loss, _) => {
+            return Err(ScenarioError::invalid(
+                field("loss_pct"),
+                "\"loss\" needs loss_pct, above 0 and at most 100",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ScenarioError::invalid(
+                field("loss_pct"),
+                "only for action = \"loss\"",
+            ))
+        }
+        _ => {}
+    }
+    if fault.action.lasts() && fault.service == OBSERVER {
+        return Err(ScenarioError::invalid(
+            field("service"),
+            format!("\"{action}\" needs a service of the topology, not an observer"),
+        ));
     }
     Ok(())
 }
@@ -351,5 +419,9 @@ pub(super) fn is_service_name(name: &str) -> bool {
         name.strip_prefix(prefix)
             .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    FIXED.contains(&name) || name == ACTIVE_BALANCER || numbered("file-node-") || numbered("play-")
+    FIXED.contains(&name)
+        || name == ACTIVE_BALANCER
+        || name == OBSERVER
+        || numbered("file-node-")
+        || numbered("play-")
 }

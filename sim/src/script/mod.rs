@@ -111,8 +111,13 @@ pub struct ScriptEnv {
     pub think_time_ms: u64,
     /// The window in which first sessions start (`load.start_spread_ms`).
     pub start_spread_ms: u64,
+    /// Every file node of the topology: an update answer may name these and no other.
+    pub file_nodes: Vec<SocketAddr>,
     /// Whether the scenario kills file nodes, which makes dead endpoints expected.
     pub file_nodes_killed: bool,
+    /// Whether the scenario kills match observers, which makes a watch cut before its
+    /// `end` an error (`observer_lost`) rather than a broken `observers.every_tick`.
+    pub observers_killed: bool,
     /// The scenario seed.
     pub seed: u64,
     /// When clients stop starting new steps.

@@ -5,7 +5,10 @@
 //! `watch` and times the first `state` (`observer.first_state`), then follows the stream
 //! to its `end`, keeping only the last tick seen. When the player has its own `end`, it
 //! takes the watcher's and judges `observers.every_tick`: every tick from the observer's
-//! first, in order, and the very `end` the player got.
+//! first, in order, and the very `end` the player got. The watch itself, from the first
+//! `state` to the `end`, is the step `observer.watch`; a stream cut before its `end` is
+//! its error `observer_lost`, and breaks the invariant too unless the scenario kills
+//! observers.
 
 use super::answer::{successful, Failure};
 use super::ticks::TickSequence;
@@ -35,6 +38,10 @@ pub(super) struct WatchRequest {
     pub(super) recorder: Recorder,
 }
 
+/// The error of `observer.watch` for a stream whose connection closed or broke before
+/// its `end`: the observer died.
+pub(super) const OBSERVER_LOST: &str = "observer_lost";
+
 /// An observer's stream, once it began.
 #[derive(Debug, PartialEq)]
 pub(super) struct Watched {
@@ -42,12 +49,40 @@ pub(super) struct Watched {
     pub(super) in_order: bool,
     /// The `end` relayed, or the code of what came instead.
     pub(super) end: Result<End, String>,
+    /// When the first `state` arrived.
+    pub(super) began_at: Instant,
+    /// When the stream ended, with its `end` or without.
+    pub(super) over_at: Instant,
+}
+
+/// How a watch went, judged against the player's own `end`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Judged {
+    /// Every tick in order, then the player's `end`.
+    Held,
+    /// `observers.every_tick` is broken; the code is the watch's error, if it had one.
+    Violated(Option<String>),
+    /// The observer died mid-stream in a scenario that kills observers: the watch failed
+    /// with this code, and the ticks it relayed were in order.
+    Lost(String),
 }
 
 impl Watched {
-    /// Whether the stream broke `observers.every_tick`, given the player's own `end`.
-    pub(super) fn violates(&self, players_end: &End) -> bool {
-        !self.in_order || self.end.as_ref() != Ok(players_end)
+    /// Judges the stream against the player's own `end`; `observers_killed` says
+    /// whether the scenario kills observers, which makes a stream cut short expected.
+    pub(super) fn judge(&self, players_end: &End, observers_killed: bool) -> Judged {
+        let code = match &self.end {
+            Ok(end) if self.in_order && end == players_end => return Judged::Held,
+            Ok(_) => return Judged::Violated(None),
+            // The connection closed or broke: the observer process is gone.
+            Err(code) if code == "closed" || code == "io" => OBSERVER_LOST.to_string(),
+            Err(code) => code.clone(),
+        };
+        if observers_killed && self.in_order && code == OBSERVER_LOST {
+            Judged::Lost(code)
+        } else {
+            Judged::Violated(Some(code))
+        }
     }
 }
 
@@ -108,14 +143,15 @@ async fn watch(request: WatchRequest) -> Option<Watched> {
     }
     let mut ticks = TickSequence::from_any_tick();
     let mut in_order = true;
-    let mut began = false;
+    let mut began_at = None;
     let code = loop {
         let line = tokio::time::timeout(request.silence, conn.next()).await;
         match line.unwrap_or(Err(LineError::Timeout)) {
             Ok(ServerLine::State(state)) => {
-                if !began {
-                    recorder.success(Step::ObserverFirstState, sent, Instant::now());
-                    began = true;
+                if began_at.is_none() {
+                    let now = Instant::now();
+                    recorder.success(Step::ObserverFirstState, sent, now);
+                    began_at = Some(now);
                 }
                 in_order &= ticks.next(state.tick).in_order();
             }
@@ -123,21 +159,26 @@ async fn watch(request: WatchRequest) -> Option<Watched> {
                 return Some(Watched {
                     in_order,
                     end: Ok(end),
-                })
+                    // An `end` before any tick: a watch of nothing, over at once.
+                    began_at: began_at.unwrap_or_else(Instant::now),
+                    over_at: Instant::now(),
+                });
             }
             Ok(ServerLine::Error { error }) => break error,
             Ok(ServerLine::Joined { .. }) => break "bad_response".to_string(),
             Err(e) => break e.code().to_string(),
         }
     };
-    if !began {
+    let Some(began_at) = began_at else {
         // Refused before any tick (access_denied, unknown_match): no stream to judge.
         recorder.failure(Step::ObserverFirstState, &code);
         return None;
-    }
+    };
     Some(Watched {
         in_order,
         end: Err(code),
+        began_at,
+        over_at: Instant::now(),
     })
 }
 
@@ -190,24 +231,50 @@ mod tests {
         }
     }
 
+    fn watched(in_order: bool, end: Result<End, String>) -> Watched {
+        let now = Instant::now();
+        Watched {
+            in_order,
+            end,
+            began_at: now,
+            over_at: now,
+        }
+    }
+
     #[test]
     fn a_watch_holds_with_every_tick_and_the_players_end() {
-        let good = Watched {
-            in_order: true,
-            end: Ok(end(0)),
-        };
-        assert!(!good.violates(&end(0)));
-        assert!(good.violates(&end(1)), "another end than the player's");
-        let gappy = Watched {
-            in_order: false,
-            end: Ok(end(0)),
-        };
-        assert!(gappy.violates(&end(0)));
-        let broken = Watched {
-            in_order: true,
-            end: Err("play_lost".into()),
-        };
-        assert!(broken.violates(&end(0)));
+        for killed in [false, true] {
+            let good = watched(true, Ok(end(0)));
+            assert_eq!(good.judge(&end(0), killed), Judged::Held);
+            assert_eq!(
+                good.judge(&end(1), killed),
+                Judged::Violated(None),
+                "another end than the player's"
+            );
+            let gappy = watched(false, Ok(end(0)));
+            assert_eq!(gappy.judge(&end(0), killed), Judged::Violated(None));
+            let broken = watched(true, Err("play_lost".into()));
+            assert_eq!(
+                broken.judge(&end(0), killed),
+                Judged::Violated(Some("play_lost".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_expected_only_when_the_scenario_kills_observers() {
+        for code in ["closed", "io"] {
+            let cut = watched(true, Err(code.into()));
+            let lost = Some(OBSERVER_LOST.to_string());
+            assert_eq!(cut.judge(&end(0), false), Judged::Violated(lost));
+            assert_eq!(cut.judge(&end(0), true), Judged::Lost(OBSERVER_LOST.into()));
+            // Ticks out of order before the cut are a violation all the same.
+            let gappy = watched(false, Err(code.into()));
+            assert!(matches!(gappy.judge(&end(0), true), Judged::Violated(_)));
+        }
+        // Silence is not a death: the observer is alive and stuck.
+        let stuck = watched(true, Err("timeout".into()));
+        assert!(matches!(stuck.judge(&end(0), true), Judged::Violated(_)));
     }
 
     #[test]

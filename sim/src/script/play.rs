@@ -9,7 +9,7 @@
 //! and violate `play.ticks_in_order`), and the whole match (`play.match`).
 
 use super::lobby::Seat;
-use super::observe::{WatchRequest, Watcher};
+use super::observe::{Judged, WatchRequest, Watcher};
 use super::ticks::{PendingInputs, RandomWalk, TickClock, TickOrder};
 use super::{account::Session, VirtualClient};
 use crate::net::http::REQUEST_TIMEOUT_MS;
@@ -203,9 +203,25 @@ impl VirtualClient {
             None => None,
         };
         if let Some(watched) = watched {
-            let violated = watched.violates(&end);
-            self.recorder
-                .invariant(Invariant::ObserversEveryTick, violated);
+            match watched.judge(&end, self.env.observers_killed) {
+                Judged::Held => {
+                    let (began, over) = (watched.began_at, watched.over_at);
+                    self.recorder.success(Step::ObserverWatch, began, over);
+                    self.recorder
+                        .invariant(Invariant::ObserversEveryTick, false);
+                }
+                Judged::Lost(code) => self.recorder.failure(Step::ObserverWatch, &code),
+                Judged::Violated(code) => {
+                    match code {
+                        Some(code) => self.recorder.failure(Step::ObserverWatch, &code),
+                        None => {
+                            let (began, over) = (watched.began_at, watched.over_at);
+                            self.recorder.success(Step::ObserverWatch, began, over);
+                        }
+                    }
+                    self.recorder.invariant(Invariant::ObserversEveryTick, true);
+                }
+            }
         }
     }
 

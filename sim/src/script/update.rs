@@ -3,13 +3,14 @@
 
 use super::answer::{successful, Failure};
 use super::VirtualClient;
-use crate::net::http::{percent_encode, HttpClient, Response};
+use crate::net::http::{connect, percent_encode, HttpClient, Response};
 use crate::step::{Invariant, Step};
 use rand::Rng;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// The first pause after an `unavailable` answer; a failover takes a few hundred ms, so
@@ -25,6 +26,9 @@ const UNAVAILABLE_RETRIES_MAX: u32 = 40;
 const MANIFEST_FILES_MAX: usize = 10_000;
 /// The version a client without any resources reports, to learn the current one.
 pub const NO_VERSION: &str = "0.0.0";
+/// How long a probe of an offered endpoint may take to connect. Refused means dead; a
+/// connect this slow proves nothing either way, and is not counted against the node.
+const ENDPOINT_PROBE_TIMEOUT_MS: u64 = 1_000;
 /// How long the run waits for storage to name the current version before giving up;
 /// the balancer needs a moment after start-up to find healthy file nodes.
 pub const DISCOVERY_TIMEOUT_MS: u64 = 15_000;
@@ -50,6 +54,7 @@ impl VirtualClient {
                         if !manifest.stale {
                             self.recorder.pick(done, manifest.epoch);
                         }
+                        self.check_endpoints(manifest).await;
                     }
                     return Some(update);
                 }
@@ -67,6 +72,25 @@ impl VirtualClient {
             }
         }
         None
+    }
+
+    /// Checks every endpoint of an update answer (`update.live_endpoints`), not only the
+    /// one a download will use: each must be a file node of the topology that accepts a
+    /// connection now. A refused connection is a dead node, expected only when the
+    /// scenario kills file nodes.
+    async fn check_endpoints(&self, manifest: &Manifest) {
+        let nodes = &self.env.file_nodes;
+        for &endpoint in &manifest.endpoints {
+            let known = nodes.is_empty() || nodes.contains(&endpoint);
+            let dead = known
+                && !self.env.file_nodes_killed
+                && refuses(self.http.local_ip(), endpoint).await;
+            if !known {
+                tracing::warn!(%endpoint, "an update answer names no file node of the topology");
+            }
+            self.recorder
+                .invariant(Invariant::UpdateLiveEndpoints, !known || dead);
+        }
     }
 
     /// Downloads every file of the manifest in order; stops at the first failure.
@@ -109,6 +133,19 @@ impl VirtualClient {
                 false
             }
         }
+    }
+}
+
+/// Whether `endpoint` refuses (or resets) a connection from `local_ip` now: the signature
+/// of a dead process. A slow connect is not a refusal.
+async fn refuses(local_ip: Option<IpAddr>, endpoint: SocketAddr) -> bool {
+    let timeout = Duration::from_millis(ENDPOINT_PROBE_TIMEOUT_MS);
+    match tokio::time::timeout(timeout, connect(local_ip, endpoint)).await {
+        Ok(Err(e)) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+        ),
+        Ok(Ok(_)) | Err(_) => false,
     }
 }
 

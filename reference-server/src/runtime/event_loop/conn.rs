@@ -193,6 +193,11 @@ pub(super) fn queue(conn: &mut Conn, response: Response, keep_alive: bool) {
     }
 }
 
+/// Bytes queued for the client and not yet written.
+pub(super) fn queued_bytes(conn: &Conn) -> usize {
+    conn.out.iter().map(|chunk| chunk.remaining().len()).sum()
+}
+
 /// Answers a connection over the cap with a 503 and closes it. The write is best effort:
 /// a fresh socket's send buffer takes a small answer at once.
 pub(super) fn refuse(stream: &mut TcpStream) {

@@ -14,6 +14,8 @@
 
 mod accept;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod parse;
 
@@ -33,7 +35,7 @@ use slab::Slab;
 use crate::runtime::http::Response;
 
 pub use accept::{Acceptor, ACCEPT_BACKOFF_MS};
-use conn::{flush, queue, read_available, refuse, Conn, Tls, Transport};
+use conn::{flush, queue, queued_bytes, read_available, refuse, Conn, Tls, Transport};
 use handler::Completion;
 pub use handler::{Ctx, Handler, Reply, Responder, ServerHandle, Stopper};
 use parse::{parse_request, Parse};
@@ -61,6 +63,14 @@ const SWEEP_INTERVAL_MS: u64 = 100;
 const INBUF_BYTES_MAX: usize = HEAD_BYTES_MAX + BODY_BYTES_MAX;
 /// Bytes read per `read` call.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Answers queued on one connection before the loop parses no more of its requests: a
+/// client that pipelines and reads no answers cannot grow memory; the write timeout
+/// drops it instead.
+const OUT_BYTES_MAX: usize = 1024 * 1024;
+/// Read-and-answer rounds one connection gets per readiness event, each reading at most
+/// [`INBUF_BYTES_MAX`]. A client that sends as fast as it can then waits behind the
+/// other connections' events instead of holding the loop.
+const ROUNDS_PER_EVENT_MAX: usize = 4;
 /// Readiness events handled per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -261,12 +271,12 @@ impl<H: Handler> Server<H> {
             Ok(false) => return,
             Err(_) => return self.close(key),
         }
-        loop {
+        for _ in 0..ROUNDS_PER_EVENT_MAX {
             let read_more = match read_available(&mut self.conns[key]) {
                 Ok(more) => more,
                 Err(_) => return self.close(key),
             };
-            self.process(key);
+            let held = self.process(key);
             let conn = &mut self.conns[key];
             if flush(conn).is_err() {
                 return self.close(key);
@@ -279,18 +289,43 @@ impl<H: Handler> Server<H> {
             if done_writing && conn.read_closed && conn.awaiting.is_none() {
                 return self.close(key);
             }
-            // Reading stopped at the buffer cap; answering may have made room.
-            if !read_more || conn.inbuf.len() >= INBUF_BYTES_MAX || conn.awaiting.is_some() {
+            // Waiting for a deferred answer, or for the client to take what is queued
+            // (a writable event comes when it does).
+            if conn.awaiting.is_some()
+                || conn.close_after_flush
+                || queued_bytes(conn) >= OUT_BYTES_MAX
+            {
                 return;
+            }
+            // Work no event will announce: bytes left in the socket when reading stopped
+            // at the buffer cap, or requests held back for room the flush just made.
+            if !read_more && !held {
+                return;
+            }
+        }
+        // The round budget is spent with work left: ask the poll for a fresh event, so
+        // the connections whose events are already waiting go first.
+        let registry = self.poll.registry();
+        if let Some(socket) = self.conns[key].stream.socket() {
+            if registry
+                .reregister(socket, Token(key), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.close(key);
             }
         }
     }
 
-    /// Parses and dispatches every complete request in the buffer.
-    fn process(&mut self, key: usize) {
+    /// Parses and dispatches every complete request in the buffer, as long as the
+    /// answers queued stay under [`OUT_BYTES_MAX`]; true when it stopped for that with
+    /// requests left to parse.
+    fn process(&mut self, key: usize) -> bool {
         let open_conns = self.conns.len();
         let conn = &mut self.conns[key];
         while conn.awaiting.is_none() && !conn.close_after_flush && !conn.inbuf.is_empty() {
+            if queued_bytes(conn) >= OUT_BYTES_MAX {
+                return true;
+            }
             let parsed = match parse_request(&conn.inbuf, conn.peer) {
                 Parse::Partial => {
                     if conn.inbuf.len() > HEAD_BYTES_MAX {
@@ -301,18 +336,18 @@ impl<H: Handler> Server<H> {
                             false,
                         );
                     }
-                    return;
+                    return false;
                 }
                 Parse::Reject(response) => {
                     conn.inbuf.clear();
                     queue(conn, response.closing(), false);
-                    return;
+                    return false;
                 }
                 Parse::Complete(parsed) => parsed,
             };
             let total = parsed.head_len + parsed.content_length;
             if conn.inbuf.len() < total {
-                return;
+                return false;
             }
             let mut request = parsed.request;
             request.body = conn.inbuf[parsed.head_len..total].to_vec();
@@ -336,6 +371,7 @@ impl<H: Handler> Server<H> {
                 ),
             }
         }
+        false
     }
 
     fn complete_deferred(&mut self) {

@@ -49,7 +49,8 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
             "request head exceeds 16 KiB",
         ));
     }
-    let mut content_length = 0usize;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
     let mut keep_alive = req.version == Some(1);
     let mut owned = Vec::with_capacity(req.headers.len());
     for header in req.headers.iter() {
@@ -62,9 +63,18 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
             ));
         };
         match name.as_str() {
-            "content-length" => match value.trim().parse::<usize>() {
-                Ok(n) => content_length = n,
-                Err(_) => {
+            "content-length" => match parse_length(value) {
+                // A repeat of the same length is harmless; two different ones are how
+                // a request is smuggled past a peer that reads the other (RFC 9112 6.3).
+                Some(n) if content_length.is_none_or(|seen| seen == n) => content_length = Some(n),
+                Some(_) => {
+                    return Parse::Reject(Response::error(
+                        400,
+                        "bad_request",
+                        "header content-length: given twice with different values",
+                    ))
+                }
+                None => {
                     return Parse::Reject(Response::error(
                         400,
                         "bad_request",
@@ -72,11 +82,7 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
                     ))
                 }
             },
-            "transfer-encoding" => return Parse::Reject(Response::error(
-                411,
-                "length_required",
-                "header transfer-encoding: chunked bodies are not accepted, send Content-Length",
-            )),
+            "transfer-encoding" => chunked = true,
             "connection" => {
                 let value = value.to_ascii_lowercase();
                 if value.contains("close") {
@@ -89,6 +95,23 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
         }
         owned.push((name, value.to_string()));
     }
+    // Both framings at once is malformed: which one a peer believed is how requests are
+    // smuggled (RFC 9112 6.1). Either alone gets its own answer.
+    if chunked && content_length.is_some() {
+        return Parse::Reject(Response::error(
+            400,
+            "bad_request",
+            "headers content-length and transfer-encoding: send only one",
+        ));
+    }
+    if chunked {
+        return Parse::Reject(Response::error(
+            411,
+            "length_required",
+            "header transfer-encoding: chunked bodies are not accepted, send Content-Length",
+        ));
+    }
+    let content_length = content_length.unwrap_or(0);
     if content_length > BODY_BYTES_MAX {
         return Parse::Reject(Response::error(
             413,
@@ -112,6 +135,16 @@ pub(super) fn parse_request(buf: &[u8], peer: SocketAddr) -> Parse {
             peer,
         },
     })
+}
+
+/// A `Content-Length` value: decimal digits only (RFC 9110 8.6), so `+5`, `-1`, `0x10`
+/// and lists are refused rather than read as some number.
+fn parse_length(value: &str) -> Option<usize> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -168,5 +201,26 @@ mod tests {
             panic!()
         };
         assert_eq!(r.status, 411);
+    }
+
+    #[test]
+    fn lengths_are_digits_only_and_never_ambiguous() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let Parse::Reject(r) = parse(bad) else {
+                panic!("{}", String::from_utf8_lossy(bad))
+            };
+            assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+        }
+        let Parse::Complete(p) =
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n")
+        else {
+            panic!("a repeated equal length is fine")
+        };
+        assert_eq!(p.content_length, 2);
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::db::{self, DbPool, UserRow};
 use crate::domain::internal_key::{InternalKey, INTERNAL_KEY_HEADER};
+use crate::domain::public_addrs::PublicAddrs;
 use crate::domain::session::Refusal;
 use crate::domain::ticket;
 use crate::domain::token::{token_hash, well_formed};
@@ -64,6 +65,8 @@ pub struct LobbyConfig {
     pub players_per_match: u32,
     /// `--match-fill-timeout-s`.
     pub match_fill_timeout_s: u64,
+    /// Where clients reach the play servers.
+    pub public: PublicAddrs,
 }
 
 #[derive(Debug)]
@@ -80,6 +83,7 @@ struct Shared {
     db: DbPool,
     ticket_key: Vec<u8>,
     internal_key: InternalKey,
+    public: PublicAddrs,
     /// Held while the ranking changes, so that a full rebuild (a read of every user)
     /// and the results of a match, applied row by row, never overlap: an older read can
     /// never replace a newer ranking.
@@ -196,7 +200,7 @@ impl Shared {
                         Ok(ticket) => Response::json(
                             200,
                             &Start {
-                                play: play.to_string(),
+                                play: self.public.of(play).to_string(),
                                 r#match: match_id,
                                 ticket,
                             },
@@ -450,41 +454,45 @@ impl Handler for Lobby {
     }
 }
 
+impl Lobby {
+    /// The lobby's handler over the user DB in `config.data_dir`, its first ranking
+    /// built, without the threads [`start`] adds (the fuzz targets drive it alone).
+    pub fn new(config: &LobbyConfig) -> Result<Lobby, SetupError> {
+        let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
+        let internal_key = InternalKey::load_or_create(&db)?;
+        let ticket_key = db.secret(ticket::TICKET_KEY_META)?.into_bytes();
+        let now = db::now_ms();
+        let fill_ms = (config.match_fill_timeout_s * 1000) as i64;
+        let state = State {
+            sessions: Sessions::new((config.token_idle_s * 1000) as i64),
+            users: HashMap::new(),
+            ranking: Arc::new(Ranking::default()),
+            play: PlayDirectory::new(&config.play_servers, config.players_per_match, fill_ms, now),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            db,
+            ticket_key,
+            internal_key,
+            public: config.public.clone(),
+            ranking_writer: Mutex::new(()),
+        });
+        // The first ranking is built before the lobby answers anyone.
+        shared.rebuild_ranking();
+        let pool = JobPool::new("lobby-db", LOBBY_DB_WORKERS, LOBBY_QUEUE_MAX)?;
+        Ok(Lobby { shared, pool })
+    }
+}
+
 /// Starts the lobby with its flusher, ranking and play-poller threads.
 pub fn start(
     listener: TcpListener,
     config: LobbyConfig,
     limits: Limits,
 ) -> Result<Running, SetupError> {
-    let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
-    let internal_key = InternalKey::load_or_create(&db)?;
-    let ticket_key = db.secret(ticket::TICKET_KEY_META)?.into_bytes();
-    let now = db::now_ms();
-    let fill_ms = (config.match_fill_timeout_s * 1000) as i64;
-    let state = State {
-        sessions: Sessions::new((config.token_idle_s * 1000) as i64),
-        users: HashMap::new(),
-        ranking: Arc::new(Ranking::default()),
-        play: PlayDirectory::new(&config.play_servers, config.players_per_match, fill_ms, now),
-    };
-    let shared = Arc::new(Shared {
-        state: Mutex::new(state),
-        db,
-        ticket_key,
-        internal_key,
-        ranking_writer: Mutex::new(()),
-    });
-    // The first ranking is built before the lobby answers anyone.
-    shared.rebuild_ranking();
-    let pool = JobPool::new("lobby-db", LOBBY_DB_WORKERS, LOBBY_QUEUE_MAX)?;
-    let server = Server::new(
-        listener,
-        Lobby {
-            shared: Arc::clone(&shared),
-            pool,
-        },
-        limits,
-    )?;
+    let lobby = Lobby::new(&config)?;
+    let shared = Arc::clone(&lobby.shared);
+    let server = Server::new(listener, lobby, limits)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("lobby")?, Arc::clone(&stop));
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));

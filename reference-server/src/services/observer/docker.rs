@@ -1,16 +1,18 @@
 //! The `docker` backend: each observer is a container of the project's own image
 //! (`catwar-server:local`, built with no registry by `ci/build-image.sh`), started
-//! through the Docker API with host networking so it listens and subscribes on loopback
-//! like a process observer. Containers are labelled with their topology's data folder,
-//! removed by the engine when their match ends (`AutoRemove`), and removed by
-//! [`Spawner::stop_all`] when the play server stops.
+//! through the Docker API. In the embedded topology it uses host networking, so it
+//! listens and subscribes on loopback like a process observer; in the containerized
+//! topology it joins the project's network (where the play server is), and its port is
+//! published on 127.0.0.1 only, where watchers on the host reach it. Containers are
+//! labelled with their topology's data folder, removed by the engine when their match
+//! ends (`AutoRemove`), and removed by [`Spawner::stop_all`] when the play server stops.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder,
@@ -26,6 +28,9 @@ pub const IMAGE: &str = "catwar-server:local";
 pub const DATA_LABEL: &str = "catwar.data";
 /// A cold container start takes a few hundred milliseconds; a stalled engine more.
 const START_TIMEOUT_MS: u64 = 15_000;
+/// The port an observer listens on inside its own network namespace (on a project
+/// network); the engine publishes it on a free port of the host's 127.0.0.1.
+pub const OBSERVER_PORT: u16 = 7600;
 
 /// Starts observers as containers.
 #[derive(Debug)]
@@ -34,6 +39,8 @@ pub struct DockerSpawner {
     runtime: tokio::runtime::Runtime,
     data_dir: PathBuf,
     session: SessionArgs,
+    /// The project network to join; `None` is host networking.
+    network: Option<String>,
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> ObserverError {
@@ -43,7 +50,13 @@ fn backend(what: &str, e: impl std::fmt::Display) -> ObserverError {
 impl DockerSpawner {
     /// Connects to the local engine and checks that the image exists, so a topology
     /// configured for Docker fails at start with a message that says what to do.
-    pub fn new(data_dir: PathBuf, session: SessionArgs) -> Result<DockerSpawner, ObserverError> {
+    /// With `network`, observers join that network and publish their port on the host's
+    /// 127.0.0.1; without, they use host networking.
+    pub fn new(
+        data_dir: PathBuf,
+        session: SessionArgs,
+        network: Option<String>,
+    ) -> Result<DockerSpawner, ObserverError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -64,11 +77,19 @@ impl DockerSpawner {
             runtime,
             data_dir,
             session,
+            network,
         })
     }
 
     async fn start(&self, play: SocketAddr, match_id: u64) -> Result<SocketAddr, ObserverError> {
         let data = self.data_dir.display().to_string();
+        // On a project network the observer listens on every address of its own
+        // namespace, and the engine forwards a host port of 127.0.0.1 to it.
+        let listen = self
+            .network
+            .as_ref()
+            .map(|_| SocketAddr::from(([0, 0, 0, 0], OBSERVER_PORT)));
+        let port_key = format!("{OBSERVER_PORT}/tcp");
         let labels = HashMap::from([
             ("catwar.role".to_string(), "observer".to_string()),
             ("catwar.match".to_string(), match_id.to_string()),
@@ -77,23 +98,26 @@ impl DockerSpawner {
         let body = ContainerCreateBody {
             image: Some(IMAGE.to_string()),
             cmd: Some(
-                [
-                    "observer",
-                    "--play",
-                    &play.to_string(),
-                    "--match",
-                    &match_id.to_string(),
-                    "--data",
-                    &data,
-                ]
-                .map(str::to_string)
-                .into_iter()
-                .chain(self.session.command_args())
-                .collect(),
+                super::command_args(play, match_id, &self.data_dir, self.session)
+                    .into_iter()
+                    .chain(
+                        listen
+                            .iter()
+                            .flat_map(|l| ["--listen".to_string(), l.to_string()]),
+                    )
+                    .collect(),
             ),
+            exposed_ports: self.network.as_ref().map(|_| vec![port_key.clone()]),
             labels: Some(labels),
             host_config: Some(HostConfig {
-                network_mode: Some("host".into()),
+                network_mode: Some(self.network.clone().unwrap_or_else(|| "host".into())),
+                port_bindings: self.network.as_ref().map(|_| {
+                    let loopback = PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    };
+                    HashMap::from([(port_key.clone(), Some(vec![loopback]))])
+                }),
                 binds: Some(vec![format!("{data}:{data}")]),
                 auto_remove: Some(true),
                 ..Default::default()
@@ -126,14 +150,37 @@ impl DockerSpawner {
             if let Some(addr) = out.lines().find_map(|l| {
                 l.trim()
                     .strip_prefix("listening ")
-                    .and_then(|a| a.parse().ok())
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
             }) {
-                return Ok(addr);
+                return match self.network {
+                    None => Ok(addr),
+                    Some(_) => self.published(&created.id, &port_key).await,
+                };
             }
         }
         Err(ObserverError::Backend(format!(
             "docker: observer container {name} exited before listening: {out:?}"
         )))
+    }
+}
+
+impl DockerSpawner {
+    /// Where the engine published a container's port on the host.
+    async fn published(&self, id: &str, port_key: &str) -> Result<SocketAddr, ObserverError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| backend("inspect", e))?;
+        let host_port = inspected
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut ports| ports.remove(port_key))
+            .flatten()
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| backend("inspect", format!("no host port published for {port_key}")))?;
+        Ok(SocketAddr::from(([127, 0, 0, 1], host_port)))
     }
 }
 

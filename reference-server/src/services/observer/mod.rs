@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -58,6 +58,26 @@ pub struct SessionArgs {
     pub token_idle_s: u64,
     /// The lobby to tell when a watcher's token gets its session revoked.
     pub lobby: Option<SocketAddr>,
+}
+
+/// The arguments of `catwar-server observer` for one match, as every backend passes them.
+fn command_args(
+    play: SocketAddr,
+    match_id: u64,
+    data_dir: &std::path::Path,
+    session: SessionArgs,
+) -> Vec<String> {
+    let mut args = vec![
+        "observer".to_string(),
+        "--play".to_string(),
+        play.to_string(),
+        "--match".to_string(),
+        match_id.to_string(),
+        "--data".to_string(),
+        data_dir.display().to_string(),
+    ];
+    args.extend(session.command_args());
+    args
 }
 
 impl SessionArgs {
@@ -216,14 +236,13 @@ fn watch(
     (db, rule): (&DbPool, &SessionRule),
     match_id: u64,
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS)))?;
     stream.set_write_timeout(Some(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)))?;
     let mut out = stream.try_clone()?;
     let peer = stream.peer_addr()?.ip();
-    let mut line = String::new();
-    BufReader::new(stream)
-        .take(LINE_BYTES_MAX)
-        .read_line(&mut line)?;
+    let line = match read_watch_line(&stream)? {
+        Ok(line) => line,
+        Err(code) => return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}"),
+    };
     if let Err(code) = check_watch(&line, (db, rule), match_id, peer) {
         return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}");
     }
@@ -255,6 +274,41 @@ fn watch(
     }
 }
 
+/// Reads a watcher's first line within [`WATCH_REQUEST_TIMEOUT_MS`] in all, however its
+/// bytes trickle in: a read timeout alone starts over with every byte, so a watcher that
+/// sends one byte at a time would hold its thread and its slot until the match ends.
+/// The inner error is the code sent back: `timeout`, `line_too_long`, or `bad_json` for
+/// bytes that are not UTF-8.
+fn read_watch_line(mut stream: &TcpStream) -> io::Result<Result<String, &'static str>> {
+    let deadline = Instant::now() + Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS);
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Err("timeout"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) => match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return Ok(Err("timeout")),
+                _ => return Err(e),
+            },
+        };
+        // The end of the stream ends the line too: what came is judged as it is.
+        let end = chunk[..n].iter().position(|&b| b == b'\n');
+        line.extend_from_slice(&chunk[..end.unwrap_or(n)]);
+        if line.len() as u64 > LINE_BYTES_MAX {
+            return Ok(Err("line_too_long"));
+        }
+        if n == 0 || end.is_some() {
+            return Ok(String::from_utf8(line).map_err(|_| "bad_json"));
+        }
+    }
+}
+
 /// Checks a `watch` line: the match, then the token by the session rule (SPEC §3), with
 /// the lobby's codes.
 fn check_watch(
@@ -263,6 +317,18 @@ fn check_watch(
     match_id: u64,
     peer: IpAddr,
 ) -> Result<(), &'static str> {
+    let token = parse_watch(line, match_id)?;
+    match rule.check(db, &token, peer, Idle::Applies, db::now_ms()) {
+        Ok(_) => Ok(()),
+        Err(Denied::Refused(refusal)) => Err(refusal.code()),
+        Err(Denied::Db(_)) => Err("unavailable"),
+    }
+}
+
+/// Reads a `watch` line for `match_id` and returns its token; the error is the code sent
+/// back. The part of `check_watch` that needs no DB, public for the fuzz targets only.
+#[doc(hidden)]
+pub fn parse_watch(line: &str, match_id: u64) -> Result<String, &'static str> {
     let v: Value = serde_json::from_str(line).map_err(|_| "bad_json")?;
     if v.get("t").and_then(Value::as_str) != Some("watch") {
         return Err("expected_watch");
@@ -270,13 +336,8 @@ fn check_watch(
     if v.get("match").and_then(Value::as_u64) != Some(match_id) {
         return Err("unknown_match");
     }
-    let token = v
-        .get("token")
+    v.get("token")
         .and_then(Value::as_str)
-        .ok_or(Refusal::AccessDenied.code())?;
-    match rule.check(db, token, peer, Idle::Applies) {
-        Ok(_) => Ok(()),
-        Err(Denied::Refused(refusal)) => Err(refusal.code()),
-        Err(Denied::Db(_)) => Err("unavailable"),
-    }
+        .map(str::to_string)
+        .ok_or(Refusal::AccessDenied.code())
 }

@@ -44,16 +44,12 @@ impl Spawner for ProcessSpawner {
         let started = Instant::now();
         let mut command = Command::new(&self.exe);
         command
-            .args([
-                "observer",
-                "--play",
-                &play.to_string(),
-                "--match",
-                &match_id.to_string(),
-                "--data",
-            ])
-            .arg(&self.data_dir)
-            .args(self.session.command_args())
+            .args(super::command_args(
+                play,
+                match_id,
+                &self.data_dir,
+                self.session,
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         // SAFETY: prctl is async-signal-safe and touches only the new child.

@@ -9,10 +9,12 @@
 //! `join`, `input` from players; `status` from the lobby; `observe` from the router and
 //! `subscribe` from match observers (both with the internal key).
 
-pub(crate) mod game;
+#[doc(hidden)]
+pub mod game;
 pub(crate) mod results;
 mod spawners;
-mod wire;
+#[doc(hidden)]
+pub mod wire;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -36,7 +38,7 @@ use crate::services::observer::Spawner;
 use crate::services::SetupError;
 
 use game::Game;
-use results::{Finished, Report};
+use results::{Finished, Job, Report};
 use spawners::{SpawnReply, SpawnRequest};
 use wire::{Conn, Role};
 
@@ -141,7 +143,7 @@ struct Play {
     ticket_key: Vec<u8>,
     internal_key: InternalKey,
     nonces: HashMap<String, i64>,
-    results_tx: Sender<Finished>,
+    results_tx: Sender<Job>,
     reports: Receiver<Report>,
     spawn_tx: Sender<SpawnRequest>,
     spawned: Receiver<SpawnReply>,
@@ -233,21 +235,30 @@ impl Play {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let lines = match conn.read_lines() {
-            Ok(lines) => {
-                if !lines.is_empty() {
-                    conn.last_line = Instant::now();
-                }
-                lines
-            }
-            Err(code) => {
-                conn.send_error(code);
-                conn.closing = true;
-                Vec::new()
-            }
-        };
-        for line in lines {
+        let read = conn.read_lines();
+        if !read.lines.is_empty() {
+            conn.last_line = Instant::now();
+        }
+        for line in read.lines {
             self.handle(key, &line);
+        }
+        // The whole lines before an over-long one are answered, then the connection ends.
+        if let Some(code) = read.error {
+            let conn = &mut self.conns[key];
+            conn.send_error(code);
+            conn.closing = true;
+        } else if read.more {
+            // Bytes are left in the socket: ask the poll for a fresh event, so the
+            // connections whose events are already waiting go first.
+            let conn = &mut self.conns[key];
+            let rearmed = self.poll.registry().reregister(
+                &mut conn.stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if rearmed.is_err() {
+                conn.closing = true;
+            }
         }
         self.flush_or_close(key);
     }
@@ -362,15 +373,18 @@ impl Play {
             return self.conns[key].bad("ticket_expired");
         }
         let ppm = self.config.players_per_match as usize;
-        let m = self
-            .matches
-            .entry(claims.match_id)
-            .or_insert_with(|| Match {
+        let results_tx = &self.results_tx;
+        let m = self.matches.entry(claims.match_id).or_insert_with(|| {
+            // Recorded as unfinished before it can end, so that if this process dies
+            // first, its next life marks the match aborted.
+            let _ = results_tx.send(Job::Started(claims.match_id));
+            Match {
                 game: Game::default(),
                 phase: Phase::Filling(Instant::now()),
                 players: Vec::new(),
                 subscribers: Vec::new(),
-            });
+            }
+        });
         let rejoin = m.game.player_of(&claims.user);
         let p = match (rejoin, &m.phase) {
             (Some(p), Phase::Filling(_) | Phase::Running) => p,
@@ -465,12 +479,12 @@ impl Play {
             if tick >= self.config.match_ticks || m.game.decided() {
                 m.phase = Phase::Committing;
                 let (winner, outcomes) = m.game.outcomes();
-                let _ = self.results_tx.send(Finished {
+                let _ = self.results_tx.send(Job::Finished(Finished {
                     match_id: id,
                     ticks: tick,
                     winner,
                     outcomes,
-                });
+                }));
             }
         }
         for key in touched {
@@ -534,6 +548,13 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Setup
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let db = Arc::new(DbPool::new(&config.data_dir.join(db::DB_FILE))?);
+    // Before serving anyone: the matches this address opened in an earlier life and never
+    // finished died with it. Marked aborted, they have no result, and none can follow.
+    let address = config.public.to_string();
+    let aborted = db.with(|c| db::abort_unfinished_matches(c, &address, db::now_ms()))?;
+    if !aborted.is_empty() {
+        tracing::warn!(matches = ?aborted, "matches cut off by this play server's last stop are recorded aborted");
+    }
     let ticket_key = db.secret(TICKET_KEY_META)?.into_bytes();
     let internal_key = InternalKey::load_or_create(&db)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -2,6 +2,12 @@
 //! lobby to drop the players' cached rows, and only then reports back to the play loop,
 //! which sends `end`. So a player who sees `end` sees its new stats in the lobby too, and
 //! a crash at any point loses nothing that was announced.
+//!
+//! It also records each match as it opens (a row of `unfinished_matches`), and removes
+//! that row in the transaction that commits the match's results. A play server killed
+//! mid-match leaves the row behind, and marks it aborted when it starts again
+//! ([`db::abort_unfinished_matches`]): such a match has no result at all, never a part
+//! of one.
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, Sender};
@@ -25,6 +31,15 @@ const COMMIT_ATTEMPTS_MAX: u32 = 5;
 /// Matches committed in one transaction at most: a few hundred players' rows, a
 /// transaction of milliseconds that never holds the DB's write lock for long.
 const BATCH_MATCHES_MAX: usize = 64;
+
+/// What the play loop hands the writer, in the order things happened.
+#[derive(Debug)]
+pub enum Job {
+    /// A match opened (its first player joined): record it as unfinished.
+    Started(u64),
+    /// A match ended: commit its results and report back.
+    Finished(Finished),
+}
 
 /// A finished match to commit.
 #[derive(Debug)]
@@ -65,7 +80,7 @@ pub fn run(
     db: Arc<DbPool>,
     play: SocketAddr,
     lobby: Option<(SocketAddr, InternalKey)>,
-    rx: Receiver<Finished>,
+    rx: Receiver<Job>,
     tx: Sender<Report>,
     waker: Arc<Waker>,
 ) {
@@ -73,15 +88,21 @@ pub fn run(
         let mut batch = vec![first];
         while batch.len() < BATCH_MATCHES_MAX {
             match rx.try_recv() {
-                Ok(finished) => batch.push(finished),
+                Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
         let result = commit_with_retry(&db, play, &batch);
         if let (Ok(rows), Some((lobby, key))) = (&result, &lobby) {
-            notify_lobby(*lobby, key, rows.iter().flatten());
+            if !rows.is_empty() {
+                notify_lobby(*lobby, key, rows.iter().flatten());
+            }
         }
-        for (index, finished) in batch.iter().enumerate() {
+        let finished = batch.iter().filter_map(|job| match job {
+            Job::Finished(finished) => Some(finished),
+            Job::Started(_) => None,
+        });
+        for (index, finished) in finished.enumerate() {
             let report = match &result {
                 Ok(rows) => Ok(rows[index].clone()),
                 Err(e) => Err(e.clone()),
@@ -94,19 +115,25 @@ pub fn run(
     }
 }
 
+/// Commits a batch in one transaction: the results of each finished match, in order
+/// (one `Vec` per match), and the record of each started one.
 fn commit_with_retry(
     db: &DbPool,
     play: SocketAddr,
-    batch: &[Finished],
+    batch: &[Job],
 ) -> Result<Vec<Vec<Committed>>, String> {
     let mut last = String::new();
+    let address = play.to_string();
     for attempt in 1..=COMMIT_ATTEMPTS_MAX {
         let committed = db.with(|c| {
             let tx = c.transaction()?;
-            let rows = batch
-                .iter()
-                .map(|f| commit(&tx, play, f))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = Vec::with_capacity(batch.len());
+            for job in batch {
+                match job {
+                    Job::Started(id) => db::start_match(&tx, *id, &address, db::now_ms())?,
+                    Job::Finished(f) => rows.push(commit(&tx, play, f)?),
+                }
+            }
             tx.commit()?;
             Ok(rows)
         });
@@ -114,7 +141,10 @@ fn commit_with_retry(
             Ok(rows) => return Ok(rows),
             Err(e) => {
                 last = e.to_string();
-                let first = batch.first().map(|f| f.match_id);
+                let first = batch.first().map(|job| match job {
+                    Job::Started(id) => *id,
+                    Job::Finished(f) => f.match_id,
+                });
                 tracing::warn!(match_id = first, matches = batch.len(), attempt, error = %last, "committing results failed");
                 std::thread::sleep(Duration::from_millis(50 * attempt as u64));
             }
@@ -123,8 +153,8 @@ fn commit_with_retry(
     Err(last)
 }
 
-/// Records one match in the writer's transaction; a match already recorded is not
-/// counted twice.
+/// Records one match in the writer's transaction, and takes it off the unfinished ones;
+/// a match already recorded is not counted twice.
 fn commit(
     tx: &rusqlite::Transaction<'_>,
     play: SocketAddr,
@@ -139,6 +169,7 @@ fn commit(
         "INSERT OR IGNORE INTO matches (id, play, ended_ms, ticks, winner, results) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![f.match_id as i64, play.to_string(), db::now_ms(), f.ticks as i64, winner, results],
     )? == 1;
+    db::finish_match(tx, f.match_id)?;
     let mut committed = Vec::with_capacity(f.outcomes.len());
     for o in &f.outcomes {
         if fresh {
@@ -228,10 +259,20 @@ mod tests {
         let db = Arc::new(DbPool::new(&dir.path().join(db::DB_FILE)).unwrap());
         let (finished_tx, finished_rx) = mpsc::channel();
         // Queued before the writer starts, so its first batch holds all three; user1
-        // plays two of them, and its second result builds on its first.
-        finished_tx.send(finished(1, "user1", "user2")).unwrap();
-        finished_tx.send(finished(2, "user3", "user4")).unwrap();
-        finished_tx.send(finished(3, "user1", "user3")).unwrap();
+        // plays two of them, and its second result builds on its first. Matches 1 to 4
+        // open; 4 never ends.
+        for id in 1..=4 {
+            finished_tx.send(Job::Started(id)).unwrap();
+        }
+        finished_tx
+            .send(Job::Finished(finished(1, "user1", "user2")))
+            .unwrap();
+        finished_tx
+            .send(Job::Finished(finished(2, "user3", "user4")))
+            .unwrap();
+        finished_tx
+            .send(Job::Finished(finished(3, "user1", "user3")))
+            .unwrap();
         drop(finished_tx);
         let (reports_tx, reports_rx) = mpsc::channel();
         let poll = mio::Poll::new().unwrap();
@@ -247,5 +288,10 @@ mod tests {
             .with(|c| c.query_row("SELECT COUNT(*) FROM matches", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(matches, 3);
+        // Only the match that never ended is left unfinished, and a restart aborts it.
+        let aborted = db
+            .with(|c| db::abort_unfinished_matches(c, &play.to_string(), 1))
+            .unwrap();
+        assert_eq!(aborted, [4]);
     }
 }

@@ -18,6 +18,21 @@ pub const OUT_BYTES_MAX: usize = 1024 * 1024;
 pub const BAD_LINES_MAX: u32 = 10;
 /// Bytes read per `read` call.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes read from one connection per readiness event; the rest waits for a fresh
+/// event, so a client that sends as fast as it can neither holds the loop nor grows its
+/// buffer while the others wait.
+pub const READ_BYTES_PER_EVENT_MAX: usize = 256 * 1024;
+
+/// What one call of [`Conn::read_lines`] got.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The complete lines, in order, blank ones left out.
+    pub lines: Vec<Vec<u8>>,
+    /// The error code that ends the connection after `lines` are handled.
+    pub error: Option<&'static str>,
+    /// Reading stopped at [`READ_BYTES_PER_EVENT_MAX`]; more may be waiting.
+    pub more: bool,
+}
 
 /// What a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,17 +84,26 @@ impl Conn {
         }
     }
 
-    /// Reads until `WouldBlock` and returns the complete lines; an overlong line is an
-    /// error code.
-    pub fn read_lines(&mut self) -> Result<Vec<Vec<u8>>, &'static str> {
+    /// Reads until `WouldBlock` or [`READ_BYTES_PER_EVENT_MAX`] and returns the complete
+    /// lines; a line over [`LINE_BYTES_MAX`] ends them with an error code.
+    pub fn read_lines(&mut self) -> Lines {
         let mut chunk = [0u8; READ_CHUNK_BYTES];
+        let mut read = 0;
+        let mut more = false;
         loop {
+            if read >= READ_BYTES_PER_EVENT_MAX {
+                more = true;
+                break;
+            }
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.read_closed = true;
                     break;
                 }
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    read += n;
+                }
                 Err(e) if would_block(&e) => break,
                 Err(e) if interrupted(&e) => continue,
                 Err(_) => {
@@ -87,27 +111,32 @@ impl Conn {
                     break;
                 }
             }
-            if self.inbuf.len() > LINE_BYTES_MAX && !self.inbuf.contains(&b'\n') {
-                return Err("line_too_long");
+            // Only the bytes after the last newline can still grow into a line too
+            // long; once they have, reading on is pointless (the split says so).
+            let unfinished = self.inbuf.iter().rev().position(|&b| b == b'\n');
+            if unfinished.unwrap_or(self.inbuf.len()) > LINE_BYTES_MAX {
+                break;
             }
         }
-        let mut lines = Vec::new();
+        let mut out = Lines::default();
         let mut start = 0;
         while let Some(end) = self.inbuf[start..].iter().position(|&b| b == b'\n') {
             let line = &self.inbuf[start..start + end];
             if line.len() > LINE_BYTES_MAX {
-                return Err("line_too_long");
+                out.error = Some("line_too_long");
+                break;
             }
             if !line.iter().all(u8::is_ascii_whitespace) {
-                lines.push(line.to_vec());
+                out.lines.push(line.to_vec());
             }
             start += end + 1;
         }
         self.inbuf.drain(..start);
         if self.inbuf.len() > LINE_BYTES_MAX {
-            return Err("line_too_long");
+            out.error = Some("line_too_long");
         }
-        Ok(lines)
+        out.more = more && out.error.is_none();
+        out
     }
 
     /// Queues one line; past the output cap the client is a slow consumer and is closed.
@@ -159,7 +188,10 @@ impl Conn {
     /// everything queued is written.
     pub fn done(&self) -> bool {
         let flushed = self.out_pos >= self.out.len();
-        flushed && (self.closing || self.read_closed)
+        // A slow consumer (see `send_line`) is dropped with its backlog: it is not
+        // taking it, and waiting for it to would hold its slot for good.
+        let abandoned = self.closing && self.out.len() - self.out_pos > OUT_BYTES_MAX;
+        (flushed && (self.closing || self.read_closed)) || abandoned
     }
 }
 

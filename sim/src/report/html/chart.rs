@@ -137,6 +137,16 @@ impl Report {
         for f in &self.faults {
             let fx = x(f.executed_at_ms / 1000.0);
             let class = if f.ok { "fault" } else { "fault-failed" };
+            // A lasting fault (partition, loss, pause) shades the time it held.
+            if let Some(for_s) = f.for_s.filter(|_| f.ok) {
+                let until = x(f.executed_at_ms / 1000.0 + for_s);
+                let _ = writeln!(
+                    out,
+                    "<rect class=\"fault-span\" x=\"{fx:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\"/>",
+                    (until - fx).max(1.0),
+                    HEIGHT - BOTTOM - TOP
+                );
+            }
             let _ = writeln!(
                 out,
                 "<line class=\"{class}\" data-fault=\"{}\" x1=\"{fx:.1}\" x2=\"{fx:.1}\" y1=\"{TOP}\" \

@@ -28,7 +28,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}\
 .pass{color:#167516;font-weight:bold}.fail{color:#b00;font-weight:bold}\
 svg{width:100%;height:auto;background:#fff;border:1px solid #ddd}\
 svg text{font:11px system-ui,sans-serif;fill:#333}.grid{stroke:#eee}.axis{stroke:#555}\
-.fault{stroke:#c00;stroke-dasharray:4 3}.fault-failed{stroke:#999;stroke-dasharray:2 4}\
+.fault{stroke:#c00;stroke-dasharray:4 3}.fault-span{fill:#c00;fill-opacity:.08}.fault-failed{stroke:#999;stroke-dasharray:2 4}\
 .legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;\
 width:12px;height:3px;margin-right:4px;vertical-align:middle}pre{background:#f7f7f7;padding:8px}";
 
