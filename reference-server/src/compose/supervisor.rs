@@ -159,9 +159,14 @@ struct Supervised {
     restart_at: Option<Instant>,
 }
 
+/// Starts with free ports (`--base-port 0`) this many times at most: another process
+/// taking a picked port before its child binds it is rare, twice in a row rarer still.
+const FREE_PORT_ATTEMPTS: u32 = 3;
+
 /// Runs the topology until `stop` is set. `lock` is the data folder's, taken before
 /// anything in it was touched; it is released only after the topology file is removed,
 /// so a next `up` never sees this one's files.
+
 pub fn up(options: &UpOptions, lock: DataLock, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let data = &options.data_dir;
     for dir in [data.clone(), data.join("run"), data.join("state")] {
@@ -170,24 +175,38 @@ pub fn up(options: &UpOptions, lock: DataLock, stop: &AtomicBool) -> Result<(), 
     resources::ensure_default(&data.join("resources")).map_err(SuperviseError::Resources)?;
     // A topology file left by a killed `up` names dead pids; nobody may read it now.
     let _ = fs::remove_file(Topology::path(data));
-    let plan = Plan::new(
-        fs::canonicalize(data).map_err(|e| SuperviseError::Io(data.clone(), e))?,
-        options.settings.clone(),
-        options.base_port,
-    )?;
     let plan_path = data.join("run").join("plan.json");
-    plan.write(&plan_path)?;
-    let mut children: Vec<Supervised> = plan
-        .services
-        .iter()
-        .map(|s| Supervised {
-            name: s.name.clone(),
-            addr: s.addr,
-            child: None,
-            restart_at: None,
-        })
-        .collect();
-    let started = start_all(&mut children, &options.exe, &plan_path, stop);
+    let mut attempt = 1;
+    let (mut children, started) = loop {
+        let plan = Plan::new(
+            fs::canonicalize(data).map_err(|e| SuperviseError::Io(data.clone(), e))?,
+            options.settings.clone(),
+            options.base_port,
+        )?;
+        plan.write(&plan_path)?;
+        let mut children: Vec<Supervised> = plan
+            .services
+            .iter()
+            .map(|s| Supervised {
+                name: s.name.clone(),
+                addr: s.addr,
+                child: None,
+                restart_at: None,
+            })
+            .collect();
+        let started = start_all(&mut children, &options.exe, &plan_path, stop);
+        // Free ports (base 0) are free when picked, but another process may bind one
+        // before its child does: then everything starts again on newly picked ports.
+        let raced = options.base_port == 0
+            && attempt < FREE_PORT_ATTEMPTS
+            && matches!(&started, Err(SuperviseError::NotListening { why, .. }) if why.contains("in use"));
+        if !raced {
+            break (children, started);
+        }
+        tracing::warn!(attempt, error = %started.unwrap_err(), "a picked port was taken; picking again");
+        stop_all(&mut children);
+        attempt += 1;
+    };
     let result = started.and_then(|()| {
         write_topology(data, &children)?;
         tracing::info!(services = children.len(), topology = %Topology::path(data).display(), "topology up");
