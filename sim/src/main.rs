@@ -1,8 +1,10 @@
-//! The `catwar-sim` command line: `run` a scenario, `replay` one client of it, or
-//! `compare` two reports.
+//! The `catwar-sim` command line: `run` a scenario, `replay` one client of it, join a
+//! run on another host as an `agent`, or `compare` two reports.
 
 use anyhow::Context as _;
 use catwar_sim::compare::{self, CompareError, ReportView, Verdict, MAX_REGRESSION_PCT_DEFAULT};
+use catwar_sim::run::agent::{AgentArgs, AgentError};
+use catwar_sim::run::agents::{AgentsOptions, AGENTS_WAIT_S_DEFAULT};
 use catwar_sim::run::worker::WorkerArgs;
 use catwar_sim::run::{RunError, RunOptions};
 use catwar_sim::scenario::Scenario;
@@ -11,6 +13,7 @@ use catwar_sim::{
 };
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,7 +42,21 @@ enum Command {
         /// The catwar-server binary [default: $CATWAR_SERVER_BIN, else next to catwar-sim].
         #[arg(long, value_name = "PATH")]
         server_bin: Option<PathBuf>,
+        /// Run the clients in N agents on other hosts (`catwar-sim agent`) in place of
+        /// `load.workers` processes; needs --listen and $CATWAR_AGENT_SECRET.
+        #[arg(long, value_name = "N", requires = "listen")]
+        agents: Option<u64>,
+        /// Where the agents connect, e.g. 0.0.0.0:7700 (port 0: any free port, printed).
+        #[arg(long, value_name = "ADDR", requires = "agents")]
+        listen: Option<SocketAddr>,
+        /// How long to wait for every agent before giving up, naming the missing ones.
+        #[arg(long, value_name = "S", default_value_t = AGENTS_WAIT_S_DEFAULT)]
+        agents_wait_s: u64,
     },
+    /// Join a run on another host as one of its agents: connect to the coordinator
+    /// (`run --agents N --listen ADDR`), prove the shared secret ($CATWAR_AGENT_SECRET),
+    /// and drive the share of the clients it assigns.
+    Agent(AgentArgs),
     /// Re-run one client's exact path (its random stream comes from the scenario seed and
     /// its number) with every step, branch and pause traced to stderr. Exit codes as for
     /// `run`, with the scenario's thresholds left out: one client cannot meet them.
@@ -103,13 +120,20 @@ fn main() -> ExitCode {
             target,
             out,
             server_bin,
-        } => run(RunOptions {
-            scenario,
-            target,
-            out_dir: out,
-            server_bin,
-            only_client: None,
+            agents,
+            listen,
+            agents_wait_s,
+        } => agents_options(agents, listen, agents_wait_s).and_then(|agents| {
+            run(RunOptions {
+                scenario,
+                target,
+                out_dir: out,
+                server_bin,
+                only_client: None,
+                agents,
+            })
         }),
+        Command::Agent(args) => agent(&args),
         Command::Replay {
             scenario,
             client,
@@ -122,6 +146,7 @@ fn main() -> ExitCode {
             out_dir: out,
             server_bin,
             only_client: Some(client),
+            agents: None,
         }),
         Command::Worker(args) => worker(&args),
         Command::Compare {
@@ -159,10 +184,62 @@ fn run(options: RunOptions) -> anyhow::Result<i32> {
         EXIT_OK => "pass",
         EXIT_THRESHOLD_FAILED => "a threshold failed",
         EXIT_INVARIANT_VIOLATED => "an invariant was violated",
+        EXIT_RUN_FAILED => "a worker or agent was lost",
         _ => "interrupted, nothing proven",
     };
     println!("result: {verdict} (exit {code})");
     Ok(code)
+}
+
+/// The environment variable holding the secret shared by a coordinator and its agents.
+const AGENT_SECRET_ENV: &str = "CATWAR_AGENT_SECRET";
+/// A shorter secret is guessable; 16 bytes is what a password manager or
+/// `openssl rand -hex 8` gives at least.
+const AGENT_SECRET_BYTES_MIN: usize = 16;
+
+/// Why the agents' secret is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "${AGENT_SECRET_ENV} must hold the secret shared by the coordinator and its agents, \
+     at least {AGENT_SECRET_BYTES_MIN} bytes (e.g. `export {AGENT_SECRET_ENV}=$(openssl rand -hex 16)`)"
+)]
+struct SecretMissing;
+
+/// The shared secret from the environment.
+fn agent_secret() -> Result<Vec<u8>, SecretMissing> {
+    match std::env::var(AGENT_SECRET_ENV) {
+        Ok(secret) if secret.len() >= AGENT_SECRET_BYTES_MIN => Ok(secret.into_bytes()),
+        _ => Err(SecretMissing),
+    }
+}
+
+/// The agents of `run --agents N --listen ADDR`, if asked for.
+fn agents_options(
+    count: Option<u64>,
+    listen: Option<SocketAddr>,
+    wait_s: u64,
+) -> anyhow::Result<Option<AgentsOptions>> {
+    let (Some(count), Some(listen)) = (count, listen) else {
+        return Ok(None);
+    };
+    Ok(Some(AgentsOptions {
+        count,
+        listen,
+        secret: agent_secret()?,
+        wait_s,
+    }))
+}
+
+fn agent(args: &AgentArgs) -> anyhow::Result<i32> {
+    let secret = agent_secret()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(catwar_sim::run::agent::serve(args, &secret));
+    runtime.shutdown_background();
+    served?;
+    Ok(EXIT_OK)
 }
 
 fn replay(options: RunOptions) -> anyhow::Result<i32> {
@@ -216,7 +293,11 @@ fn compare(baseline: &Path, current: &Path, max_regression_pct: f64) -> anyhow::
 fn exit_code_of(error: &anyhow::Error) -> i32 {
     if let Some(run_error) = error.downcast_ref::<RunError>() {
         run_error.exit_code()
-    } else if error.downcast_ref::<CompareError>().is_some() {
+    } else if let Some(AgentError::Run(run_error)) = error.downcast_ref::<AgentError>() {
+        run_error.exit_code()
+    } else if error.downcast_ref::<CompareError>().is_some()
+        || error.downcast_ref::<SecretMissing>().is_some()
+    {
         EXIT_USAGE
     } else {
         EXIT_RUN_FAILED

@@ -2,7 +2,7 @@
 
 use crate::util::{
     code, printed, read_report, run_embedded, run_sim, server_bin, write_scenario, Topology,
-    TARGET_USERS,
+    OPEN_SCENARIO, TARGET_USERS,
 };
 
 /// Every branch of the script, often enough to be taken in a few seconds, short
@@ -176,45 +176,12 @@ fn target_run_fails_an_impossible_threshold_with_exit_1() {
     assert_eq!(report["server"]["applied"], false);
 }
 
-/// The open model in two worker processes: sessions arrive at a ramping rate, each plays
-/// a short match, and the coordinator merges both workers' histograms and checks.
-const OPEN_WORKERS_SCENARIO: &str = r#"
-[scenario]
-name = "open-workers-test"
-seed = 9
-duration_s = 10
-
-[population]
-clients = 40
-users = 40
-
-[load]
-model = "open"
-arrival = "poisson"
-workers = 2
-start_rate_per_s = 5
-stages = [{ duration_s = 4, target_per_s = 20 }]
-
-[script]
-stale_version = 0.2
-start = 0.5
-observe = 0.3
-
-[server]
-argon2 = "fast"
-players_per_match = 2
-match_fill_timeout_s = 1
-match_ticks = 20
-tick_hz = 20
-
-[thresholds]
-"tokens.collisions" = "== 0"
-"invariants.violations" = "== 0"
-"#;
 
 #[test]
 fn open_model_in_two_workers_merges_into_one_report() {
-    let report = run_embedded(OPEN_WORKERS_SCENARIO);
+    // The open model in two worker processes: sessions arrive at a ramping rate, each
+    // plays a short match, and the coordinator merges both workers' histograms and checks.
+    let report = run_embedded(&OPEN_SCENARIO.replace("[load]\n", "[load]\nworkers = 2\n"));
     assert_eq!(report["sim"]["workers"], 2);
     let arrivals = &report["arrivals"];
     let started = arrivals["started"].as_u64().unwrap();

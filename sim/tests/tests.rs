@@ -2,6 +2,7 @@
 
 mod util;
 
+mod agents;
 mod cli;
 mod embedded;
 mod html;

@@ -83,6 +83,42 @@ pub fn read_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("report.json is JSON")
 }
 
+/// Open-model arrivals at a ramping rate, seeded, each session playing a short match
+/// (observed now and then): the arrivals and every session's first steps are the same
+/// however many processes share them.
+pub const OPEN_SCENARIO: &str = r#"
+[scenario]
+name = "open-test"
+seed = 9
+duration_s = 10
+
+[population]
+clients = 40
+users = 40
+
+[load]
+model = "open"
+arrival = "poisson"
+start_rate_per_s = 5
+stages = [{ duration_s = 4, target_per_s = 20 }]
+
+[script]
+stale_version = 0.2
+start = 0.5
+observe = 0.3
+
+[server]
+argon2 = "fast"
+players_per_match = 2
+match_fill_timeout_s = 1
+match_ticks = 20
+tick_hz = 20
+
+[thresholds]
+"tokens.collisions" = "== 0"
+"invariants.violations" = "== 0"
+"#;
+
 /// Users seeded for a test's own topology; scenarios run against it log in as these.
 pub const TARGET_USERS: u64 = 10;
 
@@ -138,4 +174,92 @@ impl Drop for Topology {
         }
         let _ = self.child.wait();
     }
+}
+
+/// The shared secret of the agent tests.
+pub const AGENT_SECRET: &str = "agent-test-secret-0123456789";
+
+/// A `catwar-sim run --agents N --listen 127.0.0.1:0` started by a test, with its
+/// stderr read line by line as it comes.
+pub struct Coordinator {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    pub stderr: Vec<String>,
+}
+
+impl Coordinator {
+    /// Starts the coordinator with `args` after `run`, and waits for the address it
+    /// listens on for agents.
+    pub fn start(args: &[&str]) -> (Coordinator, String) {
+        let mut child = sim()
+            .arg("run")
+            .args(args)
+            .env("CATWAR_AGENT_SECRET", AGENT_SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("catwar-sim run starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut coordinator = Coordinator {
+            child,
+            lines,
+            stderr: Vec::new(),
+        };
+        let line = coordinator.wait_for("agents on ");
+        let addr = line.rsplit(' ').next().expect("an address").to_string();
+        (coordinator, addr)
+    }
+
+    /// Waits up to a minute for a stderr line containing `text` and returns it.
+    pub fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no line with {text:?}; stderr:\n{}", self.stderr.join("\n"))
+            });
+            self.stderr.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the coordinator to exit; returns its exit code, stdout and all stderr.
+    pub fn finish(mut self) -> (i32, String, String) {
+        let mut stdout = String::new();
+        use std::io::Read as _;
+        self.child
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .read_to_string(&mut stdout)
+            .expect("stdout is read");
+        let status = self.child.wait().expect("the coordinator is waited for");
+        self.stderr.extend(self.lines.iter());
+        let code = status.code().expect("exited, not killed by a signal");
+        (code, stdout, self.stderr.join("\n"))
+    }
+}
+
+/// `catwar-sim agent --connect ADDR` with `secret`, its output captured.
+pub fn agent(addr: &str, secret: &str) -> Child {
+    sim()
+        .args(["agent", "--connect", addr, "--connect-wait-s", "10"])
+        .env("CATWAR_AGENT_SECRET", secret)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("catwar-sim agent starts")
 }

@@ -24,6 +24,7 @@
 mod db;
 
 use crate::net::lines::End;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 const PROBLEMS_SHOWN_MAX: usize = 5;
 
 /// A user's totals, as an `end` announced them or as the DB holds them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Matches won.
     pub wins: i64,
@@ -54,7 +55,7 @@ impl Totals {
 }
 
 /// What the ledger knows of one user.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     /// Wins seen in `end` lines.
     pub wins: i64,
@@ -189,9 +190,55 @@ pub struct Snapshot {
     pub users: HashMap<String, Tally>,
 }
 
-/// How strictly the DB must agree with the ledger; also a worker's `--mode`
-/// (`exact`, `at-least`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+impl Snapshot {
+    /// This snapshot as another process receives it, taken at `now`.
+    pub fn to_wire(&self, now: Instant) -> WireLedger {
+        WireLedger {
+            matches: self.matches.clone(),
+            unresolved_matches: self.unresolved_matches.clone(),
+            last_unresolved_seat_ago_ms: self
+                .last_unresolved_seat_at
+                .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+            unresolved_seats: self.unresolved_seats.clone(),
+            users: self.users.clone(),
+        }
+    }
+}
+
+/// A ledger snapshot sent by a process that cannot read the user DB (an agent on
+/// another host, a worker) to the coordinator, which can. The one instant in it is
+/// carried as an age, so that the two processes' clocks never meet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLedger {
+    /// Matches whose `end` a client saw.
+    pub matches: Vec<u64>,
+    /// Matches a client took a seat in without seeing their `end`.
+    pub unresolved_matches: Vec<u64>,
+    /// How long before the snapshot the last seat of those matches was taken, ms.
+    pub last_unresolved_seat_ago_ms: Option<u64>,
+    /// The users seated in each of those matches.
+    pub unresolved_seats: HashMap<u64, Vec<String>>,
+    /// Every user seen in an `end` or a seat.
+    pub users: HashMap<String, Tally>,
+}
+
+impl WireLedger {
+    /// The snapshot, received at `now`; off by the message's transit time at most.
+    pub fn into_snapshot(self, now: Instant) -> Snapshot {
+        Snapshot {
+            matches: self.matches,
+            unresolved_matches: self.unresolved_matches,
+            last_unresolved_seat_at: self
+                .last_unresolved_seat_ago_ms
+                .map(|ago| now.checked_sub(Duration::from_millis(ago)).unwrap_or(now)),
+            unresolved_seats: self.unresolved_seats,
+            users: self.users,
+        }
+    }
+}
+
+/// How strictly the DB must agree with the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Users started from no results and only this run played: the DB must equal the
     /// ledger, up to its unresolved seats.
@@ -371,7 +418,8 @@ pub struct CheckError {
     pub source: rusqlite::Error,
 }
 
-/// Checks `results.no_loss` against the DB at `db_path`, opened read-only. In exact
+/// Checks `results.no_loss` of a ledger's `snapshot` against the DB at `db_path`, opened
+/// read-only. In exact
 /// mode it first lets the topology go idle as far as this run's users go: it waits
 /// until every match with unresolved seats is committed, or until `match_length` has
 /// passed since the last such seat was taken, when those matches would have ended.
@@ -379,13 +427,12 @@ pub struct CheckError {
 /// waiting makes the DB final. `owns` tells this process's users from those of other
 /// worker processes, which check their own.
 pub async fn check(
-    ledger: &Ledger,
+    snapshot: Snapshot,
     db_path: &Path,
     mode: Mode,
     match_length: Duration,
     owns: impl Fn(&str) -> bool + Send + 'static,
 ) -> Result<Verdict, CheckError> {
-    let snapshot = ledger.snapshot();
     let settle_until = snapshot
         .last_unresolved_seat_at
         .map_or_else(Instant::now, |at| at + match_length);

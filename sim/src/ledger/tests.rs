@@ -267,7 +267,7 @@ async fn check_reads_a_live_sqlite_db_read_only() {
     let ledger = Ledger::default();
     ledger.ended(&end(1, "a", &["b"], 0));
     let match_length = Duration::from_millis(300);
-    let verdict = check(&ledger, &path, Mode::Exact, match_length, everyone)
+    let verdict = check(ledger.snapshot(), &path, Mode::Exact, match_length, everyone)
         .await
         .unwrap();
     assert_eq!(
@@ -284,7 +284,7 @@ async fn check_reads_a_live_sqlite_db_read_only() {
             .unwrap();
     });
     let started = Instant::now();
-    let verdict = check(&ledger, &path, Mode::Exact, match_length, everyone)
+    let verdict = check(ledger.snapshot(), &path, Mode::Exact, match_length, everyone)
         .await
         .unwrap();
     let waited = started.elapsed();
@@ -297,7 +297,7 @@ async fn check_reads_a_live_sqlite_db_read_only() {
     // ... or until its match would have ended, if it never commits.
     ledger.seat(4, "c");
     let started = Instant::now();
-    check(&ledger, &path, Mode::Exact, match_length, everyone)
+    check(ledger.snapshot(), &path, Mode::Exact, match_length, everyone)
         .await
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250));
@@ -310,7 +310,7 @@ async fn check_reads_a_live_sqlite_db_read_only() {
     )
     .unwrap();
     let started = Instant::now();
-    let verdict = check(&ledger, &path, Mode::Exact, match_length, everyone)
+    let verdict = check(ledger.snapshot(), &path, Mode::Exact, match_length, everyone)
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_millis(250));
@@ -318,11 +318,11 @@ async fn check_reads_a_live_sqlite_db_read_only() {
     assert_eq!(integrity(&path).await.unwrap(), "ok");
     // A match the clients saw end that the DB lacks.
     ledger.ended(&end(2, "c", &[], 0));
-    let verdict = check(&ledger, &path, Mode::AtLeast, match_length, everyone)
+    let verdict = check(ledger.snapshot(), &path, Mode::AtLeast, match_length, everyone)
         .await
         .unwrap();
     assert_eq!(verdict.violations, 2, "{:?}", verdict.problems);
     let none = dir.path().join("none.db");
-    let missing = check(&ledger, &none, Mode::AtLeast, match_length, everyone).await;
+    let missing = check(ledger.snapshot(), &none, Mode::AtLeast, match_length, everyone).await;
     assert!(missing.unwrap_err().to_string().contains("none.db"));
 }

@@ -7,7 +7,9 @@
 use super::{Report, TimePoint};
 use crate::step::{Invariant, Step};
 use crate::threshold::{Metric, Stat, Threshold};
-use crate::{EXIT_INTERRUPTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_THRESHOLD_FAILED};
+use crate::{
+    EXIT_INTERRUPTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLD_FAILED,
+};
 use serde::{Deserialize, Serialize};
 
 /// The outcome of one threshold, as written to the report.
@@ -35,7 +37,8 @@ pub(crate) fn evaluate(threshold: &Threshold, actual: Option<f64>) -> ThresholdR
 
 impl Report {
     /// Evaluates the scenario's thresholds against this report and sets the exit code:
-    /// an interrupted run (130) proves nothing; otherwise an invariant violation (2)
+    /// an interrupted run (130) proves nothing, nor does one that lost a worker or agent
+    /// (70, unless the scenario tolerates it); otherwise an invariant violation (2)
     /// takes precedence over a failed threshold (1).
     pub fn judge(&mut self, thresholds: &[Threshold]) {
         self.thresholds = thresholds
@@ -44,6 +47,8 @@ impl Report {
             .collect();
         self.exit_code = if self.interrupted {
             EXIT_INTERRUPTED
+        } else if self.sim.lost_fails_run && !self.sim.lost.is_empty() {
+            EXIT_RUN_FAILED
         } else if self.invariants.iter().any(|i| i.violations > 0) {
             EXIT_INVARIANT_VIOLATED
         } else if self.thresholds.iter().any(|t| !t.pass) {

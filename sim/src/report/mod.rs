@@ -246,6 +246,35 @@ pub struct SimUsage {
     /// hold their connections, buffers and task; the kernel's socket buffers are not in
     /// it (they are not the simulator's memory).
     pub rss_per_active_kib: Option<f64>,
+    /// The agents of a run with `--agents`, in index order.
+    #[serde(default)]
+    pub agents: Vec<AgentReport>,
+    /// Workers or agents lost mid-run, each named with what happened to it.
+    #[serde(default)]
+    pub lost: Vec<String>,
+    /// Whether a loss fails the run (`load.worker_lost = "fail"`).
+    #[serde(default)]
+    pub lost_fails_run: bool,
+}
+
+/// One agent of a distributed run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// Its index: it drove clients k with k % agents == index.
+    pub index: u64,
+    /// Its name (host name, or `agent --name`).
+    pub name: String,
+    /// The address it connected from.
+    pub peer: String,
+    /// Its clock minus the coordinator's, µs, as measured before the start and
+    /// corrected for in its start instant.
+    pub clock_offset_us: i64,
+    /// The error bound of that offset (half the shortest ping round trip), µs.
+    pub clock_uncertainty_us: u64,
+    /// Bytes of messages it sent the coordinator over the run.
+    pub received_bytes: u64,
+    /// The same per second of the run: the bandwidth the coordinator needs per agent.
+    pub received_bytes_per_s: f64,
 }
 
 impl SimUsage {

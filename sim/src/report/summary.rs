@@ -144,6 +144,26 @@ impl Report {
                 sim.peak_rss_kib as f64 / 1024.0
             );
         }
+        for agent in &sim.agents {
+            let _ = writeln!(
+                out,
+                "agent {}: {} from {}, clock offset {:+.3} ms ± {:.3} ms, sent {:.1} KiB/s",
+                agent.index,
+                agent.name,
+                agent.peer,
+                agent.clock_offset_us as f64 / 1_000.0,
+                agent.clock_uncertainty_us as f64 / 1_000.0,
+                agent.received_bytes_per_s / 1024.0
+            );
+        }
+        for lost in &sim.lost {
+            let verdict = if sim.lost_fails_run {
+                "FAIL"
+            } else {
+                "tolerated"
+            };
+            let _ = writeln!(out, "lost: {lost} ({verdict})");
+        }
     }
 
     fn summarize_faults(&self, out: &mut String) {

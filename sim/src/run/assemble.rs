@@ -4,10 +4,10 @@
 use super::RunOptions;
 use crate::arrivals::Schedule;
 use crate::report::{
-    ArrivalsReport, Environment, FaultRecord, KneeReport, Measured, Report, ScenarioInfo,
-    ServerInfo, SimUsage, REPORT_SCHEMA,
+    AgentReport, ArrivalsReport, Environment, FaultRecord, KneeReport, Measured, Report,
+    ScenarioInfo, ServerInfo, SimUsage, REPORT_SCHEMA,
 };
-use crate::scenario::{LoadModel, Scenario};
+use crate::scenario::{LoadModel, Scenario, WorkerLost};
 
 /// What the clients run against.
 #[derive(Debug)]
@@ -27,6 +27,12 @@ pub(super) struct Ran {
     pub(super) faults: Vec<FaultRecord>,
     pub(super) measured: Measured,
     pub(super) knee: Option<KneeReport>,
+    /// Processes (or agents) that ran clients.
+    pub(super) workers: u32,
+    /// The agents, for a run with `--agents`.
+    pub(super) agents: Vec<AgentReport>,
+    /// Workers or agents lost mid-run.
+    pub(super) lost: Vec<String>,
 }
 
 /// The report of a run, before its thresholds are judged.
@@ -36,11 +42,14 @@ pub(super) fn unjudged_report(
     target: Target,
     ran: Ran,
 ) -> Report {
-    let sim = SimUsage::from_series(
+    let mut sim = SimUsage::from_series(
         &ran.measured.timeseries.points,
-        scenario.load.workers,
+        ran.workers,
         ran.measured.baseline_rss_kib,
     );
+    sim.agents = ran.agents;
+    sim.lost = ran.lost;
+    sim.lost_fails_run = scenario.load.worker_lost == WorkerLost::Fail;
     Report {
         schema: REPORT_SCHEMA.to_string(),
         scenario: ScenarioInfo {

@@ -14,9 +14,11 @@
 
 use super::protocol::{FromWorker, MergeError, ToWorker, WireSecond, WireTotals};
 use super::seconds::SecondWatcher;
+use super::share::{check_results, Share};
 use super::transport::{MessageReader, MessageWriter, TransportError};
 use super::worker::WorkerArgs;
 use super::{Driven, RunError};
+use crate::ledger::Mode;
 use crate::metrics::{
     interval_histogram, IntervalPoint, IntervalStep, InvariantCount, LoadPoint, Metrics,
 };
@@ -26,8 +28,11 @@ use crate::step::{Invariant, Step};
 use crate::tokens::TokenPrefix;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
@@ -37,7 +42,12 @@ use tokio::sync::{mpsc, watch};
 pub(super) const WORKER_START_DELAY_MS: u64 = 1_500;
 /// A message from a worker: a second's histograms are a few KiB, the final totals with
 /// every token prefix a few MiB for a million logins.
-const FROM_WORKER_BYTES_MAX: usize = 256 * 1024 * 1024;
+pub(super) const FROM_WORKER_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// A worker sends a second every second once its clients run; one silent for this long
+/// is stuck or cut off, and the run goes on without it. Ten missed seconds, so that a
+/// worker starting up (reading the topology, asking storage) or sending its totals is
+/// never taken for lost.
+const WORKER_SILENCE_S_MAX: u64 = 10;
 
 /// What went wrong with one worker.
 #[derive(Debug, thiserror::Error)]
@@ -53,32 +63,35 @@ pub(crate) enum WorkerProblem {
         source: std::io::Error,
     },
     /// The worker's messages could not be read.
-    #[error("worker {index}")]
+    #[error("{who}")]
     Message {
-        index: usize,
+        who: String,
         #[source]
         source: TransportError,
     },
+    /// The worker sent nothing for too long.
+    #[error("{who} sent nothing for {WORKER_SILENCE_S_MAX} s")]
+    Silent { who: String },
     /// A message of the worker could not be merged.
-    #[error("worker {index}")]
+    #[error("{who}")]
     Merge {
-        index: usize,
+        who: String,
         #[source]
         source: MergeError,
     },
     /// The worker process could not be waited for.
-    #[error("worker {index}")]
+    #[error("{who}")]
     Wait {
-        index: usize,
+        who: String,
         #[source]
         source: std::io::Error,
     },
     /// The worker process failed.
-    #[error("worker {index} exited with {status}")]
-    Exit { index: usize, status: ExitStatus },
+    #[error("{who} exited with {status}")]
+    Exit { who: String, status: ExitStatus },
     /// The worker ended without its totals.
-    #[error("worker {index} sent no totals")]
-    NoTotals { index: usize },
+    #[error("{who} ended without its totals")]
+    NoTotals { who: String },
 }
 
 /// Everything that went wrong with a run's worker processes, each problem named.
@@ -91,46 +104,85 @@ fn describe(problems: &[WorkerProblem]) -> String {
     described.join("; ")
 }
 
+/// Where the run's user DB is and how strictly the workers' ledgers must agree with it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ResultsDb<'a> {
+    /// The user DB file.
+    pub(super) path: &'a Path,
+    /// `exact` for the embedded topology, `at-least` for a `--target`.
+    pub(super) mode: Mode,
+}
+
 /// Runs the scenario's clients in `plan.count` worker processes, each started with
 /// `plan` but for its index, and merges their seconds into `metrics` as they come, and
 /// their totals at the end.
 pub(super) async fn coordinate(
     scenario: &Scenario,
     plan: &WorkerArgs,
+    db: ResultsDb<'_>,
     metrics: &Arc<Metrics>,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Result<Driven, RunError> {
     let mut children = spawn_workers(plan)?;
     let links = children
         .iter_mut()
-        .map(|child| Link {
+        .enumerate()
+        .map(|(index, child)| Link {
+            name: format!("worker {index}"),
             reader: MessageReader::new(
                 BufReader::new(child.stdout.take().expect("stdout is piped")),
                 FROM_WORKER_BYTES_MAX,
             ),
             writer: MessageWriter::new(child.stdin.take().expect("stdin is piped")),
+            received_bytes: Arc::new(AtomicU64::new(0)),
         })
         .collect();
     let mut exchanged = exchange(scenario, links, metrics, interrupt).await;
     for (index, child) in children.iter_mut().enumerate() {
+        let who = format!("worker {index}");
         match child.wait().await {
             Ok(status) if status.success() => {}
-            Ok(status) => exchanged
-                .problems
-                .push(WorkerProblem::Exit { index, status }),
-            Err(source) => exchanged
-                .problems
-                .push(WorkerProblem::Wait { index, source }),
+            Ok(status) => exchanged.problems.push(WorkerProblem::Exit { who, status }),
+            Err(source) => exchanged.problems.push(WorkerProblem::Wait { who, source }),
         }
     }
+    Ok(conclude(scenario, db, metrics, exchanged).await)
+}
+
+/// Merges the totals of every worker that sent them, checks each one's ledger against
+/// the user DB, and names the workers lost on the way.
+pub(super) async fn conclude(
+    scenario: &Scenario,
+    db: ResultsDb<'_>,
+    metrics: &Metrics,
+    mut exchanged: Exchanged,
+) -> Driven {
     absorb(metrics, &mut exchanged);
-    if !exchanged.problems.is_empty() {
-        return Err(WorkerProblems(exchanged.problems).into());
+    let count = exchanged.finals.len() as u64;
+    for (index, totals) in exchanged.finals.iter_mut().enumerate() {
+        let Some(ledger) = totals.as_mut().and_then(|t| t.ledger.take()) else {
+            continue;
+        };
+        let share = Share {
+            index: index as u64,
+            count,
+        };
+        let snapshot = ledger.into_snapshot(Instant::now());
+        check_results(scenario, snapshot, db.path, db.mode, metrics, share).await;
     }
-    Ok(Driven {
+    let problems: Vec<String> = exchanged
+        .problems
+        .iter()
+        .map(|p| crate::error_chain(p))
+        .collect();
+    for problem in &problems {
+        eprintln!("catwar-sim: {problem}");
+    }
+    Driven {
         interrupted: exchanged.interrupted,
         knee: exchanged.knee,
-    })
+        worker_problems: problems,
+    }
 }
 
 fn spawn_workers(plan: &WorkerArgs) -> Result<Vec<Child>, WorkerProblems> {
@@ -163,25 +215,43 @@ fn spawn_workers(plan: &WorkerArgs) -> Result<Vec<Child>, WorkerProblems> {
     Ok(children)
 }
 
-/// One worker as the coordinator reaches it: where its messages come from and where its
-/// orders go.
-struct Link<R, W> {
-    reader: MessageReader<R>,
-    writer: MessageWriter<W>,
+/// One worker as the coordinator reaches it: its name in messages, where its messages
+/// come from and where its orders go.
+pub(super) struct Link<R, W> {
+    /// `worker 1`, or `agent 1 (host, 10.0.0.5:41234)`.
+    pub(super) name: String,
+    pub(super) reader: MessageReader<R>,
+    pub(super) writer: MessageWriter<W>,
+    /// Bytes of its messages read so far, for the bandwidth an agent needs.
+    pub(super) received_bytes: Arc<AtomicU64>,
 }
 
 /// What came of the workers once every one of them ended.
-struct Exchanged {
+pub(super) struct Exchanged {
     /// Each worker's totals, if it sent them.
     finals: Vec<Option<WireTotals>>,
+    /// Each worker's name.
+    names: Vec<String>,
     problems: Vec<WorkerProblem>,
     interrupted: bool,
     knee: Option<KneeReport>,
 }
 
+/// What a worker's reader passes on.
+enum Event {
+    /// A message.
+    Message(FromWorker),
+    /// A line that could not be read; the stream ends after it unless it is recoverable.
+    Unreadable(TransportError),
+    /// Nothing came for [`WORKER_SILENCE_S_MAX`].
+    Silent,
+    /// The stream ended.
+    Ended,
+}
+
 /// Relays orders to the workers and merges their seconds until every worker sent its
-/// totals or its stream ended.
-async fn exchange<R, W>(
+/// totals or was lost: its stream ended, could not be read, or fell silent.
+pub(super) async fn exchange<R, W>(
     scenario: &Scenario,
     links: Vec<Link<R, W>>,
     metrics: &Arc<Metrics>,
@@ -196,9 +266,16 @@ where
     let mut orders = Orders {
         writers: Vec::with_capacity(count),
     };
+    let mut names = Vec::with_capacity(count);
     for (index, link) in links.into_iter().enumerate() {
-        tokio::spawn(forward(index, link.reader, messages_tx.clone()));
+        tokio::spawn(forward(
+            index,
+            link.reader,
+            link.received_bytes,
+            messages_tx.clone(),
+        ));
         orders.writers.push(Some(link.writer));
+        names.push(link.name);
     }
     drop(messages_tx);
     let (kills_tx, mut kills) = mpsc::unbounded_channel();
@@ -213,16 +290,29 @@ where
     let mut interrupted = false;
     while ended.iter().any(|e| !e) {
         tokio::select! {
-            message = messages.recv() => match message {
-                Some((index, Ok(FromWorker::Second(second)))) => {
+            event = messages.recv() => match event {
+                Some((index, Event::Message(FromWorker::Second(second)))) => {
                     let merging = pending.entry(second.t_s).or_insert_with(Merging::new);
                     if let Err(source) = merging.add(&second) {
-                        problems.push(WorkerProblem::Merge { index, source });
+                        problems.push(WorkerProblem::Merge { who: names[index].clone(), source });
                     }
                 }
-                Some((index, Ok(FromWorker::Done(totals)))) => finals[index] = Some(*totals),
-                Some((index, Err(source))) => {
-                    problems.push(WorkerProblem::Message { index, source });
+                Some((index, Event::Message(FromWorker::Done(totals)))) => {
+                    finals[index] = Some(*totals);
+                }
+                Some((index, Event::Unreadable(source))) => {
+                    let who = names[index].clone();
+                    ended[index] |= !source.is_recoverable();
+                    problems.push(WorkerProblem::Message { who, source });
+                }
+                Some((index, Event::Silent)) => {
+                    ended[index] = true;
+                    problems.push(WorkerProblem::Silent { who: names[index].clone() });
+                }
+                Some((index, Event::Ended)) => {
+                    if !ended[index] && finals[index].is_none() {
+                        problems.push(WorkerProblem::NoTotals { who: names[index].clone() });
+                    }
                     ended[index] = true;
                 }
                 None => break,
@@ -258,6 +348,7 @@ where
     watcher.finish();
     Exchanged {
         finals,
+        names,
         problems,
         interrupted,
         knee: watcher.knee_report(),
@@ -270,15 +361,15 @@ fn absorb(metrics: &Metrics, exchanged: &mut Exchanged) {
     let mut duplicates = 0;
     for (index, totals) in exchanged.finals.iter().enumerate() {
         let Some(totals) = totals else {
-            exchanged.problems.push(WorkerProblem::NoTotals { index });
             continue;
         };
         exchanged.interrupted |= totals.interrupted;
         match totals.to_snapshot() {
             Ok(snapshot) => metrics.absorb(&snapshot),
-            Err(source) => exchanged
-                .problems
-                .push(WorkerProblem::Merge { index, source }),
+            Err(source) => exchanged.problems.push(WorkerProblem::Merge {
+                who: exchanged.names[index].clone(),
+                source,
+            }),
         }
         for prefix in totals
             .tokens
@@ -315,23 +406,27 @@ impl<W: AsyncWrite + Unpin> Orders<W> {
     }
 }
 
-/// Forwards a worker's messages until its stream ends or can no longer be read; an
-/// unreadable message is reported and the next one read.
+/// Forwards a worker's messages until its stream ends, can no longer be read or stays
+/// silent too long; an unreadable message is reported and the next one read.
 async fn forward<R: AsyncBufRead + Unpin>(
     index: usize,
     mut reader: MessageReader<R>,
-    messages: mpsc::UnboundedSender<(usize, Result<FromWorker, TransportError>)>,
+    received_bytes: Arc<AtomicU64>,
+    events: mpsc::UnboundedSender<(usize, Event)>,
 ) {
+    let silence = Duration::from_secs(WORKER_SILENCE_S_MAX);
     loop {
-        let (message, more) = match reader.recv::<FromWorker>().await {
-            Ok(None) => return,
-            Ok(Some(message)) => (Ok(message), true),
-            Err(e) => {
+        let (event, more) = match tokio::time::timeout(silence, reader.recv::<FromWorker>()).await {
+            Err(_) => (Event::Silent, false),
+            Ok(Ok(None)) => (Event::Ended, false),
+            Ok(Ok(Some(message))) => (Event::Message(message), true),
+            Ok(Err(e)) => {
                 let more = e.is_recoverable();
-                (Err(e), more)
+                (Event::Unreadable(e), more)
             }
         };
-        if messages.send((index, message)).is_err() || !more {
+        received_bytes.store(reader.bytes_read(), Ordering::Relaxed);
+        if events.send((index, event)).is_err() || !more {
             return;
         }
     }

@@ -4,21 +4,27 @@
 
 use super::reach::Reached;
 use super::seconds::SecondWatcher;
-use super::share::{drive_share, ShareRun};
+use super::share::{check_results, drive_share, ShareRun};
 use super::Driven;
+use crate::ledger::Mode;
+use std::path::Path;
 use tokio::sync::watch;
 
 /// Drives `clients` in this process until the deadline (or the interrupt) and checks
-/// their results; `clients_done` fires once they stopped.
+/// their results against the user DB at `db` with `mode`; `clients_done` fires once
+/// they stopped.
 pub(super) async fn drive(
     clients: ShareRun<'_>,
     reached: Reached,
+    db: &Path,
+    mode: Mode,
     clients_done: &watch::Sender<bool>,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Driven {
     let (stop_arrivals, arrivals_stopped) = watch::channel(false);
     let watcher = SecondWatcher::new(clients.scenario, stop_arrivals);
-    let (interrupted, watcher) = drive_share(
+    let (scenario, metrics, share) = (clients.scenario, clients.metrics, clients.share);
+    let end = drive_share(
         clients,
         reached,
         watcher,
@@ -27,8 +33,12 @@ pub(super) async fn drive(
         arrivals_stopped,
     )
     .await;
+    if let Some(ledger) = end.ledger {
+        check_results(scenario, ledger, db, mode, metrics, share).await;
+    }
     Driven {
-        interrupted,
-        knee: watcher.knee_report(),
+        interrupted: end.interrupted,
+        knee: end.seconds.knee_report(),
+        worker_problems: Vec::new(),
     }
 }

@@ -20,8 +20,11 @@
 //! - `protocol` and `transport`: the typed messages between coordinator and workers,
 //!   one JSON object per line over any async byte stream.
 //! - `coordinator`: spawning worker processes, relaying orders and merging their seconds
-//!   and totals.
+//!   and totals; the user DB check of every worker's ledger.
 //! - [`worker`]: `catwar-sim worker`, one worker process.
+//! - [`agents`] and [`agent`]: workers on other hosts over TCP (`run --agents N
+//!   --listen ADDR`, `catwar-sim agent --connect ADDR`): the coordinator's handshake
+//!   (shared secret, clock offsets, assignments) and the agent's side of it.
 //! - `seconds` and `progress`: closing a second of the series, showing it, and watching
 //!   it for the knee.
 //! - `assemble`: the report of a finished run, before it is judged.
@@ -43,9 +46,10 @@ use crate::topology::{
     resolve_server_bin, EmbeddedConfig, EmbeddedServer, Topology, TopologyError,
 };
 use crate::{EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_USAGE};
+use agents::{AgentListener, AgentsError, AgentsOptions};
 use assemble::{unjudged_report, Ran, Target};
-use coordinator::WorkerProblems;
-use reach::reach;
+use coordinator::{ResultsDb, WorkerProblems};
+use reach::{data_dir, reach, DB_FILE};
 use share::Share;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -54,6 +58,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use worker::WorkerArgs;
 
+pub mod agent;
+pub mod agents;
 mod assemble;
 mod coordinator;
 mod limits;
@@ -80,6 +86,9 @@ pub struct RunOptions {
     /// `catwar-sim replay`: run only this client (or open-model arrival), in this
     /// process, and judge invariants but not thresholds (one client cannot meet them).
     pub only_client: Option<u64>,
+    /// `--agents N --listen ADDR`: the clients run in agents on other hosts, in place of
+    /// `load.workers` processes.
+    pub agents: Option<AgentsOptions>,
 }
 
 /// Why a run could not produce a report.
@@ -115,6 +124,9 @@ pub enum RunError {
     /// Worker processes could not be started, or one failed.
     #[error(transparent)]
     Workers(#[from] WorkerProblems),
+    /// The agents could not be gathered.
+    #[error(transparent)]
+    Agents(#[from] AgentsError),
 }
 
 impl RunError {
@@ -122,7 +134,8 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Scenario(_) | RunError::Target(_) => EXIT_USAGE,
-            RunError::Interrupted => EXIT_INTERRUPTED,
+            RunError::Agents(AgentsError::Listen { .. }) => EXIT_USAGE,
+            RunError::Interrupted | RunError::Agents(AgentsError::Interrupted) => EXIT_INTERRUPTED,
             _ => EXIT_RUN_FAILED,
         }
     }
@@ -147,6 +160,9 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         None => None,
     };
     crate::faults::check_target(&scenario.faults, target.as_ref())?;
+    if let Some(agents) = &options.agents {
+        check_agents(&scenario, agents.count)?;
+    }
     let out_dir = &options.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),
@@ -155,7 +171,8 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
     let mut interrupt = interrupt_signal();
     // With worker processes the coordinator holds no client sockets; each worker checks
     // its own share. The limit is raised all the same, for the embedded server.
-    let own_clients = if scenario.load.workers > 1 && options.only_client.is_none() {
+    let elsewhere = scenario.load.workers > 1 || options.agents.is_some();
+    let own_clients = if elsewhere && options.only_client.is_none() {
         0
     } else {
         scenario.population.clients
@@ -194,6 +211,23 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         report_path,
         warnings,
     })
+}
+
+/// Checks that `count` agents can share `scenario`'s clients: each user's clients must
+/// live in one agent, which makes `population.users` a multiple of the agents.
+fn check_agents(scenario: &Scenario, count: u64) -> Result<(), RunError> {
+    let users = scenario.population.user_count();
+    if count == 0 || users % count != 0 {
+        return Err(RunError::Scenario(ScenarioError::Invalid {
+            field: "--agents".to_string(),
+            message: format!(
+                "{count} agents cannot share {users} users (population.users): client k logs \
+                 in as user k % users + 1 and runs in agent k % agents, so the users must be a \
+                 non-zero multiple of the agents"
+            ),
+        }));
+    }
+    Ok(())
 }
 
 /// Checks that `client` exists in `scenario`, for `catwar-sim replay --client`: a closed
@@ -258,11 +292,16 @@ async fn simulate(
     target: Target,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Result<Report, RunError> {
+    // Agents may connect as soon as the listener is bound; they wait for the rest.
+    let listener = match &options.agents {
+        Some(agents) => Some(AgentListener::bind(agents.clone()).await?),
+        None => None,
+    };
     let reached = reach(topology_path, interrupt).await?;
-    let workers = if options.only_client.is_some() {
-        1
-    } else {
-        scenario.load.workers
+    let workers = match (&options.agents, options.only_client) {
+        (_, Some(_)) => 1,
+        (Some(agents), None) => agents.count as u32,
+        (None, None) => scenario.load.workers,
     };
     eprintln!(
         "catwar-sim: {} (seed {}): {} for {} s against {}, storage {}, profile {}, current \
@@ -275,10 +314,10 @@ async fn simulate(
         reached.storage,
         reached.profile,
         reached.current_version,
-        if workers > 1 {
-            format!(", {workers} worker processes")
-        } else {
-            String::new()
+        match (&options.agents, workers) {
+            (Some(_), _) => format!(", {workers} agents"),
+            (None, 2..) => format!(", {workers} worker processes"),
+            (None, _) => String::new(),
         }
     );
     let mode = if target.server_applied {
@@ -286,14 +325,28 @@ async fn simulate(
     } else {
         Mode::AtLeast
     };
-    // Workers need a moment to start; they all begin at the same instant after it.
-    let delay_ms = if workers > 1 {
-        coordinator::WORKER_START_DELAY_MS
-    } else {
-        0
+    let db_path = data_dir(topology_path).join(DB_FILE);
+    let db = ResultsDb {
+        path: &db_path,
+        mode,
     };
-    let started_at_unix_ms = unix_ms() + delay_ms;
-    let start = Instant::now() + Duration::from_millis(delay_ms);
+    let gathered = match listener {
+        Some(listener) => Some(listener.gather(&scenario.text, topology_path, interrupt).await?),
+        None => None,
+    };
+    let (start, started_at_unix_ms) = match &gathered {
+        Some(gathered) => (gathered.start, gathered.start_unix_ms),
+        None => {
+            // Workers need a moment to start; they all begin at the same instant after it.
+            let delay_ms = if workers > 1 {
+                coordinator::WORKER_START_DELAY_MS
+            } else {
+                0
+            };
+            let start = Instant::now() + Duration::from_millis(delay_ms);
+            (start, unix_ms() + delay_ms)
+        }
+    };
     let metrics = Metrics::new(start);
     if scenario.load.model == LoadModel::Open {
         metrics.set_schedule(Schedule::new(&scenario.load), 1.0);
@@ -308,16 +361,20 @@ async fn simulate(
         start,
         faults_stop,
     ));
-    let driven = if workers > 1 {
+    let mut agents = Vec::new();
+    let driven = if let Some(gathered) = gathered {
+        let exchanged = coordinator::exchange(scenario, gathered.links, &metrics, interrupt).await;
+        agents = gathered.reports;
+        coordinator::conclude(scenario, db, &metrics, exchanged).await
+    } else if workers > 1 {
         let plan = WorkerArgs {
             scenario: options.scenario.clone(),
             target: topology_path.to_path_buf(),
             index: 0,
             count: u64::from(workers),
             start_unix_ms: started_at_unix_ms,
-            mode,
         };
-        coordinator::coordinate(scenario, &plan, &metrics, interrupt).await?
+        coordinator::coordinate(scenario, &plan, db, &metrics, interrupt).await?
     } else {
         let share = match options.only_client {
             Some(client) => Share::only(client),
@@ -325,14 +382,20 @@ async fn simulate(
         };
         let clients = share::ShareRun {
             scenario,
-            topology_path,
             share,
-            mode,
             metrics: &metrics,
         };
-        local::drive(clients, reached, &clients_done, interrupt).await
+        local::drive(clients, reached, &db_path, mode, &clients_done, interrupt).await
     };
     let duration_s = start.elapsed().as_secs_f64();
+    let agents = agents
+        .into_iter()
+        .map(|(mut report, bytes)| {
+            report.received_bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
+            report.received_bytes_per_s = report.received_bytes as f64 / duration_s.max(1.0);
+            report
+        })
+        .collect();
     let _ = clients_done.send(true);
     let faults = faults.await.expect("the fault schedule does not panic");
     let ran = Ran {
@@ -342,6 +405,9 @@ async fn simulate(
         faults,
         measured: Measured::from_snapshot(&metrics.snapshot()),
         knee: driven.knee,
+        workers,
+        agents,
+        lost: driven.worker_problems,
     };
     Ok(unjudged_report(scenario, options, target, ran))
 }
@@ -353,6 +419,8 @@ struct Driven {
     interrupted: bool,
     /// The knee, for a scenario that looks for one.
     knee: Option<KneeReport>,
+    /// Workers or agents lost on the way, each named with what happened.
+    worker_problems: Vec<String>,
 }
 
 /// The load of a scenario in words, for the opening line.

@@ -12,10 +12,22 @@
 //!   prefix it saw. Histograms are added, never percentiles averaged, so the merged
 //!   report is the one a single process would have written.
 //!
+//! Agents on other hosts first pass a handshake on the same connection:
+//! - coordinator → agent ([`ToAgent`]): `{"challenge":{"nonce":…}}`, then a few
+//!   `{"ping":{"coordinator_us":…}}` to measure the agent's clock, then
+//!   `{"assign":{...}}` (its index, the scenario, the topology, profile's certificate and
+//!   the start instant in the agent's own clock), or `{"refused":{"reason":…}}`.
+//! - agent → coordinator ([`FromAgent`]): `{"hello":{...}}` with its name and the proof
+//!   that it holds the shared secret (HMAC-SHA256 of the nonce), and a `{"pong":{...}}`
+//!   per ping with its own clock's reading.
+//!
+//! After the handshake an agent is a worker like any other.
+//!
 //! Both enums are externally tagged: an internally tagged enum would buffer its content
 //! and lose serde_json's integer map keys (the kill windows' epochs).
 
 use crate::failover::KillWindow;
+use crate::ledger::WireLedger;
 use crate::metrics::{InvariantCount, LoadPoint, Snapshot, StageTotals, StepTotals};
 use crate::report::{decode_histogram, FunnelRow, HistogramError, StepReport};
 use crate::step::{Invariant, Stage, Step};
@@ -36,6 +48,70 @@ pub(super) enum ToWorker {
     StopArrivals,
     /// Ctrl-C or SIGTERM reached the coordinator: stop the clients now.
     Interrupt,
+}
+
+/// What the coordinator tells an agent before it is a worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ToAgent {
+    /// Prove that you hold the shared secret: HMAC-SHA256 of this nonce (hex).
+    Challenge {
+        /// Random bytes, hex; a fresh one for every connection.
+        nonce: String,
+    },
+    /// Answer with your clock's reading.
+    Ping {
+        /// The coordinator's clock when it sent the ping, µs since the Unix epoch.
+        coordinator_us: u64,
+    },
+    /// Your share of the run.
+    Assign(Box<Assignment>),
+    /// The coordinator will not run with this agent.
+    Refused {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// An agent's share of the run and everything it needs to drive it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Assignment {
+    /// The agent's number, from 0.
+    pub(super) index: u64,
+    /// Agents in the run.
+    pub(super) count: u64,
+    /// The scenario file's text.
+    pub(super) scenario: String,
+    /// The topology.json the coordinator runs against.
+    pub(super) topology: String,
+    /// Profile's certificate (PEM), from the topology's data folder.
+    pub(super) cert_pem: String,
+    /// The shared start, ms since the Unix epoch by the agent's own clock.
+    pub(super) start_unix_ms: u64,
+}
+
+/// What an agent tells the coordinator before it is a worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FromAgent {
+    /// Who the agent is, and its proof of the secret.
+    Hello {
+        /// This build's version; the coordinator refuses another.
+        version: String,
+        /// The agent's host name (or `--name`), to name it in messages and the report.
+        name: String,
+        /// The index the agent asks for (a Kubernetes completion index), if any.
+        index: Option<u64>,
+        /// HMAC-SHA256 of the challenge's nonce under the shared secret, hex.
+        proof: String,
+    },
+    /// The answer to a ping.
+    Pong {
+        /// The ping's `coordinator_us`, echoed.
+        coordinator_us: u64,
+        /// The agent's clock when it answered, µs since the Unix epoch.
+        agent_us: u64,
+    },
 }
 
 /// What a worker tells its coordinator.
@@ -89,6 +165,9 @@ pub(super) struct WireTotals {
     pub(super) tokens: Vec<String>,
     /// The worker's resident memory before its clients started, KiB.
     pub(super) baseline_rss_kib: u64,
+    /// What the worker's clients saw of match results, for the coordinator to compare
+    /// with the user DB (`results.no_loss`); `None` when interrupted.
+    pub(super) ledger: Option<WireLedger>,
 }
 
 /// Why a worker's message cannot be merged.
@@ -110,6 +189,7 @@ impl WireTotals {
     pub(super) fn from_snapshot(
         snapshot: &Snapshot,
         tokens: Vec<TokenPrefix>,
+        ledger: Option<WireLedger>,
         interrupted: bool,
     ) -> Self {
         WireTotals {
@@ -124,6 +204,7 @@ impl WireTotals {
             kill_windows: snapshot.kill_windows.clone(),
             tokens: tokens.into_iter().map(TokenPrefix::to_hex).collect(),
             baseline_rss_kib: snapshot.baseline_rss_kib,
+            ledger,
         }
     }
 
@@ -189,7 +270,7 @@ mod tests {
         recorder.stage_entered(Stage::Play, true);
         recorder.stage_time(Stage::Play, Duration::from_secs(30));
         let snapshot = metrics.snapshot();
-        let wire = WireTotals::from_snapshot(&snapshot, Vec::new(), false);
+        let wire = WireTotals::from_snapshot(&snapshot, Vec::new(), None, false);
         let text = serde_json::to_string(&FromWorker::Done(Box::new(wire))).unwrap();
         let FromWorker::Done(back) = serde_json::from_str(&text).unwrap() else {
             panic!("not a done line");

@@ -2,10 +2,10 @@
 //! process is a single-process run or one worker of many: which of a run's clients it
 //! owns ([`Share`]), the closed loop that runs them until the deadline, the open model's
 //! dispatcher that starts each arrival at its scheduled time, a ticker that closes one
-//! second of the series every second, and the `results.no_loss` check of the share's
-//! users once the clients stopped.
+//! second of the series every second, and the `results.no_loss` check of a share's
+//! ledger, made by whichever process can read the user DB.
 
-use super::reach::{data_dir, Reached, DB_FILE};
+use super::reach::Reached;
 use super::seconds::{each_second, SecondSink};
 use crate::arrivals::Arrivals;
 use crate::ledger::{self, Mode};
@@ -78,23 +78,30 @@ impl Share {
 pub(super) struct ShareRun<'a> {
     /// The scenario of the run.
     pub(super) scenario: &'a Scenario,
-    /// The topology's topology.json, next to which the user DB lives.
-    pub(super) topology_path: &'a Path,
     /// Which clients are this process's.
     pub(super) share: Share,
-    /// How strictly the DB must agree with the clients' ledger.
-    pub(super) mode: Mode,
     /// Where the clients record; its start is the run's.
     pub(super) metrics: &'a Arc<Metrics>,
 }
 
-/// Drives `run.share` of the clients against the topology `reached`, and returns whether
-/// Ctrl-C or SIGTERM (through `interrupt`) cut the run short, with `seconds` back.
+/// How a share's clients came out.
+pub(super) struct ShareEnd<S> {
+    /// Whether Ctrl-C or SIGTERM (or the coordinator) cut the run short.
+    pub(super) interrupted: bool,
+    /// Where the seconds went, handed back.
+    pub(super) seconds: S,
+    /// What the clients saw of match results, to compare with the user DB; `None` when
+    /// interrupted: such a run proves nothing, and its clients' matches were cut off.
+    pub(super) ledger: Option<ledger::Snapshot>,
+}
+
+/// Drives `run.share` of the clients against the topology `reached` until the deadline
+/// or `interrupt`.
 ///
 /// Every second of the series is closed here and handed to `seconds`: shown and judged
 /// for the knee in a single process, sent to the coordinator by a worker. Once the
 /// clients stopped, `clients_done` fires (it also stops the ticker, after a last partial
-/// second), and the share's users are checked against the user DB unless interrupted.
+/// second).
 pub(super) async fn drive_share<S: SecondSink>(
     run: ShareRun<'_>,
     reached: Reached,
@@ -102,7 +109,7 @@ pub(super) async fn drive_share<S: SecondSink>(
     clients_done: &watch::Sender<bool>,
     interrupt: &mut watch::Receiver<bool>,
     arrivals_stopped: watch::Receiver<bool>,
-) -> (bool, S) {
+) -> ShareEnd<S> {
     let metrics = run.metrics;
     let env = Arc::new(script_env(run.scenario, reached, metrics.start()));
     let ticker = tokio::spawn(tick(Arc::clone(metrics), clients_done.subscribe(), seconds));
@@ -119,12 +126,11 @@ pub(super) async fn drive_share<S: SecondSink>(
     // whatever else waits for the clients, such as a single process's fault schedule.
     let _ = clients_done.send(true);
     let seconds = ticker.await.expect("the ticker does not panic");
-    // An interrupted run proves nothing, and its clients' matches were cut off.
-    if !interrupted {
-        let db = data_dir(run.topology_path).join(DB_FILE);
-        check_results(&env, &db, run.mode, metrics, run.share).await;
+    ShareEnd {
+        interrupted,
+        seconds,
+        ledger: (!interrupted).then(|| env.ledger.snapshot()),
     }
-    (interrupted, seconds)
 }
 
 /// Closes one second of the series every second, and the last partial one when `stop`
@@ -170,13 +176,22 @@ fn script_env(scenario: &Scenario, reached: Reached, start: Instant) -> ScriptEn
     }
 }
 
-/// Compares the clients' ledger with the user DB (`results.no_loss`) for the users of
-/// `share`, and adds the outcome to `metrics`. The embedded topology was seeded by the
-/// simulator and served no one else, so its DB must match exactly; a DB that cannot be
-/// read leaves the invariant unchecked, with a warning.
-async fn check_results(env: &ScriptEnv, db: &Path, mode: Mode, metrics: &Metrics, share: Share) {
+/// Compares the `ledger` of `share`'s clients with the user DB at `db`
+/// (`results.no_loss`) for the users of that share, and adds the outcome to `metrics`.
+/// The embedded topology was seeded by the simulator and served no one else, so its DB
+/// must match exactly; a DB that cannot be read leaves the invariant unchecked, with a
+/// warning.
+pub(super) async fn check_results(
+    scenario: &Scenario,
+    ledger: ledger::Snapshot,
+    db: &Path,
+    mode: Mode,
+    metrics: &Metrics,
+    share: Share,
+) {
     let owns = move |user: &str| share.owns_user(user);
-    match ledger::check(&env.ledger, db, mode, env.play.normal_length(), owns).await {
+    let match_length = PlayPlan::new(&scenario.server, &scenario.script).normal_length();
+    match ledger::check(ledger, db, mode, match_length, owns).await {
         Ok(verdict) => {
             eprintln!(
                 "catwar-sim: results.no_loss: {} matches and users checked against {} ({} matches \

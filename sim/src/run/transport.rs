@@ -37,6 +37,8 @@ pub(super) struct MessageReader<R> {
     stream: R,
     line_bytes_max: usize,
     buf: Vec<u8>,
+    /// Bytes read so far, newlines included.
+    bytes_read: u64,
 }
 
 impl<R: AsyncBufRead + Unpin> MessageReader<R> {
@@ -46,7 +48,19 @@ impl<R: AsyncBufRead + Unpin> MessageReader<R> {
             stream,
             line_bytes_max,
             buf: Vec::new(),
+            bytes_read: 0,
         }
+    }
+
+    /// From now on, refuses lines over `line_bytes_max` bytes: a handshake's bound is
+    /// not a worker's.
+    pub(super) fn set_line_bytes_max(&mut self, line_bytes_max: usize) {
+        self.line_bytes_max = line_bytes_max;
+    }
+
+    /// Bytes read from the stream so far.
+    pub(super) fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The next message, or `None` at the end of the stream. Not cancel-safe: a message
@@ -61,6 +75,7 @@ impl<R: AsyncBufRead + Unpin> MessageReader<R> {
             .read_until(b'\n', &mut self.buf)
             .await
             .map_err(TransportError::Read)?;
+        self.bytes_read += read as u64;
         if read == 0 {
             return Ok(None);
         }

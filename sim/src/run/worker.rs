@@ -14,11 +14,9 @@ use super::share::{drive_share, Share, ShareRun};
 use super::transport::{MessageReader, MessageWriter, TransportError};
 use super::{unix_ms, RunError};
 use crate::arrivals::Schedule;
-use crate::ledger::Mode;
 use crate::metrics::{IntervalPoint, Metrics};
 use crate::report::encode_histogram;
 use crate::scenario::{LoadModel, Scenario};
-use clap::ValueEnum as _;
 use hdrhistogram::Histogram;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -48,19 +46,11 @@ pub struct WorkerArgs {
     /// The shared start, ms since the Unix epoch.
     #[arg(long)]
     pub(super) start_unix_ms: u64,
-    /// How strictly results.no_loss is checked: `exact` for the embedded topology,
-    /// `at-least` for a `--target`.
-    #[arg(long, value_enum)]
-    pub(super) mode: Mode,
 }
 
 impl WorkerArgs {
     /// The arguments after `catwar-sim worker` that parse back into these.
     pub(super) fn to_command_line(&self) -> Vec<OsString> {
-        let mode = self
-            .mode
-            .to_possible_value()
-            .expect("every mode has a name");
         vec![
             self.scenario.clone().into(),
             "--target".into(),
@@ -71,8 +61,6 @@ impl WorkerArgs {
             self.count.to_string().into(),
             "--start-unix-ms".into(),
             self.start_unix_ms.to_string().into(),
-            "--mode".into(),
-            mode.get_name().into(),
         ]
     }
 
@@ -84,9 +72,25 @@ impl WorkerArgs {
     }
 }
 
-/// Runs one worker: its share of the clients, a `second` message a second and a `done`
-/// message at the end on stdout, orders read from stdin.
+/// Runs one worker process: its share of the clients, a `second` message a second and
+/// a `done` message at the end on stdout, orders read from stdin.
 pub async fn serve(args: &WorkerArgs) -> Result<(), RunError> {
+    let orders = MessageReader::new(BufReader::new(tokio::io::stdin()), TO_WORKER_BYTES_MAX);
+    serve_share(args, orders, MessageWriter::new(tokio::io::stdout())).await
+}
+
+/// Drives the share `args` names, obeying the coordinator's `orders` and sending it each
+/// second and the totals through `messages`: a worker process's stdin and stdout, or an
+/// agent's TCP connection.
+pub(super) async fn serve_share<R, W>(
+    args: &WorkerArgs,
+    orders: MessageReader<R>,
+    messages: MessageWriter<W>,
+) -> Result<(), RunError>
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let scenario = Scenario::load(&args.scenario)?;
     let share = args.share();
     if let Some(warning) = raise_open_files_limit(share.part_of(scenario.population.clients)) {
@@ -96,7 +100,6 @@ pub async fn serve(args: &WorkerArgs) -> Result<(), RunError> {
     let (stop_arrivals_tx, arrivals_stopped) = watch::channel(false);
     let start = instant_of_unix_ms(args.start_unix_ms);
     let metrics = Metrics::new(start);
-    let orders = MessageReader::new(BufReader::new(tokio::io::stdin()), TO_WORKER_BYTES_MAX);
     tokio::spawn(obey(
         orders,
         Arc::clone(&metrics),
@@ -109,21 +112,16 @@ pub async fn serve(args: &WorkerArgs) -> Result<(), RunError> {
         let fraction = 1.0 / share.count as f64;
         metrics.set_schedule(Schedule::new(&scenario.load), fraction);
     }
-    let (messages_tx, messages) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_messages(
-        MessageWriter::new(tokio::io::stdout()),
-        messages,
-    ));
+    let (messages_tx, outbox) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_messages(messages, outbox));
     let clients = ShareRun {
         scenario: &scenario,
-        topology_path: &args.target,
         share,
-        mode: args.mode,
         metrics: &metrics,
     };
     // Nothing else in a worker waits for its clients to be done.
     let (clients_done, _) = watch::channel(false);
-    let (interrupted, seconds) = drive_share(
+    let end = drive_share(
         clients,
         reached,
         ToCoordinator(messages_tx),
@@ -132,10 +130,16 @@ pub async fn serve(args: &WorkerArgs) -> Result<(), RunError> {
         arrivals_stopped,
     )
     .await;
-    let totals =
-        WireTotals::from_snapshot(&metrics.snapshot(), metrics.token_prefixes(), interrupted);
-    let _ = seconds.0.send(FromWorker::Done(Box::new(totals)));
-    drop(seconds);
+    // The coordinator reads the user DB, which a worker on another host cannot.
+    let ledger = end.ledger.map(|ledger| ledger.to_wire(Instant::now()));
+    let totals = WireTotals::from_snapshot(
+        &metrics.snapshot(),
+        metrics.token_prefixes(),
+        ledger,
+        end.interrupted,
+    );
+    let _ = end.seconds.0.send(FromWorker::Done(Box::new(totals)));
+    drop(end.seconds);
     writer.await.expect("the writer does not panic");
     Ok(())
 }
@@ -234,22 +238,14 @@ mod tests {
 
     #[test]
     fn the_command_line_parses_back_into_the_same_arguments() {
-        for mode in [Mode::Exact, Mode::AtLeast] {
-            let args = WorkerArgs {
-                scenario: PathBuf::from("scenarios/smoke.toml"),
-                target: PathBuf::from("/tmp/catwar/topology.json"),
-                index: 2,
-                count: 3,
-                start_unix_ms: 1_700_000_000_000,
-                mode,
-            };
-            let line = std::iter::once(OsString::from("probe")).chain(args.to_command_line());
-            assert_eq!(Probe::try_parse_from(line).unwrap().args, args);
-        }
-        let names: Vec<String> = Mode::value_variants()
-            .iter()
-            .map(|m| m.to_possible_value().unwrap().get_name().to_string())
-            .collect();
-        assert_eq!(names, ["exact", "at-least"]);
+        let args = WorkerArgs {
+            scenario: PathBuf::from("scenarios/smoke.toml"),
+            target: PathBuf::from("/tmp/catwar/topology.json"),
+            index: 2,
+            count: 3,
+            start_unix_ms: 1_700_000_000_000,
+        };
+        let line = std::iter::once(OsString::from("probe")).chain(args.to_command_line());
+        assert_eq!(Probe::try_parse_from(line).unwrap().args, args);
     }
 }

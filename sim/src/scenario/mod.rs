@@ -17,6 +17,7 @@
 //! | `load.start_rate_per_s` | 0 | open: the rate the first stage ramps from |
 //! | `load.stages` | required for open | `[{ duration_s, target_per_s }]`, linear ramps |
 //! | `load.workers` | 1 | simulator processes sharing the clients (one per ~15,000 sockets) |
+//! | `load.worker_lost` | `"fail"` | a worker or agent lost mid-run fails the run, or `"continue"` |
 //! | `script.stale_version` | 0.1 | probability that a session starts stale |
 //! | `script.wrong_password` | 0.02 | probability a session types a wrong password: refused, it ends there |
 //! | `script.me_requests` | 1 | `/v1/me` requests per session, back to back |
@@ -60,7 +61,7 @@ mod validate;
 pub use sections::{
     Argon2Preset, Arrival, Fault, FaultAction, FaultMoment, KneeSection, Load, LoadModel, Meta,
     ObserverBackend, Population, Script, Server, Stage, ACTIVE_BALANCER, MATCH_END_WAIT_S,
-    OBSERVER,
+    WorkerLost, OBSERVER,
 };
 
 use crate::threshold::{Metric, Threshold};

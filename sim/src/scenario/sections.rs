@@ -98,6 +98,17 @@ impl Arrival {
     }
 }
 
+/// What a run does when a worker or agent is lost (disconnected, silent, crashed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerLost {
+    /// The run fails (exit 70), the lost one named in the summary and the report.
+    #[default]
+    Fail,
+    /// The run is judged on what the others measured; the loss is still reported.
+    Continue,
+}
+
 /// One stage of the open model's arrival rate: a linear ramp from the rate the previous
 /// stage ended at (or `load.start_rate_per_s`) to `target_per_s`, over `duration_s`.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -136,6 +147,10 @@ pub struct Load {
     /// holds at most `ulimit -n` sockets, so runs past about 4,000 clients need more.
     #[serde(default = "Load::default_workers")]
     pub workers: u32,
+    /// A worker process or agent lost mid-run fails the run (`"fail"`, the default) or
+    /// not (`"continue"`).
+    #[serde(default)]
+    pub worker_lost: WorkerLost,
 }
 
 impl Load {
@@ -175,6 +190,7 @@ impl Default for Load {
             start_rate_per_s: 0.0,
             stages: Vec::new(),
             workers: Load::default_workers(),
+            worker_lost: WorkerLost::default(),
         }
     }
 }
