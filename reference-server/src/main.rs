@@ -1,7 +1,10 @@
 //! `catwar-server`: runs the CatWar topology (`up`), kills one of its services (`kill`),
-//! and serves one service in this process (`serve`, what `up` runs for each child).
+//! serves one service in this process (`serve`, what `up` runs for each child), and
+//! writes the files that run it in containers (`containers`) or on Kubernetes
+//! (`kubernetes`).
 
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,14 +13,19 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use catwar_server::compose::kubernetes;
 use catwar_server::compose::serve::{self, Readiness};
 use catwar_server::compose::supervisor::{self, UpOptions};
-use catwar_server::compose::topology::Plan;
-use catwar_server::config::{Argon2Preset, ConfigError, Knobs};
+use catwar_server::compose::topology::{Plan, Topology};
+use catwar_server::config::{Argon2Preset, ConfigError, Knobs, Settings};
 use catwar_server::domain::{db, users as user_db};
 
 /// Exit code for a bad command line, as in sysexits.h.
 const EXIT_USAGE: u8 = 64;
+/// Where an observer listens when neither `--listen` nor the environment says: a port
+/// of its own on loopback, next to the play server that started it.
+const OBSERVER_LISTEN_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +76,12 @@ enum Cmd {
         #[command(flatten)]
         knobs: Knobs,
     },
+    /// Write the Kubernetes manifests of the topology, or ready its data folder in the
+    /// cluster (docs/scale-out.md).
+    Kubernetes {
+        #[command(subcommand)]
+        command: KubernetesCmd,
+    },
     /// SIGKILL the process of one service of a running topology.
     Kill {
         /// Service name as in topology.json, for example `balancer`.
@@ -85,29 +99,65 @@ enum Cmd {
     Observer {
         /// The play server that owns the match.
         #[arg(long, value_name = "ADDR")]
-        play: std::net::SocketAddr,
+        play: SocketAddr,
         /// The match id.
         #[arg(long = "match", value_name = "M")]
         match_id: u64,
         /// The data folder of the topology.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// Where watchers connect; port 0 picks one, printed as `listening ADDR`.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-        listen: std::net::SocketAddr,
+        /// Where watchers connect; port 0 picks one, printed as `listening ADDR`
+        /// [default: $CATWAR_OBSERVER_LISTEN, else 127.0.0.1:0].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
         /// Watchers' tokens unused this long are refused (`refresh_required`).
         #[arg(long, value_name = "S", default_value_t = catwar_server::config::TOKEN_IDLE_S_DEFAULT)]
         token_idle_s: u64,
         /// The lobby to tell when a watcher's session is revoked.
         #[arg(long, value_name = "ADDR")]
-        lobby: Option<std::net::SocketAddr>,
+        lobby: Option<SocketAddr>,
     },
     /// Run one service of a plan in this process (started by `up`).
     #[command(hide = true)]
     Serve {
         /// Service name.
         service: String,
-        /// The plan written by `up`.
+        /// The plan written by `up`, or the Kubernetes manifests' ConfigMap.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        /// Listen here instead of at the plan's address, which stays where the others
+        /// reach this service (a Kubernetes Service's address, in front of the pod).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KubernetesCmd {
+    /// Write data.yaml and services.yaml: the data volume, the plan, the Job that readies
+    /// the folder, and a Deployment and a Service at a fixed ClusterIP per service.
+    Manifests {
+        /// The folder to write them in (deploy/kubernetes holds the default ones).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// First port of the port table, in the pods and at the Services.
+        #[arg(long, value_name = "N", default_value_t = catwar_server::config::BASE_PORT_DEFAULT)]
+        base_port: u16,
+        /// The first Service address; the others follow it. It must lie in the
+        /// cluster's service range (kubeadm, kind and minikube: 10.96.0.0/12).
+        #[arg(long, value_name = "IP", default_value_t = kubernetes::SERVICE_IP_FIRST_DEFAULT)]
+        service_ip_first: Ipv4Addr,
+        /// TOML file with any of the knobs below, spelled like the flags.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        // Boxed: the knobs would make every value of this enum as large as they are.
+        #[command(flatten)]
+        knobs: Box<Knobs>,
+    },
+    /// Ready the data folder a plan names (resources, state, the user DB) and write its
+    /// topology.json there (the first step in the cluster, run by a Job).
+    Prepare {
+        /// The plan, as the manifests' ConfigMap holds it.
         #[arg(long, value_name = "FILE")]
         plan: PathBuf,
     },
@@ -166,6 +216,7 @@ fn main() -> ExitCode {
             config,
             knobs,
         } => containers(data, base_port, compose_file, config, knobs),
+        Cmd::Kubernetes { command } => kubernetes_files(command),
         Cmd::Kill { service, data } => kill(&service, &data),
         Cmd::Users { command } => users(command),
         Cmd::Observer {
@@ -175,7 +226,7 @@ fn main() -> ExitCode {
             listen,
             token_idle_s,
             lobby,
-        } => {
+        } => observer_listen(listen).and_then(|listen| {
             init_logging("observer");
             let args = catwar_server::services::observer::ObserverArgs {
                 play,
@@ -188,8 +239,12 @@ fn main() -> ExitCode {
                 },
             };
             catwar_server::services::observer::run(&args).map_err(anyhow::Error::from)
-        }
-        Cmd::Serve { service, plan } => serve(&service, &plan),
+        }),
+        Cmd::Serve {
+            service,
+            plan,
+            listen,
+        } => serve(&service, &plan, listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,9 +292,10 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> anyhow::Result<()> {
-    init_logging("up");
-    let file_knobs = match &config {
+/// The settings from the flags, over the config file, over the defaults; and a base port
+/// they leave room for, or a bad command line naming `--base-port`.
+fn settings(knobs: Knobs, config: Option<&Path>, base_port: u16) -> anyhow::Result<Settings> {
+    let file_knobs = match config {
         Some(path) => Knobs::from_file(path)?,
         None => Knobs::default(),
     };
@@ -248,6 +304,12 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
         field: "--base-port".into(),
         problem: e.to_string(),
     })?;
+    Ok(settings)
+}
+
+fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> anyhow::Result<()> {
+    init_logging("up");
+    let settings = settings(knobs, config.as_deref(), base_port)?;
     let exe = std::env::current_exe().context("finding this executable to start the services")?;
     let stop = stop_on_signals()?;
     std::fs::create_dir_all(&data).with_context(|| format!("--data {}", data.display()))?;
@@ -284,25 +346,14 @@ fn containers(
     config: Option<PathBuf>,
     knobs: Knobs,
 ) -> anyhow::Result<()> {
-    let file_knobs = match &config {
-        Some(path) => Knobs::from_file(path)?,
-        None => Knobs::default(),
-    };
-    let mut settings = knobs.or(file_knobs).resolve()?;
-    Plan::check_base_port(base_port, &settings).map_err(|e| ConfigError {
-        field: "--base-port".into(),
-        problem: e.to_string(),
-    })?;
+    let mut settings = settings(knobs, config.as_deref(), base_port)?;
     // A process observer inside a play server's container would listen where no client
     // reaches it; observers are containers on the project network.
     settings.observer_backend = catwar_server::config::ObserverBackend::Docker;
-    for dir in [data.clone(), data.join("state")] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("--data {}", dir.display()))?;
-    }
+    std::fs::create_dir_all(&data).with_context(|| format!("--data {}", data.display()))?;
     let data =
         std::fs::canonicalize(&data).with_context(|| format!("--data {}", data.display()))?;
-    catwar_server::domain::resources::ensure_default(&data.join("resources"))?;
-    db::open(&data.join(db::DB_FILE))?;
+    prepare_data(&data)?;
     let plan = catwar_server::compose::containers::plan(data.clone(), settings, base_port)?;
     plan.write(&data.join("plan.json"))?;
     catwar_server::compose::containers::topology(&plan).write(&data)?;
@@ -312,6 +363,61 @@ fn containers(
     }
     println!("{}", data.join("docker-compose.yml").display());
     Ok(())
+}
+
+/// Readies a data folder for services that `up` does not start: its state folder, the
+/// default resources and the user DB, as `up` makes them before its first child.
+fn prepare_data(data: &Path) -> anyhow::Result<()> {
+    let state = data.join("state");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    catwar_server::domain::resources::ensure_default(&data.join("resources"))?;
+    db::open(&data.join(db::DB_FILE))?;
+    Ok(())
+}
+
+fn kubernetes_files(command: KubernetesCmd) -> anyhow::Result<()> {
+    match command {
+        KubernetesCmd::Manifests {
+            out,
+            base_port,
+            service_ip_first,
+            config,
+            knobs,
+        } => {
+            let settings = settings(*knobs, config.as_deref(), base_port)?;
+            let plan = kubernetes::plan(settings, base_port, service_ip_first)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("--out {}", out.display()))?;
+            for (name, text) in kubernetes::manifests(&plan) {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("{}", path.display());
+            }
+        }
+        KubernetesCmd::Prepare { plan } => {
+            let plan = Plan::read(&plan)?;
+            prepare_data(&plan.data_dir)?;
+            Topology::of_plan(&plan).write(&plan.data_dir)?;
+            println!("prepared {}", plan.data_dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Where an observer listens: `--listen`, else `$CATWAR_OBSERVER_LISTEN` (a play pod's
+/// own address), else loopback.
+fn observer_listen(flag: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    if let Some(listen) = flag {
+        return Ok(listen);
+    }
+    let name = kubernetes::OBSERVER_LISTEN_ENV;
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{name}={value:?} is not an address")),
+        Err(std::env::VarError::NotPresent) => Ok(OBSERVER_LISTEN_DEFAULT),
+        Err(err) => Err(err).with_context(|| format!("reading {name}")),
+    }
 }
 
 fn users(command: UsersCmd) -> anyhow::Result<()> {
@@ -342,19 +448,22 @@ fn users(command: UsersCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kill(service: &str, data: &std::path::Path) -> anyhow::Result<()> {
+fn kill(service: &str, data: &Path) -> anyhow::Result<()> {
     let pid = supervisor::kill(data, service)?;
     println!("killed {service} (pid {pid}) with SIGKILL");
     Ok(())
 }
 
 /// Runs one service for `up`, telling it on stdout whether the service listens (see
-/// [`Readiness`]).
-fn serve(name: &str, plan_path: &std::path::Path) -> anyhow::Result<()> {
+/// [`Readiness`]); at `listen` when given, else at its plan address.
+fn serve(name: &str, plan_path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     init_logging(name);
     let started = (|| {
         let plan = Plan::read(plan_path)?;
-        let addr = plan.addr_of(name)?;
+        let addr = match listen {
+            Some(listen) => listen,
+            None => plan.addr_of(name)?,
+        };
         let listener =
             std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         let stop = stop_on_signals()?;

@@ -1,12 +1,15 @@
 //! `catwar-server up` as users run it: one process per service, kill and restart,
 //! bad input on every port, a shutdown that leaves no process behind, one `up` per data
-//! folder, and ports that cannot be had failing `up` before it says it is up.
+//! folder, ports that cannot be had failing `up` before it says it is up, and a
+//! Kubernetes plan readied by `kubernetes prepare` and served at `serve --listen`.
 
+use std::io::{BufRead, Write};
 use std::process::Command;
 
+use catwar_server::compose::kubernetes;
+use catwar_server::compose::serve::Readiness;
+use catwar_server::compose::topology::Topology;
 use catwar_server::domain::resources::DEFAULT_PREVIOUS_VERSION;
-
-use std::io::Write;
 
 use crate::util::{
     exchange, get, process_alive, processes_mentioning, run_to_exit, server_bin, tls_request,
@@ -329,4 +332,71 @@ fn a_port_in_use_fails_up_naming_the_service_and_address_and_leaves_nothing_runn
     assert!(!dir.path().join("topology.json").exists());
     assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
     drop(taken);
+}
+
+#[test]
+fn a_kubernetes_plan_is_prepared_and_served_at_the_listen_address_not_the_service_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = kubernetes::plan(
+        catwar_server::config::Settings::default(),
+        7100,
+        kubernetes::SERVICE_IP_FIRST_DEFAULT,
+    )
+    .unwrap();
+    plan.data_dir = dir.path().to_path_buf();
+    let plan_path = dir.path().join("plan.json");
+    plan.write(&plan_path).unwrap();
+    let plan_arg = plan_path.to_str().unwrap();
+    let (status, stderr) = run_to_exit(&["kubernetes", "prepare", "--plan", plan_arg]);
+    assert!(status.success(), "{stderr}");
+    let topology = Topology::read(dir.path()).unwrap();
+    let node = plan.addr_of("file-node-0").unwrap();
+    assert_eq!(topology.service("file-node-0").unwrap().addr, node);
+
+    // The plan's address is a Service's, not this host's: the pod listens elsewhere.
+    let mut child = Command::new(server_bin())
+        .args([
+            "serve",
+            "file-node-0",
+            "--plan",
+            plan_arg,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready = Readiness::parse(&line);
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(Readiness::Ready(addr)) = ready else {
+        panic!("serve said {line:?}");
+    };
+    assert_ne!(addr, node);
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+}
+
+#[test]
+fn an_observer_address_in_the_environment_that_does_not_parse_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(server_bin())
+        .args([
+            "observer",
+            "--play",
+            "127.0.0.1:1",
+            "--match",
+            "1",
+            "--data",
+        ])
+        .arg(dir.path())
+        .env("CATWAR_OBSERVER_LISTEN", "pod-ip:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CATWAR_OBSERVER_LISTEN=\"pod-ip:0\""), "{err}");
 }

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::compose::topology::{Plan, Topology, TopologyEntry, TopologyError};
+use crate::compose::topology::{Plan, Topology, TopologyError};
 use crate::config::Settings;
 
 /// The compose project, and the prefix of every container's name.
@@ -41,18 +41,9 @@ pub fn container_name(service: &str) -> String {
 /// project network, at the same port as in the embedded plan with this base, published
 /// at that port on the host's 127.0.0.1.
 pub fn plan(data_dir: PathBuf, settings: Settings, base_port: u16) -> Result<Plan, TopologyError> {
-    let base_port = if base_port == 0 {
-        crate::config::BASE_PORT_DEFAULT
-    } else {
-        base_port
-    };
-    let mut plan = Plan::new(data_dir, settings, base_port)?;
-    let first = u32::from(SERVICE_IP_FIRST);
-    for (i, service) in plan.services.iter_mut().enumerate() {
-        let port = service.addr.port();
-        let ip = Ipv4Addr::from(first + i as u32);
-        service.public = Some(SocketAddr::from((PUBLISH_IP, port)));
-        service.addr = SocketAddr::from((ip, port));
+    let mut plan = Plan::at_own_addresses(data_dir, settings, base_port, SERVICE_IP_FIRST)?;
+    for service in &mut plan.services {
+        service.public = Some(SocketAddr::from((PUBLISH_IP, service.addr.port())));
     }
     plan.network = Some(NETWORK.to_string());
     Ok(plan)
@@ -60,19 +51,11 @@ pub fn plan(data_dir: PathBuf, settings: Settings, base_port: u16) -> Result<Pla
 
 /// `topology.json` for the simulator: where it reaches each service, and its container.
 pub fn topology(plan: &Plan) -> Topology {
-    Topology {
-        services: plan
-            .services
-            .iter()
-            .map(|s| TopologyEntry {
-                name: s.name.clone(),
-                addr: s.public(),
-                pid: 0,
-                container: Some(container_name(&s.name)),
-            })
-            .collect(),
-        network: plan.network.clone(),
+    let mut topology = Topology::of_plan(plan);
+    for service in &mut topology.services {
+        service.container = Some(container_name(&service.name));
     }
+    topology
 }
 
 /// `docker-compose.yml` for a plan written at `DIR/plan.json`, with the data folder in

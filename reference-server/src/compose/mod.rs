@@ -1,10 +1,13 @@
 //! Composition: the plan of a topology and its `topology.json`, starting one named
-//! service in this process (`serve`), and the supervisor behind `up` and `kill`.
+//! service in this process (`serve`), the supervisor behind `up` and `kill`, and the
+//! files that run the same plan in containers (`containers`) or on Kubernetes
+//! (`kubernetes`).
 //!
 //! Architecture invariant: nothing below `compose` names it; it is the only module that
 //! knows every service.
 
 pub mod containers;
+pub mod kubernetes;
 pub mod serve;
 pub mod supervisor;
 pub mod topology;

@@ -39,7 +39,7 @@ const LOCK_HOLDER_WAIT_MS: u64 = 1_000;
 /// How often the supervisor checks its children and the stop flag.
 const SUPERVISE_POLL_MS: u64 = 20;
 /// How long children get to stop after SIGTERM before they are killed.
-const SHUTDOWN_GRACE_MS: u64 = 5_000;
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 
 /// What went wrong while supervising.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +166,6 @@ const FREE_PORT_ATTEMPTS: u32 = 3;
 /// Runs the topology until `stop` is set. `lock` is the data folder's, taken before
 /// anything in it was touched; it is released only after the topology file is removed,
 /// so a next `up` never sees this one's files.
-
 pub fn up(options: &UpOptions, lock: DataLock, stop: &AtomicBool) -> Result<(), SuperviseError> {
     let data = &options.data_dir;
     for dir in [data.clone(), data.join("run"), data.join("state")] {

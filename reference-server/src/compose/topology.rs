@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,14 @@ pub enum TopologyError {
         /// The port it would get.
         port: u32,
     },
+    /// Addresses from this one up run past 255.255.255.255 before every service has one.
+    #[error("{first} leaves no room for {services} service addresses")]
+    AddressRange {
+        /// The first address asked for.
+        first: Ipv4Addr,
+        /// How many services need one.
+        services: usize,
+    },
 }
 
 impl Plan {
@@ -182,6 +190,33 @@ impl Plan {
             services,
             network: None,
         })
+    }
+
+    /// Plans every service at an address of its own, from `first` up in plan order, at
+    /// its port of the fixed layout from `base_port`; 0 means the default layout, since
+    /// free ports are picked on loopback only. For topologies where each service has a
+    /// host of its own: containers on a network, Kubernetes Services.
+    pub fn at_own_addresses(
+        data_dir: PathBuf,
+        settings: Settings,
+        base_port: u16,
+        first: Ipv4Addr,
+    ) -> Result<Plan, TopologyError> {
+        let base_port = if base_port == 0 {
+            crate::config::BASE_PORT_DEFAULT
+        } else {
+            base_port
+        };
+        let mut plan = Plan::new(data_dir, settings, base_port)?;
+        let services = plan.services.len();
+        for (i, service) in plan.services.iter_mut().enumerate() {
+            let ip = u32::try_from(i)
+                .ok()
+                .and_then(|i| u32::from(first).checked_add(i))
+                .ok_or(TopologyError::AddressRange { first, services })?;
+            service.addr = SocketAddr::from((Ipv4Addr::from(ip), service.addr.port()));
+        }
+        Ok(plan)
     }
 
     /// Checks that every service's port, `base_port` plus its offset, fits the port
@@ -319,6 +354,24 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The topology of a plan whose services run elsewhere (containers, pods): where
+    /// clients reach each one, with no pid.
+    pub fn of_plan(plan: &Plan) -> Topology {
+        Topology {
+            services: plan
+                .services
+                .iter()
+                .map(|s| TopologyEntry {
+                    name: s.name.clone(),
+                    addr: s.public(),
+                    pid: 0,
+                    container: None,
+                })
+                .collect(),
+            network: plan.network.clone(),
+        }
+    }
+
     /// The path of the topology file in a data folder.
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("topology.json")
