@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 # No module of either crate may import a module that imports it (ARCHITECTURE.md).
 python3 ci/module-cycles.py reference-server/src sim/src
+# The Kubernetes manifests fit the API schema of a fixed release, strictly; no cluster.
+bash ci/kubernetes.sh
 cargo build --release --workspace --all-targets --locked
 # The Docker tests run the project's own image; it is built from this same binary.
 bash ci/build-image.sh
