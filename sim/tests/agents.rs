@@ -29,7 +29,7 @@ fn two_agents_over_tcp_measure_what_one_process_measures() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    let agents = [agent(&addr, AGENT_SECRET), agent(&addr, AGENT_SECRET)];
+    let agents = [agent(&addr, AGENT_SECRET, &[]), agent(&addr, AGENT_SECRET, &[])];
     let (code, stdout, stderr) = coordinator.finish();
     for agent in agents {
         let output = agent.wait_with_output().unwrap();
@@ -143,8 +143,9 @@ fn an_agent_killed_mid_run_fails_the_run_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let (mut coordinator, addr) = two_agents_against(&topology, dir.path(), 12, &[]);
-    let mut survivor = agent(&addr, AGENT_SECRET);
-    let mut victim = agent(&addr, AGENT_SECRET);
+    // The survivor's clients connect from a pool of this host's addresses of their own.
+    let mut survivor = agent(&addr, AGENT_SECRET, &["--source-ips", "127.0.0.3,127.0.0.4"]);
+    let mut victim = agent(&addr, AGENT_SECRET, &[]);
     // Both joined and were assigned; whenever the kill lands from here on, before or
     // after the start, the agent is lost before it sent its totals.
     coordinator.wait_for("agent 1: ");
@@ -171,8 +172,8 @@ fn a_wrong_secret_is_refused_and_a_missing_agent_named() {
     let dir = tempfile::tempdir().unwrap();
     let (coordinator, addr) =
         two_agents_against(&topology, dir.path(), 3, &["--agents-wait-s", "4"]);
-    let good = agent(&addr, AGENT_SECRET);
-    let wrong = agent(&addr, "not-the-secret-of-this-run");
+    let good = agent(&addr, AGENT_SECRET, &[]);
+    let wrong = agent(&addr, "not-the-secret-of-this-run", &[]);
     let refused = wrong.wait_with_output().unwrap();
     assert_eq!(refused.status.code(), Some(70), "{}", printed(&refused));
     let said = String::from_utf8_lossy(&refused.stderr);

@@ -252,10 +252,12 @@ impl Coordinator {
     }
 }
 
-/// `catwar-sim agent --connect ADDR` with `secret`, its output captured.
-pub fn agent(addr: &str, secret: &str) -> Child {
+/// `catwar-sim agent --connect ADDR` with `secret` and `extra` arguments, its output
+/// captured.
+pub fn agent(addr: &str, secret: &str, extra: &[&str]) -> Child {
     sim()
         .args(["agent", "--connect", addr, "--connect-wait-s", "10"])
+        .args(extra)
         .env("CATWAR_AGENT_SECRET", secret)
         .env_remove("JOB_COMPLETION_INDEX")
         .stdout(Stdio::piped())

@@ -45,6 +45,11 @@ pub struct AgentArgs {
     /// How long to keep trying to reach the coordinator, in seconds.
     #[arg(long, value_name = "S", default_value_t = CONNECT_WAIT_S_DEFAULT)]
     pub connect_wait_s: u64,
+    /// This host's addresses its clients connect from, in turn (two or more for the
+    /// IP-change branch) [default: each client its own 127.x address, for a topology on
+    /// this host].
+    #[arg(long, value_name = "IP,IP,...", value_delimiter = ',')]
+    pub source_ips: Vec<std::net::IpAddr>,
 }
 
 /// Why an agent could not run its share.
@@ -138,6 +143,7 @@ pub async fn serve(args: &AgentArgs, secret: &[u8]) -> Result<(), AgentError> {
         index: assignment.index,
         count: assignment.count,
         start_unix_ms: assignment.start_unix_ms,
+        source_ips: args.source_ips.clone(),
     };
     serve_share(&worker, reader, writer).await?;
     Ok(())

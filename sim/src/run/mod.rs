@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::net::tls::TlsSetupError;
 use crate::report::{KneeReport, Measured, Report};
 use crate::scenario::{LoadModel, Scenario, ScenarioError};
-use crate::script::DiscoveryError;
+use crate::script::{DiscoveryError, SourcePool};
 use crate::topology::{
     resolve_server_bin, EmbeddedConfig, EmbeddedServer, Topology, TopologyError,
 };
@@ -373,6 +373,7 @@ async fn simulate(
             index: 0,
             count: u64::from(workers),
             start_unix_ms: started_at_unix_ms,
+            source_ips: Vec::new(),
         };
         coordinator::coordinate(scenario, &plan, db, &metrics, interrupt).await?
     } else {
@@ -383,6 +384,7 @@ async fn simulate(
         let clients = share::ShareRun {
             scenario,
             share,
+            sources: SourcePool::Loopback,
             metrics: &metrics,
         };
         local::drive(clients, reached, &db_path, mode, &clients_done, interrupt).await

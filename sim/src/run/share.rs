@@ -12,7 +12,7 @@ use crate::ledger::{self, Mode};
 use crate::metrics::{InvariantCount, Metrics};
 use crate::net::http::REQUEST_TIMEOUT_MS;
 use crate::scenario::{Fault, LoadModel, Scenario};
-use crate::script::{run_arrival, run_client, PlayPlan, ScriptEnv};
+use crate::script::{run_arrival, run_client, PlayPlan, ScriptEnv, SourcePool};
 use crate::step::Invariant;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +80,8 @@ pub(super) struct ShareRun<'a> {
     pub(super) scenario: &'a Scenario,
     /// Which clients are this process's.
     pub(super) share: Share,
+    /// Where its clients connect from.
+    pub(super) sources: SourcePool,
     /// Where the clients record; its start is the run's.
     pub(super) metrics: &'a Arc<Metrics>,
 }
@@ -111,7 +113,7 @@ pub(super) async fn drive_share<S: SecondSink>(
     arrivals_stopped: watch::Receiver<bool>,
 ) -> ShareEnd<S> {
     let metrics = run.metrics;
-    let env = Arc::new(script_env(run.scenario, reached, metrics.start()));
+    let env = Arc::new(script_env(run.scenario, reached, run.sources, metrics.start()));
     let ticker = tokio::spawn(tick(Arc::clone(metrics), clients_done.subscribe(), seconds));
     let interrupted = drive(
         run.scenario,
@@ -153,7 +155,12 @@ async fn tick<S: SecondSink>(
 }
 
 /// What every client of a run shares, for a run that started at `start`.
-fn script_env(scenario: &Scenario, reached: Reached, start: Instant) -> ScriptEnv {
+fn script_env(
+    scenario: &Scenario,
+    reached: Reached,
+    sources: SourcePool,
+    start: Instant,
+) -> ScriptEnv {
     ScriptEnv {
         storage: reached.storage,
         profile: reached.profile,
@@ -173,6 +180,7 @@ fn script_env(scenario: &Scenario, reached: Reached, start: Instant) -> ScriptEn
         observers_killed: scenario.faults.iter().any(Fault::stops_observer),
         seed: scenario.scenario.seed,
         deadline: start + Duration::from_secs(scenario.scenario.duration_s),
+        sources,
     }
 }
 

@@ -17,8 +17,10 @@ use crate::arrivals::Schedule;
 use crate::metrics::{IntervalPoint, Metrics};
 use crate::report::encode_histogram;
 use crate::scenario::{LoadModel, Scenario};
+use crate::script::SourcePool;
 use hdrhistogram::Histogram;
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,12 +48,16 @@ pub struct WorkerArgs {
     /// The shared start, ms since the Unix epoch.
     #[arg(long)]
     pub(super) start_unix_ms: u64,
+    /// This host's addresses the clients connect from, in turn; none: each client its
+    /// own loopback addresses.
+    #[arg(long, value_delimiter = ',')]
+    pub(super) source_ips: Vec<IpAddr>,
 }
 
 impl WorkerArgs {
     /// The arguments after `catwar-sim worker` that parse back into these.
     pub(super) fn to_command_line(&self) -> Vec<OsString> {
-        vec![
+        let mut line: Vec<OsString> = vec![
             self.scenario.clone().into(),
             "--target".into(),
             self.target.clone().into(),
@@ -61,7 +67,21 @@ impl WorkerArgs {
             self.count.to_string().into(),
             "--start-unix-ms".into(),
             self.start_unix_ms.to_string().into(),
-        ]
+        ];
+        if !self.source_ips.is_empty() {
+            let ips: Vec<String> = self.source_ips.iter().map(IpAddr::to_string).collect();
+            line.extend(["--source-ips".into(), ips.join(",").into()]);
+        }
+        line
+    }
+
+    /// Where this worker's clients connect from.
+    fn sources(&self) -> SourcePool {
+        if self.source_ips.is_empty() {
+            SourcePool::Loopback
+        } else {
+            SourcePool::Addresses(self.source_ips.clone())
+        }
     }
 
     fn share(&self) -> Share {
@@ -114,9 +134,20 @@ where
     }
     let (messages_tx, outbox) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_messages(messages, outbox));
+    let sources = args.sources();
+    if scenario.script.ip_change > 0.0 && !sources.can_move() {
+        return Err(RunError::Scenario(crate::scenario::ScenarioError::Invalid {
+            field: "--source-ips".to_string(),
+            message: format!(
+                "script.ip_change is {} but one source address cannot change: give two or more",
+                scenario.script.ip_change
+            ),
+        }));
+    }
     let clients = ShareRun {
         scenario: &scenario,
         share,
+        sources,
         metrics: &metrics,
     };
     // Nothing else in a worker waits for its clients to be done.
@@ -244,8 +275,15 @@ mod tests {
             index: 2,
             count: 3,
             start_unix_ms: 1_700_000_000_000,
+            source_ips: Vec::new(),
         };
         let line = std::iter::once(OsString::from("probe")).chain(args.to_command_line());
         assert_eq!(Probe::try_parse_from(line).unwrap().args, args);
+        let pooled = WorkerArgs {
+            source_ips: vec!["10.0.0.5".parse().unwrap(), "::1".parse().unwrap()],
+            ..args
+        };
+        let line = std::iter::once(OsString::from("probe")).chain(pooled.to_command_line());
+        assert_eq!(Probe::try_parse_from(line).unwrap().args, pooled);
     }
 }

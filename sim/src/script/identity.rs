@@ -7,7 +7,49 @@
 //! per IP, so clients must not share one.
 
 use crate::scenario::CLIENTS_MAX;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Where a process's clients connect from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SourcePool {
+    /// Each client its own loopback addresses ([`home_ip`], [`moved_ip`]): for a
+    /// topology on this host.
+    #[default]
+    Loopback,
+    /// This host's own addresses (an agent's `--source-ips`), taken in turn: client k
+    /// connects from the k-th (modulo their number), and after an IP change from the
+    /// next one.
+    Addresses(Vec<IpAddr>),
+}
+
+impl SourcePool {
+    /// The address client `client_id` connects from.
+    pub fn home(&self, client_id: u64) -> IpAddr {
+        match self {
+            SourcePool::Loopback => IpAddr::V4(home_ip(client_id)),
+            SourcePool::Addresses(list) => list[(client_id % list.len() as u64) as usize],
+        }
+    }
+
+    /// The address client `client_id` connects from after its IP changed: another one
+    /// whenever the pool has two.
+    pub fn moved(&self, client_id: u64) -> IpAddr {
+        match self {
+            SourcePool::Loopback => IpAddr::V4(moved_ip(client_id)),
+            SourcePool::Addresses(list) => {
+                list[((client_id + 1) % list.len() as u64) as usize]
+            }
+        }
+    }
+
+    /// Whether an IP change gives a client another address.
+    pub fn can_move(&self) -> bool {
+        match self {
+            SourcePool::Loopback => true,
+            SourcePool::Addresses(list) => list.len() >= 2,
+        }
+    }
+}
 
 /// The first client's own address; the block holds [`CLIENTS_MAX`] clients.
 const HOME_BASE: Ipv4Addr = Ipv4Addr::new(127, 10, 0, 0);
@@ -16,12 +58,12 @@ const HOME_BASE: Ipv4Addr = Ipv4Addr::new(127, 10, 0, 0);
 const MOVED_BASE: Ipv4Addr = Ipv4Addr::new(127, 20, 0, 0);
 
 /// The address client `client_id` connects from.
-pub(super) fn home_ip(client_id: u64) -> Ipv4Addr {
+fn home_ip(client_id: u64) -> Ipv4Addr {
     offset(HOME_BASE, client_id)
 }
 
 /// The address client `client_id` connects from after its IP changed.
-pub(super) fn moved_ip(client_id: u64) -> Ipv4Addr {
+fn moved_ip(client_id: u64) -> Ipv4Addr {
     offset(MOVED_BASE, client_id)
 }
 
@@ -62,6 +104,23 @@ mod tests {
         assert_eq!(home_ip(last), Ipv4Addr::new(127, 19, 255, 255));
         assert!(u32::from(home_ip(last)) < u32::from(moved_ip(0)));
         assert_eq!(moved_ip(last), Ipv4Addr::new(127, 29, 255, 255));
+    }
+
+    #[test]
+    fn a_pool_of_addresses_gives_each_client_another_after_an_ip_change() {
+        let pool = SourcePool::Addresses(vec![
+            "10.0.0.5".parse().unwrap(),
+            "10.0.0.6".parse().unwrap(),
+            "10.0.0.7".parse().unwrap(),
+        ]);
+        for id in 0..10 {
+            assert_ne!(pool.home(id), pool.moved(id));
+        }
+        assert_eq!(pool.home(4), "10.0.0.6".parse::<IpAddr>().unwrap());
+        assert!(pool.can_move());
+        let one = SourcePool::Addresses(vec!["10.0.0.5".parse().unwrap()]);
+        assert!(!one.can_move());
+        assert_eq!(SourcePool::Loopback.home(300), IpAddr::V4(home_ip(300)));
     }
 
     #[test]

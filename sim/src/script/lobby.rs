@@ -4,13 +4,12 @@
 
 use super::account::Session;
 use super::answer::Failure;
-use super::identity::moved_ip;
 use super::{Via, VirtualClient};
 use crate::net::http::{Request, Response};
 use crate::step::{Invariant, Step};
 use rand::Rng;
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 const ME: &str = "/v1/me";
 const START: &str = "/v1/start";
@@ -64,7 +63,7 @@ impl VirtualClient {
     /// must get `login_again` (data served instead violates `lobby.foreign_ip_served`);
     /// then logs in again from the new address, as the lobby asked.
     pub(super) async fn change_ip(&mut self, session: &Session) -> Option<Session> {
-        self.http.set_local_ip(IpAddr::V4(moved_ip(self.id)));
+        self.http.set_local_ip(self.env.sources.moved(self.id));
         let request = Request::get(ME).bearer(&session.token);
         let reply = self
             .call(Step::LobbyMe, Via::Lobby(session.lobby), &request)

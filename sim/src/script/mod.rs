@@ -46,6 +46,7 @@ mod play;
 mod ticks;
 mod update;
 
+pub use identity::SourcePool;
 pub use play::PlayPlan;
 pub use update::{discover_version, DiscoveryError};
 
@@ -59,10 +60,9 @@ use crate::step::{Stage, Step};
 use crate::TRACE;
 use account::Session;
 use answer::{successful, Failure, Refusal, Reply};
-use identity::home_ip;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use update::Update;
@@ -122,6 +122,8 @@ pub struct ScriptEnv {
     pub seed: u64,
     /// When clients stop starting new steps.
     pub deadline: Instant,
+    /// Where the clients connect from.
+    pub sources: SourcePool,
 }
 
 /// Runs one virtual client of the closed model: sessions back to back until the deadline.
@@ -172,7 +174,7 @@ impl VirtualClient {
     fn new(env: Arc<ScriptEnv>, id: u64, recorder: Recorder) -> VirtualClient {
         VirtualClient {
             user: identity::user_id(id, env.users),
-            http: HttpClient::new(Some(IpAddr::V4(home_ip(id)))),
+            http: HttpClient::new(Some(env.sources.home(id))),
             rng: StdRng::seed_from_u64(client_seed(env.seed, id)),
             env,
             id,
@@ -204,7 +206,7 @@ impl VirtualClient {
         let env = Arc::clone(&self.env);
         let began = Instant::now();
         // Every session starts from the client's own address, whatever happened before.
-        self.http.set_local_ip(IpAddr::V4(home_ip(self.id)));
+        self.http.set_local_ip(self.env.sources.home(self.id));
         self.enter_stage(Stage::Update);
         // Steps 1 and 2: the update check, and the download of an offered update.
         let stale = self.chance("stale_version", env.branches.stale_version);
