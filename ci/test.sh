@@ -21,6 +21,10 @@ rm -rf "$out"
 target/release/catwar-sim run scenarios/smoke.toml --out "$out"
 target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 200
 
+# The smoke again, its clients in two agents over TCP: a coordinator and two
+# `catwar-sim agent` processes (README "Scale: agents on other hosts").
+bash ci/agents.sh scenarios/smoke.toml
+
 # The same path with every match observer a container of the project's image.
 rm -rf target/ci/smoke-docker
 target/release/catwar-sim run scenarios/smoke-docker.toml --out target/ci/smoke-docker
