@@ -471,6 +471,57 @@ pub(super) fn unix_us() -> u64 {
 mod tests {
     use super::*;
 
+    /// An agent on loopback whose clock runs `skew_us` ahead of this one, and which
+    /// answers each ping after `delay`.
+    async fn skewed_agent(addr: SocketAddr, secret: &'static [u8], skew_us: i64, delay: Duration) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (read, write) = stream.into_split();
+        let mut reader = MessageReader::new(BufReader::new(read), HANDSHAKE_BYTES_MAX);
+        let mut writer = MessageWriter::new(write);
+        while let Ok(Some(message)) = reader.recv::<ToAgent>().await {
+            let answer = match message {
+                ToAgent::Challenge { nonce } => FromAgent::Hello {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    name: "skewed".to_string(),
+                    index: None,
+                    proof: proof(secret, &nonce),
+                },
+                ToAgent::Ping { coordinator_us } => {
+                    tokio::time::sleep(delay).await;
+                    FromAgent::Pong {
+                        coordinator_us,
+                        agent_us: unix_us().saturating_add_signed(skew_us),
+                    }
+                }
+                ToAgent::Assign(_) | ToAgent::Refused { .. } => return,
+            };
+            writer.send(&answer).await.unwrap();
+            writer.flush().await.unwrap();
+        }
+    }
+
+    async fn shake_with(skew_us: i64, delay: Duration) -> Result<Shaken, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(skewed_agent(addr, b"0123456789abcdef", skew_us, delay));
+        let (stream, peer) = listener.accept().await.unwrap();
+        handshake(stream, peer, b"0123456789abcdef").await
+    }
+
+    #[tokio::test]
+    async fn an_agents_clock_offset_is_measured_and_bounded() {
+        // Five seconds ahead: measured within the bound the round trips give.
+        let shaken = shake_with(5_000_000, Duration::ZERO).await.unwrap();
+        let report = &shaken.joined.report;
+        let error = (report.clock_offset_us - 5_000_000).unsigned_abs();
+        assert!(error <= report.clock_uncertainty_us + 1_000, "{report:?}");
+        assert!(report.clock_uncertainty_us < 10_000, "{report:?}");
+        // Answers that take 120 ms leave the offset uncertain by 60 ms: refused.
+        let slow = shake_with(0, Duration::from_millis(120)).await;
+        let reason = slow.err().expect("refused");
+        assert!(reason.contains("cannot be placed within 50 ms"), "{reason}");
+    }
+
     #[test]
     fn only_the_right_secret_proves_a_nonce() {
         let nonce = hex(&[7; NONCE_BYTES]);
