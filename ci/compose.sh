@@ -6,6 +6,8 @@
 # removed at the end, also when a step fails, so a second run starts clean.
 #
 # Usage: bash ci/compose.sh [SCENARIO]   (the release binaries must be built, or are)
+# Without a SCENARIO it runs compose-failover, then compose-agents with two agent
+# containers (`ci/agents.sh --containers`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,3 +60,9 @@ done
 
 rm -rf "$out"
 target/release/catwar-sim run "$scenario" --target "$data/topology.json" --out "$out"
+
+# The default run goes on with the same containers: two simulator agents, themselves
+# containers of the project's image, share a short scenario's clients (SPEC §4).
+if [ "$#" -eq 0 ]; then
+  bash ci/agents.sh --containers scenarios/compose-agents.toml -- --target "$data/topology.json"
+fi
