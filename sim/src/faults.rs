@@ -447,11 +447,7 @@ async fn on_container(
         return signal_pid(fault, record, pid, metrics, start);
     }
     record.pid = Some(pid);
-    let now = Instant::now();
-    record.executed_at_ms = millis_since(start, now);
-    if fault.stops_balancer() {
-        metrics.mark_kill(now);
-    }
+    record.executed_at_ms = millis_since(start, Instant::now());
     // A partitioned container gets its own address back when it is reconnected.
     let mut address = None;
     let started = match fault.action {
@@ -475,6 +471,12 @@ async fn on_container(
     if let Err(e) = started {
         record.detail = Some(crate::error_chain(&e));
         return record;
+    }
+    // The failover window opens once the engine says the fault holds: a network
+    // disconnect takes effect up to a second after it is asked for on a busy host, and
+    // the old term's picks go on until then.
+    if fault.stops_balancer() {
+        metrics.mark_kill(Instant::now());
     }
     record.ok = true;
     if fault.action.lasts() {
