@@ -7,6 +7,9 @@
 #      server pinned to core 0 and wrk to core 1
 #   4. lobby GET /v1/me p99 at a constant rate (benches/lobby.rs, free of coordinated
 #      omission) while logins saturate the pool vs the same probe idle
+#   5. a login flood at ten times what the argon2 workers verify (criterion's figure):
+#      the same lobby probe during the flood vs idle, profile's answers (granted, busy),
+#      and profile's resident memory before the flood and at its peak
 # Traffic goes to 127.0.0.1 only. DURATION_S (default 10) sets each wrk run's length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +18,13 @@ WORKERS=2
 # The lobby probe's constant request rate: a busy lobby's worth of players, well below
 # what it can serve, so the probe measures waiting and not saturation.
 PROBE_RATE=${PROBE_RATE:-2000}
+# The login flood of figure 5, in multiples of the workers' capacity (issue 10).
+FLOOD_FACTOR=${FLOOD_FACTOR:-10}
+# Its keep-alive connections: eight times profile's login queue, so the queue overflows
+# while the many connections not waiting in it keep offering the flood's rate, each with
+# pauses long beside its answers' round trips.
+LOGIN_QUEUE=$(grep -oP 'pub const LOGIN_QUEUE_MAX: usize = \K\d+' reference-server/src/services/profile.rs)
+FLOOD_CONNECTIONS=$((8 * LOGIN_QUEUE))
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
 need wrk wrk; need nginx nginx-light; need taskset util-linux; need openssl openssl
@@ -66,6 +76,34 @@ import re, sys
 p99 = lambda line: float(re.search(r"p99 ([\d.]+) ms", line).group(1))
 i, b = p99(sys.argv[1]), p99(sys.argv[2])
 print(f"lobby /v1/me p99 at a constant rate: idle {i:.3f} ms, during login storm {b:.3f} ms, ratio {b/i:.2f} (goal <= 2)")
+PY
+
+echo "== 5. a login flood at ${FLOOD_FACTOR}x capacity (owasp, $WORKERS workers, queue $LOGIN_QUEUE)"
+flood_rate=$(python3 -c "print($FLOOD_FACTOR * $WORKERS / ($owasp_ns / 1e9))")
+# Each connection pauses between its logins so that the ones not waiting in the queue
+# offer the flood's rate between them.
+delay_ms=$(python3 -c "print(round(1000 * ($FLOOD_CONNECTIONS - $LOGIN_QUEUE - $WORKERS) / $flood_rate))")
+profile_pid=$(pid_of "$d1" profile)
+echo 5 >"/proc/$profile_pid/clear_refs"   # resets VmHWM, so it is the flood's peak
+rss_before=$(awk '/^VmRSS/ {print $2}' "/proc/$profile_pid/status")
+# Idle again just before the flood, so both probes see the machine as it is then.
+idle=$(probe); echo "idle:  $idle"
+# Queued logins wait seconds for their answer; wrk must not count them as timeouts.
+DELAY_MS=$delay_ms USERS=200 wrk -t2 -c"$FLOOD_CONNECTIONS" -d"$((DURATION_S + 2))s" --timeout 60s -s ci/wrk/flood.lua "https://$profile" >"$work/flood.txt" &
+flood=$!; sleep 1
+flooded=$(probe); echo "flood: $flooded"
+wait "$flood"
+rss_peak=$(awk '/^VmHWM/ {print $2}' "/proc/$profile_pid/status")
+grep -E 'Requests/sec|answers|Socket errors' "$work/flood.txt" || true
+python3 - "$idle" "$flooded" "$(rps <"$work/flood.txt")" "$flood_rate" "$FLOOD_FACTOR" "$rss_before" "$rss_peak" <<'PY'
+import re, sys
+p99 = lambda line: float(re.search(r"p99 ([\d.]+) ms", line).group(1))
+i, f = p99(sys.argv[1]), p99(sys.argv[2])
+answered, offered, factor = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+before, peak = int(sys.argv[6]), int(sys.argv[7])
+print(f"logins answered {answered:.0f}/s = {factor * answered / offered:.1f}x capacity (aimed at {offered:.0f}/s)")
+print(f"lobby /v1/me p99 at a constant rate: idle {i:.3f} ms, during the flood {f:.3f} ms, ratio {f/i:.2f} (goal <= 2)")
+print(f"profile RSS before the flood {before / 1024:.1f} MiB, peak during it {peak / 1024:.1f} MiB")
 PY
 
 echo "== 2. logins/s, argon2 fast, vs openssl s_time -new"

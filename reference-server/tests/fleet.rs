@@ -379,12 +379,7 @@ pub fn closed_eventually(stream: &mut TcpStream) -> bool {
 
 /// A TLS client that trusts exactly the fleet's certificate.
 pub fn tls_connector(fleet: &Fleet) -> native_tls::TlsConnector {
-    let cert = native_tls::Certificate::from_pem(&std::fs::read(fleet.cert()).unwrap()).unwrap();
-    native_tls::TlsConnector::builder()
-        .add_root_certificate(cert)
-        .disable_built_in_roots(true)
-        .build()
-        .unwrap()
+    crate::util::tls_connector(&fleet.cert())
 }
 
 /// A finished TLS handshake with profile from the loopback address `from`.

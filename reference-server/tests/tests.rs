@@ -13,6 +13,7 @@ mod failover;
 mod file_node;
 mod fleet;
 mod http_limits;
+mod login_flood;
 mod login_lobby;
 mod methods;
 mod play;

@@ -256,6 +256,16 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// A TLS client that trusts exactly the certificate at `cert` (profile's own).
+pub fn tls_connector(cert: &Path) -> native_tls::TlsConnector {
+    let cert = native_tls::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap();
+    native_tls::TlsConnector::builder()
+        .add_root_certificate(cert)
+        .disable_built_in_roots(true)
+        .build()
+        .unwrap()
+}
+
 /// One request over a new TLS connection that trusts exactly the certificate at `cert`.
 pub fn tls_request(
     addr: SocketAddr,
@@ -265,12 +275,7 @@ pub fn tls_request(
     bearer: Option<&str>,
     body: &str,
 ) -> Raw {
-    let cert = native_tls::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap();
-    let connector = native_tls::TlsConnector::builder()
-        .add_root_certificate(cert)
-        .disable_built_in_roots(true)
-        .build()
-        .unwrap();
+    let connector = tls_connector(cert);
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(crate::util::WAIT_S_MAX)))
         .unwrap();

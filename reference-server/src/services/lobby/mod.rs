@@ -44,6 +44,10 @@ const RANKING_LIMIT_DEFAULT: u64 = 10;
 const RANKING_REFRESH_MS: u64 = 5_000;
 /// How often pending session writes (last use, revocations) reach the DB.
 const FLUSH_INTERVAL_MS: u64 = 100;
+/// How often cached sessions idle for the idle timeout are dropped: a minute's logins at
+/// most outlive it in memory, and one pass over the cache holds the state lock for well
+/// under a millisecond at tens of thousands of sessions.
+const SESSION_PRUNE_INTERVAL_MS: u64 = 60_000;
 /// User rows kept in memory; when full the cache starts over (rows reload on use).
 const USERS_CACHED_MAX: usize = 1_000_000;
 /// Threads loading cache misses; SQLite reads are short, two keep one slow read from
@@ -296,6 +300,21 @@ impl Shared {
         }
     }
 
+    /// Drops the cached sessions nobody can be served from any more (see
+    /// [`Sessions::prune`]), so the cache does not grow with every login of a long run.
+    fn prune_sessions(&self) {
+        let now = db::now_ms();
+        let count = self
+            .state
+            .lock()
+            .expect("lobby state lock")
+            .sessions
+            .prune(now);
+        if count > 0 {
+            tracing::info!(count, "dropped cached sessions idle for the idle timeout");
+        }
+    }
+
     fn flush(&self) {
         let (touched, revoked) = self
             .state
@@ -502,6 +521,12 @@ pub fn start(
         }
         // Last uses and revocations made before the stop still reach the DB.
         s.flush();
+    })?;
+    let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));
+    running.add_thread("lobby-prune", move || {
+        while sleep_unless_stopped(&st, Duration::from_millis(SESSION_PRUNE_INTERVAL_MS)) {
+            s.prune_sessions();
+        }
     })?;
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));
     running.add_thread("lobby-ranking", move || {

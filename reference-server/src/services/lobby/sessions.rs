@@ -6,6 +6,10 @@
 //! made here are written back by a flusher thread. A revocation is committed by the
 //! caller on a worker before it answers `login_again`; the flusher writes it again, so
 //! one that never reached a worker (a full queue) is not lost either.
+//!
+//! Copies nobody can be served from any more (idle here for the idle timeout) are pruned
+//! every minute, so the cache holds the sessions of the last idle timeout and not every
+//! session a long run ever saw.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -125,10 +129,21 @@ impl Sessions {
         )
     }
 
-    fn evict(&mut self) {
-        let (now, idle) = (crate::domain::db::now_ms(), self.idle_ms);
+    /// Drops the copies of sessions unused here for the idle timeout and returns how many
+    /// went. Such a copy serves no request: its next use asks the DB either way, as an
+    /// idle copy must (a router or an observer may have used the session since). A
+    /// revocation made here and not yet written keeps its copy, so no reload can bring
+    /// the session back before the DB knows of it.
+    pub fn prune(&mut self, now_ms: i64) -> usize {
+        let before = self.map.len();
+        let (idle, pending) = (self.idle_ms, &self.revoked);
         self.map
-            .retain(|_, s| !s.facts.revoked && now - s.facts.last_used_ms < idle);
+            .retain(|hash, s| now_ms - s.facts.last_used_ms < idle || pending.contains(hash));
+        before - self.map.len()
+    }
+
+    fn evict(&mut self) {
+        self.prune(crate::domain::db::now_ms());
         if self.map.len() >= SESSIONS_CACHED_MAX {
             // Still full of live sessions: drop a tenth; they reload from the DB on use.
             let drop: Vec<String> = self
@@ -190,6 +205,51 @@ mod tests {
         let (touched, revoked) = s.take_writes();
         assert_eq!(touched, vec![("h".to_string(), 999)]);
         assert_eq!(revoked, vec!["g".to_string()]);
+    }
+
+    #[test]
+    fn pruning_forgets_idle_copies_and_keeps_unwritten_revocations() {
+        let home: IpAddr = "127.10.0.1".parse().unwrap();
+        let other: IpAddr = "127.20.0.1".parse().unwrap();
+        let mut s = Sessions::new(1000);
+        s.load(row("idle", "127.10.0.1", 0));
+        s.load(row("used", "127.10.0.1", 0));
+        s.load(row("revoked", "127.10.0.1", 0));
+        assert_eq!(code(s.authorize("used", home, 500, false)), "user1");
+        // Presented from another IP: revoked here, the DB not told yet.
+        assert_eq!(code(s.authorize("revoked", other, 600, false)), "revoke");
+        assert_eq!(s.prune(1000), 1, "only the idle copy goes");
+        assert_eq!(code(s.authorize("idle", home, 1000, false)), "miss");
+        assert_eq!(code(s.authorize("used", home, 1000, false)), "user1");
+        assert_eq!(
+            code(s.authorize("revoked", home, 1000, false)),
+            "access_denied"
+        );
+        // Once written, the revoked copy goes like any idle one, and the DB answers.
+        let (_, revoked) = s.take_writes();
+        assert_eq!(revoked, vec!["revoked".to_string()]);
+        assert_eq!(s.prune(1000), 1);
+        assert_eq!(code(s.authorize("revoked", home, 1000, false)), "miss");
+    }
+
+    #[test]
+    fn a_long_run_keeps_only_the_sessions_of_the_last_idle_timeout() {
+        // A new session every second for 1,000 s, never used again, with a 5 s idle
+        // timeout and a prune every 10 s: the cache holds at most the sessions of the
+        // last prune interval and idle timeout, however long the run.
+        let mut s = Sessions::new(5_000);
+        let mut held_max = 0;
+        for second in 0..1_000 {
+            s.load(row(&format!("s{second}"), "127.10.0.1", second * 1000));
+            held_max = held_max.max(s.map.len());
+            if second % 10 == 0 {
+                s.prune(second * 1000);
+            }
+        }
+        assert_eq!(held_max, 10 + 5);
+        s.load(row("fresh", "127.10.0.1", 999_500));
+        s.prune(1_000_000);
+        assert!(s.map.contains_key("fresh"), "a session in use stays");
     }
 
     #[test]
