@@ -57,12 +57,12 @@ const VERIFY_SPEED_MARGIN: f64 = 2.0;
 /// own span: requests still in flight when the flood stops may find room as it drains.
 const TRANSIT_S: f64 = 1.0;
 /// Resident memory the profile process may reach. argon2 allocates its 19 MiB block
-/// afresh for every verification and glibc keeps the freed blocks in its arenas, apart:
-/// with one worker the process levels off at about 150 MiB within ten logins and stays
-/// there whatever the load (measured: 10, 100 and 600 logins). An idle TLS connection
-/// adds about 13 KiB, 7 MiB for the flood's; a queued login a few hundred bytes. The
-/// bound leaves about 100 MiB above that level: room for one more 64 MiB arena heap.
-const PROFILE_RSS_KIB_MAX: u64 = 256 * 1024;
+/// afresh for every verification and glibc keeps freed blocks in the worker's arena,
+/// apart: one worker levels off between 130 and 190 MiB within ten logins, whatever the
+/// load (five runs of 400 logins each). An idle TLS connection adds about 13 KiB (7 MiB
+/// for the flood's), a queued login a few hundred bytes. The bound is 130 MiB above the
+/// highest of those levels.
+const PROFILE_RSS_KIB_MAX: u64 = 320 * 1024;
 
 /// What one login attempt of the flood got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
