@@ -3,9 +3,9 @@
 
 For each step, the median of the per-second p99s over the first five minutes after the
 ramp (minutes 1-6 of scenarios/soak.toml) against the last five minutes, and the drift
-between them. The medians of every other five-minute window are printed too: how far
-two windows of the same run differ with nothing changed is the floor below which a
-drift means nothing.
+between them. The medians of every five-minute window are printed too, with their spread (highest
+over lowest): how far two windows of one run differ with nothing changed is the floor
+below which a drift means nothing.
 
     python3 ci/soak-drift.py target/soak/report.json [--steps login,lobby.me] [--skip-s 60]
 """
@@ -38,14 +38,13 @@ def main():
     for step in args.steps.split(","):
         first = window_median(points, step, args.skip_s, args.skip_s + WINDOW_S)
         last = window_median(points, step, end_s - WINDOW_S, end_s)
-        windows = [
-            window_median(points, step, start, start + WINDOW_S)
-            for start in range(args.skip_s, end_s - WINDOW_S + 1, WINDOW_S)
-        ]
+        starts = list(range(args.skip_s, end_s - 2 * WINDOW_S + 1, WINDOW_S)) + [end_s - WINDOW_S]
+        windows = [window_median(points, step, start, start + WINDOW_S) for start in starts]
         print(
             f"{step}: median per-second p99 {first:.3f} ms first five minutes, {last:.3f} ms "
             f"last five, drift {100 * (last - first) / first:+.1f} %; every window: "
             + " ".join(f"{w:.3f}" for w in windows if w is not None)
+            + f" (spread {100 * (max(windows) / min(windows) - 1):.0f} %)"
         )
 
 
