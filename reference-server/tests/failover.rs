@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use catwar_server::domain::resources::{ensure_default, Catalog, DEFAULT_PREVIOUS_VERSION};
 use catwar_server::runtime::event_loop::{bind_loopback, Limits, ServerHandle};
@@ -167,44 +167,6 @@ fn observer_takes_over_with_a_higher_epoch_and_the_old_balancer_stays_standby() 
     // When the observer dies in turn, the balancer takes over with the next epoch.
     cluster.kill_balancer(1);
     assert!(cluster.wait_active(0) > new_epoch);
-}
-
-#[test]
-fn a_standby_whose_peer_answers_nothing_promotes_at_the_deadline() {
-    // A peer cut off from the network, as seen from loopback: the kernel completes each
-    // connection and nothing ever answers, so every heartbeat waits out its timeout.
-    let silent_peer = bind_loopback().unwrap();
-    let interval = Duration::from_millis(1000);
-    let deadline = Duration::from_millis(2000);
-    let listener = bind_loopback().unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = BalancerConfig {
-        role: Role::Observer,
-        peer: silent_peer.local_addr().unwrap(),
-        nodes: Vec::new(),
-        heartbeat_interval: interval,
-        heartbeat_deadline: deadline,
-        health_interval: interval,
-        epoch_file: None,
-    };
-    let started = Instant::now();
-    let standby = balancer::start(listener, config, Limits::default()).unwrap();
-    wait_for("the standby to promote itself", || {
-        (get(addr, "/v1/status").json()["role"] == "active").then_some(())
-    });
-    let took = started.elapsed();
-    // Each heartbeat times out after half the deadline and the next one starts at once,
-    // so the second ends at the deadline and promotes. A pause of an interval after each
-    // timeout would promote only at 3 s.
-    assert!(
-        took >= deadline,
-        "promoted after {took:?}, before the deadline"
-    );
-    assert!(
-        took < deadline + interval / 2,
-        "promoted after {took:?}: the cut-off peer was given more than the deadline"
-    );
-    standby.shutdown().unwrap();
 }
 
 #[test]

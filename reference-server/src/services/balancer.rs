@@ -229,7 +229,6 @@ fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
     // dead peer refuses the connection at once either way.
     let timeout = (config.heartbeat_deadline / 2).max(config.heartbeat_interval);
     loop {
-        let began = Instant::now();
         let seen = match client::get(config.peer, "/v1/status", timeout)
             .and_then(|r| r.json::<Status>())
         {
@@ -251,12 +250,7 @@ fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
             }
             None => {}
         }
-        // Heartbeats start an interval apart. A cut-off peer answers nothing and each call
-        // waits out the timeout; pausing a whole interval after that as well would give
-        // it that much longer than a dead peer (refused at once) before the deadline is
-        // seen to have passed.
-        let pause = config.heartbeat_interval.saturating_sub(began.elapsed());
-        if !sleep_unless_stopped(stop, pause) {
+        if !sleep_unless_stopped(stop, config.heartbeat_interval) {
             return;
         }
     }

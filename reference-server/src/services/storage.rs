@@ -10,22 +10,18 @@
 //! that a balancer which still answers (the standby included) sees healthy right now,
 //! marked `"stale": true`, and answers 503 only when no balancer can name a live node.
 //! Stale answers never move storage's fencing: only a pick raises the epoch it trusts.
-//!
-//! A balancer that does not answer at all (dead, or cut off from the network, where every
-//! call waits out its timeout) is left aside for a moment while another one answers, so
-//! that a failover does not make every update wait on the balancer that went away.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::public_addrs::PublicAddrs;
 use crate::domain::resources::{valid_version, Catalog, FileEntry};
-use crate::runtime::client::{self, ClientResponse};
+use crate::runtime::client;
 use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
 use crate::runtime::http::{self, Request, Response};
 use crate::runtime::jobs::{defer_to_pool, JobPool};
@@ -36,13 +32,6 @@ use crate::runtime::running::Running;
 pub const PICK_N_DEFAULT: usize = 2;
 /// A balancer that takes longer than this to pick is treated as down for this request.
 const PICK_TIMEOUT_MS: u64 = 200;
-/// A balancer that did not answer at all is asked again only this long after, by one
-/// request, while another balancer answers: a cut-off balancer answers nothing and each
-/// call to it waits out [`PICK_TIMEOUT_MS`], which would otherwise delay every update
-/// (and the first pick of the balancer taking over) during a partition. Long enough that
-/// those retries hold few of the pick workers, short enough that a balancer which was
-/// only slow once is back in use within half a second.
-const SILENT_RETRY_MS: u64 = 500;
 /// Threads that talk to balancers. Picks are short loopback calls; four keep a slow
 /// balancer from queueing every update behind it.
 const PICK_WORKERS: usize = 4;
@@ -76,24 +65,18 @@ impl StorageConfig {
 
 /// Follows the active balancer: the one that last answered, unless another answers with
 /// a higher epoch. An answer below the highest epoch seen comes from a balancer that has
-/// not yet learned it was replaced, and is not used. A balancer that answered nothing is
-/// skipped until [`Picker::silent_retry`] has passed, as long as another one answers.
+/// not yet learned it was replaced, and is not used.
 #[derive(Debug)]
 struct Picker {
     balancers: Vec<SocketAddr>,
     pick_n: usize,
-    /// See [`SILENT_RETRY_MS`].
-    silent_retry: Duration,
     state: Mutex<PickerState>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct PickerState {
     preferred: usize,
     epoch_max: u64,
-    /// Per balancer: when it may be asked again after it answered nothing; `None` while
-    /// it answers (a refusal such as `503 standby` is an answer).
-    silent_until: Vec<Option<Instant>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,62 +99,16 @@ struct NodeView {
 }
 
 impl Picker {
-    fn new(balancers: Vec<SocketAddr>, pick_n: usize, silent_retry: Duration) -> Picker {
-        Picker {
-            state: Mutex::new(PickerState {
-                preferred: 0,
-                epoch_max: 0,
-                silent_until: vec![None; balancers.len()],
-            }),
-            balancers,
-            pick_n,
-            silent_retry,
-        }
-    }
-
-    /// `GET path` on balancer `i`, unless it is left aside: it answered nothing last
-    /// time, its retry time has not come, and another balancer answers. The first request
-    /// past the retry time asks it again and moves the time on, so that the requests
-    /// running meanwhile keep leaving it aside. When no balancer answers, each is asked,
-    /// as before any of them fell silent.
-    fn ask(&self, i: usize, path: &str) -> Option<ClientResponse> {
-        {
-            let mut state = self.state.lock().expect("picker lock");
-            let now = Instant::now();
-            if let Some(until) = state.silent_until[i] {
-                let another_answers = state
-                    .silent_until
-                    .iter()
-                    .enumerate()
-                    .any(|(j, silent)| j != i && silent.is_none());
-                if another_answers && now < until {
-                    return None;
-                }
-                state.silent_until[i] = Some(now + self.silent_retry);
-            }
-        }
-        let result = client::get(
-            self.balancers[i],
-            path,
-            Duration::from_millis(PICK_TIMEOUT_MS),
-        );
-        let mut state = self.state.lock().expect("picker lock");
-        state.silent_until[i] = match result {
-            Ok(_) => None,
-            Err(_) => Some(Instant::now() + self.silent_retry),
-        };
-        result.ok()
-    }
-
     fn pick(&self) -> Option<Pick> {
         let (preferred, epoch_max) = {
             let state = self.state.lock().expect("picker lock");
             (state.preferred, state.epoch_max)
         };
         let count = self.balancers.len();
+        let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
         let path = format!("/v1/pick?n={}", self.pick_n);
         for i in (0..count).map(|k| (preferred + k) % count) {
-            let Some(response) = self.ask(i, &path) else {
+            let Ok(response) = client::get(self.balancers[i], &path, timeout) else {
                 continue;
             };
             if response.status != 200 {
@@ -199,8 +136,9 @@ impl Picker {
     /// highest storage trusts, so clients never see a term go backwards.
     fn stale_view(&self) -> Option<Pick> {
         let epoch_max = self.state.lock().expect("picker lock").epoch_max;
-        (0..self.balancers.len()).find_map(|i| {
-            let response = self.ask(i, "/v1/status")?;
+        let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
+        self.balancers.iter().find_map(|&balancer| {
+            let response = client::get(balancer, "/v1/status", timeout).ok()?;
             let view = (response.status == 200)
                 .then(|| response.json::<BalancerView>().ok())
                 .flatten()?;
@@ -250,11 +188,11 @@ impl Storage {
         Ok(Storage {
             current: config.catalog.current.as_str().into(),
             manifest: config.catalog.current_manifest().into(),
-            picker: Arc::new(Picker::new(
-                config.balancers,
-                config.pick_n,
-                Duration::from_millis(SILENT_RETRY_MS),
-            )),
+            picker: Arc::new(Picker {
+                balancers: config.balancers,
+                pick_n: config.pick_n,
+                state: Mutex::new(PickerState::default()),
+            }),
             public: Arc::new(config.public),
             pool: JobPool::new("storage-pick", PICK_WORKERS, PICK_QUEUE_MAX)?,
         })
@@ -350,147 +288,4 @@ pub fn start(listener: TcpListener, config: StorageConfig, limits: Limits) -> io
         server.spawn("storage")?,
         Arc::new(AtomicBool::new(false)),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-    /// A fake balancer's mode: holds every connection and answers nothing, as a balancer
-    /// cut off from the network does.
-    const SILENT: u64 = u64::MAX;
-    /// Refuses picks with `503 standby`; any other mode picks at that epoch.
-    const STANDBY: u64 = 0;
-    /// The node every fake balancer's status sees healthy.
-    const HEALTHY_NODE: &str = "10.0.0.2:2";
-
-    /// A balancer on loopback whose behaviour a test switches, counting its connections.
-    struct FakeBalancer {
-        addr: SocketAddr,
-        mode: Arc<AtomicU64>,
-        calls: Arc<AtomicUsize>,
-    }
-
-    impl FakeBalancer {
-        fn start(mode: u64) -> FakeBalancer {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let mode = Arc::new(AtomicU64::new(mode));
-            let calls = Arc::new(AtomicUsize::new(0));
-            let (m, c) = (Arc::clone(&mode), Arc::clone(&calls));
-            std::thread::spawn(move || {
-                let mut held = Vec::new();
-                for stream in listener.incoming() {
-                    let Ok(mut stream) = stream else { continue };
-                    c.fetch_add(1, Ordering::SeqCst);
-                    let epoch = m.load(Ordering::SeqCst);
-                    if epoch == SILENT {
-                        held.push(stream);
-                        continue;
-                    }
-                    let mut head = [0u8; 1024];
-                    let n = stream.read(&mut head).unwrap_or(0);
-                    let is_pick = head[..n].starts_with(b"GET /v1/pick");
-                    let (status, body) = match (is_pick, epoch) {
-                        (true, STANDBY) => (
-                            "503 Service Unavailable",
-                            r#"{"error":"standby","detail":"standby"}"#.to_string(),
-                        ),
-                        (true, _) => (
-                            "200 OK",
-                            format!(r#"{{"epoch":{epoch},"endpoints":["10.0.0.1:1"]}}"#),
-                        ),
-                        (false, _) => (
-                            "200 OK",
-                            format!(
-                                r#"{{"role":"standby","epoch":1,"nodes":[{{"addr":"{HEALTHY_NODE}","healthy":true,"active_conns":0}}]}}"#
-                            ),
-                        ),
-                    };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                }
-            });
-            FakeBalancer { addr, mode, calls }
-        }
-
-        fn set(&self, mode: u64) {
-            self.mode.store(mode, Ordering::SeqCst);
-        }
-
-        fn calls(&self) -> usize {
-            self.calls.load(Ordering::SeqCst)
-        }
-    }
-
-    fn picker(balancers: &[&FakeBalancer], silent_retry: Duration) -> Picker {
-        Picker::new(balancers.iter().map(|b| b.addr).collect(), 2, silent_retry)
-    }
-
-    #[test]
-    fn a_cut_off_balancer_is_left_aside_while_the_standby_answers_and_takes_over() {
-        let cut_off = FakeBalancer::start(SILENT);
-        let standby = FakeBalancer::start(STANDBY);
-        let picker = picker(&[&cut_off, &standby], Duration::from_secs(60));
-        for _ in 0..5 {
-            assert!(picker.pick().is_none(), "the standby does not pick");
-            let view = picker
-                .stale_view()
-                .expect("the standby's view of healthy nodes");
-            assert_eq!(view.endpoints, [HEALTHY_NODE]);
-        }
-        // Only the first pick waited on the cut-off balancer.
-        assert_eq!(cut_off.calls(), 1);
-        standby.set(7);
-        assert_eq!(picker.pick().map(|p| p.epoch), Some(7));
-        assert_eq!(cut_off.calls(), 1);
-    }
-
-    #[test]
-    fn a_silent_balancer_is_asked_again_after_its_retry_time() {
-        let retry = Duration::from_millis(400);
-        let first = FakeBalancer::start(SILENT);
-        let standby = FakeBalancer::start(STANDBY);
-        let picker = picker(&[&first, &standby], retry);
-        assert!(picker.pick().is_none());
-        assert!(picker.pick().is_none());
-        assert_eq!(first.calls(), 1, "left aside within its retry time");
-        first.set(5);
-        std::thread::sleep(retry);
-        assert_eq!(picker.pick().map(|p| p.epoch), Some(5));
-        assert_eq!(first.calls(), 2);
-    }
-
-    #[test]
-    fn a_lower_epoch_is_refused_while_the_balancer_that_had_a_higher_one_is_silent() {
-        let active = FakeBalancer::start(6);
-        let stale = FakeBalancer::start(5);
-        let picker = picker(&[&active, &stale], Duration::from_secs(60));
-        assert_eq!(picker.pick().map(|p| p.epoch), Some(6));
-        active.set(SILENT);
-        for _ in 0..3 {
-            assert!(
-                picker.pick().is_none(),
-                "epoch 5 must not be trusted after 6"
-            );
-        }
-        assert_eq!(active.calls(), 2, "asked once more, then left aside");
-        stale.set(7);
-        assert_eq!(picker.pick().map(|p| p.epoch), Some(7));
-    }
-
-    #[test]
-    fn when_no_balancer_answers_each_is_still_asked() {
-        let a = FakeBalancer::start(SILENT);
-        let b = FakeBalancer::start(SILENT);
-        let picker = picker(&[&a, &b], Duration::from_secs(60));
-        assert!(picker.pick().is_none());
-        assert!(picker.pick().is_none());
-        assert_eq!((a.calls(), b.calls()), (2, 2));
-    }
 }
