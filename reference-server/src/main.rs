@@ -129,6 +129,20 @@ enum Cmd {
         /// reach this service (a Kubernetes Service's address, in front of the pod).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// The admin listener (`/metrics`, `/healthz`) here instead of at the plan's
+        /// metrics address [default with --listen: its host, a free port].
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Print a Prometheus scrape configuration for a topology.json: one job, `catwar`,
+    /// with every service's admin listener as a target labelled `service=NAME`.
+    PrometheusConfig {
+        /// The topology file (DIR/topology.json of a running `up`).
+        #[arg(long, value_name = "FILE")]
+        topology: PathBuf,
+        /// How often Prometheus scrapes each service.
+        #[arg(long, value_name = "S", default_value_t = catwar_server::compose::prometheus::SCRAPE_INTERVAL_S_DEFAULT)]
+        scrape_interval_s: u64,
     },
 }
 
@@ -244,7 +258,12 @@ fn main() -> ExitCode {
             service,
             plan,
             listen,
-        } => serve(&service, &plan, listen),
+            metrics_listen,
+        } => serve(&service, &plan, listen, metrics_listen),
+        Cmd::PrometheusConfig {
+            topology,
+            scrape_interval_s,
+        } => prometheus_config(&topology, scrape_interval_s),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -454,9 +473,16 @@ fn kill(service: &str, data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one service for `up`, telling it on stdout whether the service listens (see
-/// [`Readiness`]); at `listen` when given, else at its plan address.
-fn serve(name: &str, plan_path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+/// Runs one service for `up`, telling it on stdout whether the service and its admin
+/// listener listen (see [`Readiness`]); at `listen` when given, else at its plan address,
+/// and the admin listener at `metrics_listen`, else on `listen`'s host at a free port,
+/// else at its plan address.
+fn serve(
+    name: &str,
+    plan_path: &Path,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     init_logging(name);
     let started = (|| {
         let plan = Plan::read(plan_path)?;
@@ -464,13 +490,21 @@ fn serve(name: &str, plan_path: &Path, listen: Option<SocketAddr>) -> anyhow::Re
             Some(listen) => listen,
             None => plan.addr_of(name)?,
         };
+        let metrics = match (metrics_listen, listen) {
+            (Some(metrics), _) => metrics,
+            (None, Some(listen)) => SocketAddr::new(listen.ip(), 0),
+            (None, None) => plan.metrics_of(name)?,
+        };
         let listener =
             std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let metrics_listener = std::net::TcpListener::bind(metrics)
+            .with_context(|| format!("binding the metrics listener {metrics}"))?;
+        let metrics = metrics_listener.local_addr()?;
         let stop = stop_on_signals()?;
-        let running = serve::start(&plan, name, listener)?;
-        anyhow::Ok((addr, stop, running))
+        let running = serve::start(&plan, name, listener, metrics_listener)?;
+        anyhow::Ok((addr, metrics, stop, running))
     })();
-    let (addr, stop, running) = match started {
+    let (addr, metrics, stop, running) = match started {
         Ok(started) => started,
         Err(err) => {
             // `up` reads the reason; if it is gone, the error below still reaches stderr.
@@ -478,7 +512,7 @@ fn serve(name: &str, plan_path: &Path, listen: Option<SocketAddr>) -> anyhow::Re
             return Err(err.context(format!("service {name}")));
         }
     };
-    Readiness::Ready(addr)
+    Readiness::Ready { addr, metrics }
         .report()
         .with_context(|| format!("service {name}: telling `up` it listens"))?;
     while !stop.load(Ordering::SeqCst) {
@@ -487,6 +521,18 @@ fn serve(name: &str, plan_path: &Path, listen: Option<SocketAddr>) -> anyhow::Re
     running
         .shutdown()
         .with_context(|| format!("service {name}: stopping"))
+}
+
+fn prometheus_config(topology: &Path, scrape_interval_s: u64) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(topology)
+        .with_context(|| format!("reading {}", topology.display()))?;
+    let topology: Topology =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", topology.display()))?;
+    print!(
+        "{}",
+        catwar_server::compose::prometheus::scrape_config(&topology, scrape_interval_s)
+    );
+    Ok(())
 }
 
 /// The error and its causes on one line, each cause once: typed errors name their source

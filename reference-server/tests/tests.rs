@@ -16,6 +16,7 @@ mod http_limits;
 mod login_flood;
 mod login_lobby;
 mod methods;
+mod metrics;
 mod play;
 mod session_rule;
 mod slow_clients;

@@ -293,13 +293,14 @@ fn a_base_port_beyond_the_port_range_exits_64_naming_the_flag_before_touching_th
 #[test]
 fn a_port_in_use_fails_up_naming_the_service_and_address_and_leaves_nothing_running() {
     // Storage listens on the base port itself and starts after the file node and the two
-    // balancers (base + 20, + 10, + 11), so those start first and must be stopped again.
-    // The taken port is one whose partners are free, so the failure is storage's.
+    // balancers (base + 20, + 10, + 11, and their admin listeners 1000 above), so those
+    // start first and must be stopped again. The taken port is one whose partners are
+    // free, so the failure is storage's.
     let (taken, port) = loop {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let partners_free = port <= u16::MAX - 400
-            && [10, 11, 20]
+        let partners_free = port <= u16::MAX - 1400
+            && [10, 11, 20, 1000, 1010, 1011, 1020]
                 .iter()
                 .all(|offset| std::net::TcpListener::bind(("127.0.0.1", port + offset)).is_ok());
         if partners_free {
@@ -373,11 +374,14 @@ fn a_kubernetes_plan_is_prepared_and_served_at_the_listen_address_not_the_servic
     let ready = Readiness::parse(&line);
     let _ = child.kill();
     let _ = child.wait();
-    let Some(Readiness::Ready(addr)) = ready else {
+    let Some(Readiness::Ready { addr, metrics }) = ready else {
         panic!("serve said {line:?}");
     };
     assert_ne!(addr, node);
     assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    // Without --metrics-listen, the admin listener is on --listen's host too.
+    assert_ne!(metrics, plan.metrics_of("file-node-0").unwrap());
+    assert_eq!(metrics.ip(), std::net::Ipv4Addr::LOCALHOST);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! each with its own address on a project network, so that network faults are real
 //! (SPEC §6). `catwar-server containers --data DIR` writes the plan every container
 //! serves from, the `topology.json` the simulator reads (the ports published on the
-//! host's 127.0.0.1, and each service's container), and `docker-compose.yml`.
+//! host's 127.0.0.1, the admin listeners' too, and each service's container), and
+//! `docker-compose.yml`.
 //!
 //! The data folder is bind-mounted at the same path inside every container, so the plan,
 //! the DB and the certificate have one path everywhere, and match observer containers
@@ -71,6 +72,8 @@ pub fn compose_file(plan: &Plan) -> String {
         let ip = s.addr.ip();
         let port = s.addr.port();
         let public = s.public();
+        let metrics = s.metrics.port();
+        let metrics_public = s.metrics_public();
         let _ = writeln!(y, "  {name}:");
         let _ = writeln!(y, "    image: {}", crate::services::observer::docker::IMAGE);
         let _ = writeln!(y, "    pull_policy: never");
@@ -82,9 +85,11 @@ pub fn compose_file(plan: &Plan) -> String {
         let _ = writeln!(y, "    restart: on-failure");
         let _ = writeln!(
             y,
-            "    ports: [\"{}:{}:{port}\"]",
+            "    ports: [\"{}:{}:{port}\", \"{}:{}:{metrics}\"]",
             public.ip(),
-            public.port()
+            public.port(),
+            metrics_public.ip(),
+            metrics_public.port()
         );
         let _ = writeln!(
             y,
@@ -154,6 +159,7 @@ mod tests {
         let topology = topology(&plan);
         let storage = topology.service("storage").unwrap();
         assert_eq!(storage.addr, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(storage.metrics, "127.0.0.1:8100".parse().unwrap());
         assert_eq!(storage.container.as_deref(), Some("catwar-storage"));
     }
 }

@@ -12,6 +12,11 @@
 //! whose node affinity puts every pod that mounts it on the node labelled
 //! `catwar.io/data=true`. Many nodes need a SQL server in its place (docs/scale-out.md).
 //! The internal key and profile's certificate live in that folder, as on one machine.
+//!
+//! Each pod's admin listener (`/metrics`, `/healthz`) listens on every address at its
+//! plan port, named `metrics` in the pod and the Service, and the pod carries the
+//! `prometheus.io/scrape`, `prometheus.io/port` and `prometheus.io/path` annotations
+//! that the usual Kubernetes scrape configurations of Prometheus look for.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -63,6 +68,9 @@ const READY_FAILURES: u32 = 2;
 const LIVE_PERIOD_S: u64 = 5;
 /// See [`LIVE_PERIOD_S`].
 const LIVE_FAILURES: u32 = 3;
+
+/// The name of the admin listener's port in pods and Services.
+const METRICS_PORT_NAME: &str = "metrics";
 
 /// The manifest files, written in this order and applied in it.
 const FILES: [&str; 2] = ["data.yaml", "services.yaml"];
@@ -285,12 +293,16 @@ spec:
     - name: {port_name}
       port: {port}
       targetPort: {port}
+    - name: {METRICS_PORT_NAME}
+      port: {metrics}
+      targetPort: {metrics}
 ",
         name = object_name(&service.name),
         labels = labels(&service.name, 4),
         ip = service.addr.ip(),
         port_name = Protocol::of(kind).port_name(),
         port = service.addr.port(),
+        metrics = service.metrics.port(),
     );
 }
 
@@ -298,8 +310,19 @@ fn deployment(y: &mut String, service: &PlannedService, kind: ServiceKind) {
     let name = &service.name;
     let port = service.addr.port();
     let protocol = Protocol::of(kind);
+    let metrics = service.metrics.port();
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).to_string();
-    let serve = args(&["serve", name, "--plan", &plan_path(), "--listen", &listen]);
+    let metrics_listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, metrics)).to_string();
+    let serve = args(&[
+        "serve",
+        name,
+        "--plan",
+        &plan_path(),
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        &metrics_listen,
+    ]);
     let env = if matches!(kind, ServiceKind::Play(_)) {
         observer_env()
     } else {
@@ -328,6 +351,10 @@ spec:
     metadata:
       labels:
 {labels8}
+      annotations:
+        prometheus.io/scrape: \"true\"
+        prometheus.io/port: \"{metrics}\"
+        prometheus.io/path: /metrics
     spec:
       terminationGracePeriodSeconds: {grace_s}
       containers:
@@ -338,6 +365,8 @@ spec:
           ports:
             - name: {port_name}
               containerPort: {port}
+            - name: {METRICS_PORT_NAME}
+              containerPort: {metrics}
 {env}          readinessProbe:
 {action}
             periodSeconds: {READY_PERIOD_S}
@@ -462,8 +491,18 @@ mod tests {
                 "clients in the cluster reach the plan address"
             );
             assert!(services.contains(&format!("clusterIP: {}\n", s.addr.ip())));
-            let listen = format!("\"--listen\", \"0.0.0.0:{}\"]", s.addr.port());
-            assert!(services.contains(&listen), "{} listens on its port", s.name);
+            let listen = format!(
+                "\"--listen\", \"0.0.0.0:{}\", \"--metrics-listen\", \"0.0.0.0:{}\"]",
+                s.addr.port(),
+                s.metrics.port()
+            );
+            assert!(
+                services.contains(&listen),
+                "{} listens on its ports",
+                s.name
+            );
+            let annotation = format!("prometheus.io/port: \"{}\"\n", s.metrics.port());
+            assert!(services.contains(&annotation), "{} is scraped", s.name);
         }
         assert_eq!(
             plan.addr_of("storage").unwrap(),

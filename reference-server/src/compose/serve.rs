@@ -1,5 +1,6 @@
-//! `serve`: starts one named service of a plan in this process (what `up` runs per child),
-//! and the one line with which the child tells `up` whether it listens.
+//! `serve`: starts one named service of a plan in this process (what `up` runs per child)
+//! with its admin listener, and the one line with which the child tells `up` whether
+//! both listen.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -50,13 +51,18 @@ pub enum StartError {
 }
 
 /// What a child of `up` reports on its stdout, as one line, once it has bound its own
-/// socket and started (`ready ADDR`) or could not (`failed: WHY`). `up` waits for this
-/// line instead of connecting to the address, because a connection only proves that
-/// *some* process listens there, perhaps another topology's.
+/// sockets and started (`ready ADDR metrics ADDR`) or could not (`failed: WHY`). `up`
+/// waits for this line instead of connecting to the addresses, because a connection
+/// only proves that *some* process listens there, perhaps another topology's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
-    /// The service listens on this address.
-    Ready(SocketAddr),
+    /// The service listens on `addr` and its admin listener on `metrics`.
+    Ready {
+        /// The service's address.
+        addr: SocketAddr,
+        /// The admin listener's address (`/metrics`, `/healthz`).
+        metrics: SocketAddr,
+    },
     /// The service could not start, and why.
     Failed(String),
 }
@@ -65,14 +71,20 @@ impl Readiness {
     /// The prefix of a ready line, followed by the bound address, so `up` can check it
     /// is the planned one.
     const READY: &'static str = "ready ";
+    /// What separates the service's address from the admin listener's on a ready line.
+    const METRICS: &'static str = " metrics ";
     /// The prefix of a failure line, followed by the reason `up` passes on to its user.
     const FAILED: &'static str = "failed: ";
 
     /// Parses a line written by [`Readiness::report`]; `None` for anything else.
     pub fn parse(line: &str) -> Option<Readiness> {
         let line = line.trim_end_matches(['\r', '\n']);
-        if let Some(addr) = line.strip_prefix(Readiness::READY) {
-            return addr.parse().ok().map(Readiness::Ready);
+        if let Some(addrs) = line.strip_prefix(Readiness::READY) {
+            let (addr, metrics) = addrs.split_once(Readiness::METRICS)?;
+            return Some(Readiness::Ready {
+                addr: addr.parse().ok()?,
+                metrics: metrics.parse().ok()?,
+            });
         }
         line.strip_prefix(Readiness::FAILED)
             .map(|why| Readiness::Failed(why.into()))
@@ -82,7 +94,12 @@ impl Readiness {
     pub fn report(&self) -> io::Result<()> {
         let mut out = io::stdout().lock();
         match self {
-            Readiness::Ready(addr) => writeln!(out, "{}{addr}", Readiness::READY)?,
+            Readiness::Ready { addr, metrics } => writeln!(
+                out,
+                "{}{addr}{}{metrics}",
+                Readiness::READY,
+                Readiness::METRICS
+            )?,
             // One line, whatever the error text holds.
             Readiness::Failed(why) => {
                 writeln!(out, "{}{}", Readiness::FAILED, why.replace('\n', " "))?
@@ -92,8 +109,20 @@ impl Readiness {
     }
 }
 
-/// Starts the service `name` of `plan` on `listener` in this process.
-pub fn start(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, StartError> {
+/// Starts the service `name` of `plan` on `listener` in this process, and its admin
+/// listener on `metrics`.
+pub fn start(
+    plan: &Plan,
+    name: &str,
+    listener: TcpListener,
+    metrics: TcpListener,
+) -> Result<Running, StartError> {
+    let mut running = start_service(plan, name, listener)?;
+    running.serve_metrics(metrics)?;
+    Ok(running)
+}
+
+fn start_service(plan: &Plan, name: &str, listener: TcpListener) -> Result<Running, StartError> {
     let kind = ServiceKind::parse(name).ok_or_else(|| StartError::UnknownService(name.into()))?;
     let settings = &plan.settings;
     let limits = Limits::default();
@@ -204,15 +233,23 @@ mod tests {
     #[test]
     fn readiness_lines_parse_and_anything_else_does_not() {
         let addr: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+        let metrics: SocketAddr = "127.0.0.1:8100".parse().unwrap();
         assert_eq!(
-            Readiness::parse("ready 127.0.0.1:7100\n"),
-            Some(Readiness::Ready(addr))
+            Readiness::parse("ready 127.0.0.1:7100 metrics 127.0.0.1:8100\n"),
+            Some(Readiness::Ready { addr, metrics })
         );
         assert_eq!(
             Readiness::parse("failed: binding 127.0.0.1:7100: in use\n"),
             Some(Readiness::Failed("binding 127.0.0.1:7100: in use".into()))
         );
-        for other in ["", "ready", "ready nowhere", "listening 127.0.0.1:1"] {
+        for other in [
+            "",
+            "ready",
+            "ready nowhere",
+            "ready 127.0.0.1:7100",
+            "ready 127.0.0.1:7100 metrics nowhere",
+            "listening 127.0.0.1:1",
+        ] {
             assert_eq!(Readiness::parse(other), None, "{other:?}");
         }
     }

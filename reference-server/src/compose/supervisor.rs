@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::compose::serve::Readiness;
-use crate::compose::topology::{Plan, Topology, TopologyEntry, TopologyError};
+use crate::compose::topology::{Plan, Topology, TopologyEntry, TopologyError, TopologySettings};
 use crate::config::Settings;
 use crate::domain::resources::{self, ResourceError};
 
@@ -155,6 +155,7 @@ pub struct UpOptions {
 struct Supervised {
     name: String,
     addr: SocketAddr,
+    metrics: SocketAddr,
     child: Option<Child>,
     restart_at: Option<Instant>,
 }
@@ -189,6 +190,7 @@ pub fn up(options: &UpOptions, lock: DataLock, stop: &AtomicBool) -> Result<(), 
             .map(|s| Supervised {
                 name: s.name.clone(),
                 addr: s.addr,
+                metrics: s.metrics,
                 child: None,
                 restart_at: None,
             })
@@ -207,7 +209,7 @@ pub fn up(options: &UpOptions, lock: DataLock, stop: &AtomicBool) -> Result<(), 
         attempt += 1;
     };
     let result = started.and_then(|()| {
-        write_topology(data, &children)?;
+        write_topology(data, &options.settings, &children)?;
         tracing::info!(services = children.len(), topology = %Topology::path(data).display(), "topology up");
         supervise(&mut children, options, &plan_path, stop)
     });
@@ -263,8 +265,13 @@ fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), Supervis
     let why = match line.recv_timeout(Duration::from_millis(LISTEN_WAIT_MS)) {
         Err(_) => Some(format!("no word from it after {LISTEN_WAIT_MS} ms")),
         Ok(line) => match Readiness::parse(&line) {
-            Some(Readiness::Ready(addr)) if addr == s.addr => None,
-            Some(Readiness::Ready(addr)) => Some(format!("it listens on {addr} instead")),
+            Some(Readiness::Ready { addr, metrics }) if addr == s.addr && metrics == s.metrics => {
+                None
+            }
+            Some(Readiness::Ready { addr, metrics }) => Some(format!(
+                "it listens on {addr} (metrics {metrics}) instead of {} (metrics {})",
+                s.addr, s.metrics
+            )),
             Some(Readiness::Failed(why)) => Some(why),
             // It closed its stdout, so it is ending: say how.
             None if line.is_empty() => Some(match exit_status(s) {
@@ -282,7 +289,7 @@ fn start_one(s: &mut Supervised, exe: &Path, plan: &Path) -> Result<(), Supervis
             why,
         });
     }
-    tracing::info!(service = %s.name, addr = %s.addr, pid, "service listening");
+    tracing::info!(service = %s.name, addr = %s.addr, metrics = %s.metrics, pid, "service listening");
     Ok(())
 }
 
@@ -340,7 +347,7 @@ fn supervise(
             }
         }
         if changed {
-            write_topology(&options.data_dir, children)?;
+            write_topology(&options.data_dir, &options.settings, children)?;
         }
         std::thread::sleep(Duration::from_millis(SUPERVISE_POLL_MS));
     }
@@ -348,19 +355,25 @@ fn supervise(
     Ok(())
 }
 
-fn write_topology(data: &Path, children: &[Supervised]) -> Result<(), SuperviseError> {
+fn write_topology(
+    data: &Path,
+    settings: &Settings,
+    children: &[Supervised],
+) -> Result<(), SuperviseError> {
     let services = children
         .iter()
         .filter_map(|s| {
             s.child.as_ref().map(|c| TopologyEntry {
                 name: s.name.clone(),
                 addr: s.addr,
+                metrics: s.metrics,
                 pid: c.id(),
                 container: None,
             })
         })
         .collect();
     Ok(Topology {
+        settings: TopologySettings::from(settings),
         services,
         network: None,
     }

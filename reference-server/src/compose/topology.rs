@@ -10,10 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{Argon2Preset, ObserverBackend, Settings};
 
 /// The highest TCP port; a wider type holds base + offset, so the check cannot wrap.
 const PORT_MAX: u32 = u16::MAX as u32;
+/// A service's admin listener (`/metrics`, `/healthz`) is at its own port plus this:
+/// the services' ports span 400 from the base port, so the admin ports (base + 1000 to
+/// base + 1400) never meet them, and each is found from its service's by one addition.
+pub const METRICS_PORT_OFFSET: u16 = 1000;
 
 /// Every kind of service `up` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,11 @@ impl ServiceKind {
         }
     }
 
+    /// The port offset of the service's admin listener from `--base-port`.
+    fn metrics_port_offset(self) -> u16 {
+        self.port_offset() + METRICS_PORT_OFFSET
+    }
+
     /// The port offset from `--base-port`, per the table of SPEC §3.
     fn port_offset(self) -> u16 {
         match self {
@@ -100,12 +109,23 @@ pub struct PlannedService {
     /// login, file nodes in an update, the play server at start) are these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<SocketAddr>,
+    /// Where its admin listener (`/metrics`, `/healthz`) listens.
+    pub metrics: SocketAddr,
 }
 
 impl PlannedService {
     /// Where clients reach the service.
     pub fn public(&self) -> SocketAddr {
         self.public.unwrap_or(self.addr)
+    }
+
+    /// Where scrapers reach the admin listener: at the public address's host when the
+    /// service has one (a container's ports are published at the same numbers).
+    pub fn metrics_public(&self) -> SocketAddr {
+        match self.public {
+            Some(public) => SocketAddr::new(public.ip(), self.metrics.port()),
+            None => self.metrics,
+        }
     }
 }
 
@@ -165,23 +185,27 @@ impl Plan {
         base_port: u16,
     ) -> Result<Plan, TopologyError> {
         let kinds = service_kinds(&settings);
-        let addrs = if base_port == 0 {
-            free_loopback_ports(kinds.len())
-                .map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?
+        let (addrs, metrics) = if base_port == 0 {
+            let mut addrs = free_loopback_ports(kinds.len() * 2)
+                .map_err(|e| TopologyError::Io("127.0.0.1:0".into(), e))?;
+            let metrics = addrs.split_off(kinds.len());
+            (addrs, metrics)
         } else {
             Plan::check_base_port(base_port, &settings)?;
-            kinds
-                .iter()
-                .map(|k| SocketAddr::from(([127, 0, 0, 1], base_port + k.port_offset())))
-                .collect()
+            let at = |offset: u16| SocketAddr::from(([127, 0, 0, 1], base_port + offset));
+            (
+                kinds.iter().map(|k| at(k.port_offset())).collect(),
+                kinds.iter().map(|k| at(k.metrics_port_offset())).collect(),
+            )
         };
         let services = kinds
             .iter()
-            .zip(addrs)
-            .map(|(kind, addr)| PlannedService {
+            .zip(addrs.into_iter().zip(metrics))
+            .map(|(kind, (addr, metrics))| PlannedService {
                 name: kind.to_string(),
                 addr,
                 public: None,
+                metrics,
             })
             .collect();
         Ok(Plan {
@@ -215,11 +239,12 @@ impl Plan {
                 .and_then(|i| u32::from(first).checked_add(i))
                 .ok_or(TopologyError::AddressRange { first, services })?;
             service.addr = SocketAddr::from((Ipv4Addr::from(ip), service.addr.port()));
+            service.metrics = SocketAddr::from((Ipv4Addr::from(ip), service.metrics.port()));
         }
         Ok(plan)
     }
 
-    /// Checks that every service's port, `base_port` plus its offset, fits the port
+    /// Checks that every service's ports, `base_port` plus its offsets, fit the port
     /// range, so a bad `--base-port` fails before anything starts. Base 0 picks free
     /// ports, which always fit.
     pub fn check_base_port(base_port: u16, settings: &Settings) -> Result<(), TopologyError> {
@@ -228,35 +253,40 @@ impl Plan {
         }
         let highest = service_kinds(settings)
             .into_iter()
-            .max_by_key(|k| k.port_offset())
+            .max_by_key(|k| k.metrics_port_offset())
             .expect("a plan has services");
-        let port = u32::from(base_port) + u32::from(highest.port_offset());
+        let port = u32::from(base_port) + u32::from(highest.metrics_port_offset());
         if port > PORT_MAX {
             return Err(TopologyError::PortRange {
                 base_port,
-                service: highest.to_string(),
+                service: format!("{highest}'s metrics"),
                 port,
             });
         }
         Ok(())
     }
 
-    /// The address of a named service.
-    pub fn addr_of(&self, name: &str) -> Result<SocketAddr, TopologyError> {
+    /// A named service of the plan.
+    pub fn service(&self, name: &str) -> Result<&PlannedService, TopologyError> {
         self.services
             .iter()
             .find(|s| s.name == name)
-            .map(|s| s.addr)
             .ok_or_else(|| TopologyError::UnknownService(name.into(), self.names()))
+    }
+
+    /// The address of a named service.
+    pub fn addr_of(&self, name: &str) -> Result<SocketAddr, TopologyError> {
+        self.service(name).map(|s| s.addr)
+    }
+
+    /// Where a named service's admin listener listens.
+    pub fn metrics_of(&self, name: &str) -> Result<SocketAddr, TopologyError> {
+        self.service(name).map(|s| s.metrics)
     }
 
     /// Where clients reach a named service.
     pub fn public_of(&self, name: &str) -> Result<SocketAddr, TopologyError> {
-        self.services
-            .iter()
-            .find(|s| s.name == name)
-            .map(PlannedService::public)
-            .ok_or_else(|| TopologyError::UnknownService(name.into(), self.names()))
+        self.service(name).map(PlannedService::public)
     }
 
     /// Each service's address mapped to where clients reach it, for the services that
@@ -335,6 +365,8 @@ pub struct TopologyEntry {
     pub name: String,
     /// Listening address.
     pub addr: SocketAddr,
+    /// Its admin listener: `GET /metrics` and `GET /healthz` (SPEC §3, §7).
+    pub metrics: SocketAddr,
     /// The OS process id serving it now (0 for a container, whose pid the engine knows).
     pub pid: u32,
     /// The container serving it, in the containerized topology.
@@ -342,9 +374,45 @@ pub struct TopologyEntry {
     pub container: Option<String>,
 }
 
+/// The settings of a running topology that a client's assumptions depend on, as
+/// `topology.json` tells them (`settings`), named as in [`Settings`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct TopologySettings {
+    pub token_idle_s: u64,
+    pub players_per_match: u32,
+    pub match_fill_timeout_s: u64,
+    pub match_ticks: u64,
+    pub tick_hz: u32,
+    pub argon2: Argon2Preset,
+    pub file_nodes: usize,
+    pub play_servers: usize,
+    pub login_workers: usize,
+    pub observer_backend: ObserverBackend,
+}
+
+impl From<&Settings> for TopologySettings {
+    fn from(s: &Settings) -> TopologySettings {
+        TopologySettings {
+            token_idle_s: s.token_idle_s,
+            players_per_match: s.players_per_match,
+            match_fill_timeout_s: s.match_fill_timeout_s,
+            match_ticks: s.match_ticks,
+            tick_hz: s.tick_hz,
+            argon2: s.argon2,
+            file_nodes: s.file_nodes,
+            play_servers: s.play_servers,
+            login_workers: s.login_workers,
+            observer_backend: s.observer_backend,
+        }
+    }
+}
+
 /// `DIR/topology.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Topology {
+    /// The effective settings the services run with.
+    pub settings: TopologySettings,
     /// Every running service.
     pub services: Vec<TopologyEntry>,
     /// The container network the services share, for network faults; `None` for
@@ -358,12 +426,14 @@ impl Topology {
     /// clients reach each one, with no pid.
     pub fn of_plan(plan: &Plan) -> Topology {
         Topology {
+            settings: TopologySettings::from(&plan.settings),
             services: plan
                 .services
                 .iter()
                 .map(|s| TopologyEntry {
                     name: s.name.clone(),
                     addr: s.public(),
+                    metrics: s.metrics_public(),
                     pid: 0,
                     container: None,
                 })
@@ -432,6 +502,10 @@ mod tests {
         assert_eq!(port("play-1"), 7401);
         assert_eq!(port("router"), 7500);
         assert!(plan.addr_of("play-2").is_err());
+        for s in &plan.services {
+            assert_eq!(s.metrics.port(), s.addr.port() + METRICS_PORT_OFFSET);
+            assert_eq!(s.metrics_public(), s.metrics);
+        }
     }
 
     #[test]
@@ -439,14 +513,14 @@ mod tests {
         let settings = Settings::default();
         let err = Plan::new("/tmp/x".into(), settings.clone(), 65_530).unwrap_err();
         assert!(
-            matches!(&err, TopologyError::PortRange { service, port: 65_930, .. } if service == "router"),
+            matches!(&err, TopologyError::PortRange { service, port: 66_930, .. } if service == "router's metrics"),
             "{err:?}"
         );
         assert_eq!(
             err.to_string(),
-            "65530 puts router on port 65930, above 65535"
+            "65530 puts router's metrics on port 66930, above 65535"
         );
-        let last_fit = (PORT_MAX - 400) as u16;
+        let last_fit = (PORT_MAX - 1400) as u16;
         assert!(Plan::check_base_port(last_fit, &settings).is_ok());
         assert!(Plan::check_base_port(last_fit + 1, &settings).is_err());
         assert!(Plan::check_base_port(0, &settings).is_ok());
@@ -455,10 +529,51 @@ mod tests {
     #[test]
     fn port_zero_gives_distinct_free_ports() {
         let plan = Plan::new("/tmp/x".into(), Settings::default(), 0).unwrap();
-        let mut ports: Vec<u16> = plan.services.iter().map(|s| s.addr.port()).collect();
+        let mut ports: Vec<u16> = plan
+            .services
+            .iter()
+            .flat_map(|s| [s.addr.port(), s.metrics.port()])
+            .collect();
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), plan.services.len());
+        assert_eq!(ports.len(), 2 * plan.services.len());
+    }
+
+    #[test]
+    fn the_topology_file_carries_settings_and_metrics_addresses() {
+        let settings = Settings::default();
+        let plan = Plan::new("/tmp/x".into(), settings.clone(), 7100).unwrap();
+        let json = serde_json::to_value(Topology::of_plan(&plan)).unwrap();
+        let keys: Vec<&str> = json["settings"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = [
+            "token_idle_s",
+            "players_per_match",
+            "match_fill_timeout_s",
+            "match_ticks",
+            "tick_hz",
+            "argon2",
+            "file_nodes",
+            "play_servers",
+            "login_workers",
+            "observer_backend",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(json["settings"]["argon2"], "owasp");
+        assert_eq!(json["settings"]["observer_backend"], "process");
+        assert_eq!(json["settings"]["token_idle_s"], settings.token_idle_s);
+        let storage = &json["services"][plan
+            .services
+            .iter()
+            .position(|s| s.name == "storage")
+            .unwrap()];
+        assert_eq!(storage["addr"], "127.0.0.1:7100");
+        assert_eq!(storage["metrics"], "127.0.0.1:8100");
     }
 
     #[test]

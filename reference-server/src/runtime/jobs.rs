@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 
 use crate::runtime::event_loop::{Ctx, Reply};
 use crate::runtime::http::Response;
+use crate::runtime::metrics::{Metrics, QueueStats};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -17,11 +18,27 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 #[error("job queue full")]
 pub struct Busy;
 
+/// The queue counts of a [`JobPool`], by the pool's name.
+#[derive(Debug, Clone)]
+pub struct PoolQueue {
+    name: String,
+    stats: Arc<QueueStats>,
+}
+
+impl PoolQueue {
+    /// Reports the queue's depth and refusals in `metrics`, labelled `pool="NAME"`.
+    pub fn register(self, metrics: &Metrics) {
+        metrics.add_queue(&self.name, self.stats);
+    }
+}
+
 /// A fixed set of worker threads fed by one bounded queue.
 #[derive(Debug)]
 pub struct JobPool {
+    name: String,
     tx: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    stats: Arc<QueueStats>,
 }
 
 impl JobPool {
@@ -42,9 +59,11 @@ impl JobPool {
         assert!(workers > 0, "a job pool needs at least one worker");
         let (tx, rx) = mpsc::sync_channel::<Job>(queue_max);
         let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(QueueStats::default());
         let workers = (0..workers)
             .map(|i| {
                 let rx = Arc::clone(&rx);
+                let stats = Arc::clone(&stats);
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
@@ -56,21 +75,44 @@ impl JobPool {
                                 libc::setpriority(libc::PRIO_PROCESS, tid, nice);
                             }
                         }
-                        work(&rx)
+                        work(&rx, &stats)
                     })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(JobPool {
+            name: name.to_string(),
             tx: Some(tx),
             workers,
+            stats,
         })
+    }
+
+    /// This pool's queue counts, to report in a service's metrics once they exist (the
+    /// pool moves into the handler before).
+    pub fn queue(&self) -> PoolQueue {
+        PoolQueue {
+            name: self.name.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+
+    /// The counts of this pool's queue.
+    pub fn stats(&self) -> &QueueStats {
+        &self.stats
     }
 
     /// Queues a job, or fails at once with [`Busy`] when the queue is full.
     pub fn try_submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Busy> {
         let tx = self.tx.as_ref().expect("the sender lives until drop");
-        tx.try_send(Box::new(job)).map_err(|err| match err {
-            TrySendError::Full(_) | TrySendError::Disconnected(_) => Busy,
+        // Counted before it is sent, so a worker that takes it at once never sees the
+        // depth below zero.
+        self.stats.queued();
+        tx.try_send(Box::new(job)).map_err(|err| {
+            self.stats.taken();
+            self.stats.refused();
+            match err {
+                TrySendError::Full(_) | TrySendError::Disconnected(_) => Busy,
+            }
         })
     }
 }
@@ -95,7 +137,7 @@ pub fn defer_to_pool(
     Reply::Later
 }
 
-fn work(rx: &Mutex<Receiver<Job>>) {
+fn work(rx: &Mutex<Receiver<Job>>, stats: &QueueStats) {
     loop {
         // The lock is held only while taking a job, never while running it.
         let job = match rx.lock() {
@@ -106,6 +148,7 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             // A panicking job answers 500 through its responder's drop; the worker
             // survives so the pool keeps its size.
             Ok(job) => {
+                stats.taken();
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
             }
             Err(_) => return,
@@ -148,6 +191,7 @@ mod tests {
         pool.try_submit(move || d.send(2).unwrap()).unwrap();
         let d = done_tx.clone();
         assert_eq!(pool.try_submit(move || d.send(3).unwrap()), Err(Busy));
+        assert_eq!((pool.stats().depth(), pool.stats().refusals()), (1, 1));
         gate_tx.send(()).unwrap();
         assert_eq!(done_rx.recv().unwrap(), 1);
         assert_eq!(done_rx.recv().unwrap(), 2);

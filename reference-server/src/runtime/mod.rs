@@ -3,8 +3,10 @@
 //! Architecture invariant: no module of `runtime` names `domain`, `services` or
 //! `compose`.
 
-pub(crate) mod client;
+pub mod admin;
+pub mod client;
 pub mod event_loop;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod running;

@@ -1,5 +1,6 @@
 //! The handle of a service running in this process: its main loop (an HTTP server or a
-//! loop of its own), its background threads, and how they all stop together.
+//! loop of its own), its background threads, its metrics and their admin listener, and
+//! how they all stop together.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::runtime::admin;
 use crate::runtime::event_loop::ServerHandle;
+use crate::runtime::metrics::Metrics;
 
 /// Granularity of background threads' sleeps, so a stop is noticed quickly.
 const STOP_POLL_MS: u64 = 20;
@@ -29,6 +32,8 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     on_shutdown: Vec<Box<dyn FnOnce() + Send + Sync>>,
+    metrics: Arc<Metrics>,
+    admin: Option<ServerHandle>,
 }
 
 impl std::fmt::Debug for Running {
@@ -42,13 +47,18 @@ impl std::fmt::Debug for Running {
 
 impl Running {
     /// Wraps a started HTTP server; `stop` is the flag its background threads watch.
+    /// The server's request series are the first of the service's metrics.
     pub fn new(server: ServerHandle, stop: Arc<AtomicBool>) -> Running {
+        let metrics = Metrics::new();
+        metrics.register_http(server.http_metrics());
         Running {
             addr: server.addr(),
             main: Main::Http(server),
             stop,
             threads: Vec::new(),
             on_shutdown: Vec::new(),
+            metrics: Arc::new(metrics),
+            admin: None,
         }
     }
 
@@ -65,7 +75,28 @@ impl Running {
             stop,
             threads: Vec::new(),
             on_shutdown: Vec::new(),
+            metrics: Arc::new(Metrics::new()),
+            admin: None,
         }
+    }
+
+    /// The service's metrics, where it registers what it alone knows.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Serves the metrics on `listener` (`GET /metrics`, `GET /healthz`) until shutdown;
+    /// returns the address it listens on.
+    pub fn serve_metrics(
+        &mut self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<std::net::SocketAddr> {
+        let admin = admin::start(listener, Arc::clone(&self.metrics))?;
+        let addr = admin.addr();
+        if let Some(previous) = self.admin.replace(admin) {
+            let _ = previous.shutdown();
+        }
+        Ok(addr)
     }
 
     /// Starts a named background thread that belongs to this service.
@@ -94,6 +125,9 @@ impl Running {
     /// Stops the main loop, then the background threads, and waits for all of them.
     pub fn shutdown(self) -> io::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(admin) = self.admin {
+            let _ = admin.shutdown();
+        }
         let result = match self.main {
             Main::Http(server) => server.shutdown(),
             Main::Thread { thread, waker } => {

@@ -168,6 +168,10 @@ impl Handler for Balancer {
         };
         Reply::Now(response)
     }
+
+    fn routes(&self) -> &'static [&'static str] {
+        &["/v1/pick", "/v1/status", "/healthz"]
+    }
 }
 
 impl Balancer {
@@ -211,6 +215,7 @@ pub fn start(listener: TcpListener, config: BalancerConfig, limits: Limits) -> i
     let server = Server::new(listener, balancer, limits)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("balancer")?, Arc::clone(&stop));
+    register_metrics(&running, &shared);
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));
     let interval = config.health_interval;
     running.add_thread("health", move || {
@@ -221,6 +226,43 @@ pub fn start(listener: TcpListener, config: BalancerConfig, limits: Limits) -> i
     let (s, st) = (shared, stop);
     running.add_thread("heartbeat", move || heartbeat(&s, &st, &config))?;
     Ok(running)
+}
+
+/// The epoch, the role and the healthy file nodes, read from the election and the
+/// health checks at each scrape.
+fn register_metrics(running: &Running, shared: &Arc<Shared>) {
+    let metrics = running.metrics();
+    let s = Arc::clone(shared);
+    metrics.gauge_fn(
+        "catwar_balancer_epoch",
+        "The highest balancer epoch this process knows",
+        move || {
+            let epoch = s.election.lock().expect("election lock").epoch();
+            i64::try_from(epoch).unwrap_or(i64::MAX)
+        },
+    );
+    let s = Arc::clone(shared);
+    metrics.labelled_gauge_fn(
+        "catwar_balancer_role",
+        "The role of this balancer: 1 for the role it has now, 0 for the other",
+        "role",
+        move || {
+            let active = s.election.lock().expect("election lock").is_active();
+            vec![
+                ("active", i64::from(active)),
+                ("standby", i64::from(!active)),
+            ]
+        },
+    );
+    let s = Arc::clone(shared);
+    metrics.gauge_fn(
+        "catwar_balancer_healthy_file_nodes",
+        "File nodes that passed their last health check",
+        move || {
+            let nodes = s.nodes.lock().expect("nodes lock");
+            nodes.iter().filter(|n| n.healthy).count() as i64
+        },
+    );
 }
 
 fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {

@@ -81,6 +81,10 @@ impl FileNode {
 }
 
 impl Handler for FileNode {
+    fn routes(&self) -> &'static [&'static str] {
+        &["/v1/files/{version}/{path}", "/healthz"]
+    }
+
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         let files = req.path.strip_prefix("/v1/files/");
         let response = if files.is_none() && req.path != "/healthz" {

@@ -383,6 +383,10 @@ impl Profile {
 }
 
 impl Handler for Profile {
+    fn routes(&self) -> &'static [&'static str] {
+        &["/v1/login", "/v1/refresh", "/v1/logout", "/healthz"]
+    }
+
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/v1/login") => self.login(&req, ctx),
@@ -458,9 +462,14 @@ pub fn start(
     let db = DbPool::new(&config.data_dir.join(db::DB_FILE))?;
     // Once now, before serving: a restarted profile starts from a pruned table.
     prune_sessions(&db, idle_ms);
+    // The login queue (its depth and its `busy` refusals) and the session queue.
+    let queues = [profile.pool.queue(), profile.sessions.queue()];
     let server = Server::new(listener, profile, limits)?.with_tls(acceptor);
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("profile")?, Arc::clone(&stop));
+    for queue in queues {
+        queue.register(running.metrics());
+    }
     running.add_thread("profile-prune", move || {
         while sleep_unless_stopped(&stop, Duration::from_millis(SESSION_PRUNE_INTERVAL_MS)) {
             prune_sessions(&db, idle_ms);

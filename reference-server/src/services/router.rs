@@ -137,6 +137,10 @@ impl Shared {
 }
 
 impl Handler for Router {
+    fn routes(&self) -> &'static [&'static str] {
+        &["/v1/observer", "/healthz"]
+    }
+
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/v1/observer") => {}
@@ -192,9 +196,10 @@ pub fn start(
     config: RouterConfig,
     limits: Limits,
 ) -> Result<Running, SetupError> {
-    let server = Server::new(listener, Router::new(config)?, limits)?;
-    Ok(Running::new(
-        server.spawn("router")?,
-        Arc::new(AtomicBool::new(false)),
-    ))
+    let router = Router::new(config)?;
+    let queue = router.pool.queue();
+    let server = Server::new(listener, router, limits)?;
+    let running = Running::new(server.spawn("router")?, Arc::new(AtomicBool::new(false)));
+    queue.register(running.metrics());
+    Ok(running)
 }

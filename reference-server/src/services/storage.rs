@@ -269,6 +269,10 @@ impl Storage {
 }
 
 impl Handler for Storage {
+    fn routes(&self) -> &'static [&'static str] {
+        &["/v1/update", "/healthz"]
+    }
+
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/v1/update") => self.update(&req, ctx),

@@ -90,6 +90,18 @@ impl Write for Transport {
     }
 }
 
+/// A request handed to a job, whose answer the connection waits for before it parses
+/// the next one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Awaiting {
+    /// Whether the connection stays open after the answer.
+    pub(super) keep_alive: bool,
+    /// The request's route label, for the answer's metrics.
+    pub(super) route: &'static str,
+    /// When the request was handed to the handler.
+    pub(super) since: Instant,
+}
+
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) stream: Transport,
@@ -97,7 +109,7 @@ pub(super) struct Conn {
     pub(super) gen: u64,
     pub(super) inbuf: Vec<u8>,
     pub(super) out: VecDeque<Chunk>,
-    pub(super) awaiting: Option<bool>,
+    pub(super) awaiting: Option<Awaiting>,
     pub(super) close_after_flush: bool,
     pub(super) read_closed: bool,
     pub(super) request_started: Option<Instant>,

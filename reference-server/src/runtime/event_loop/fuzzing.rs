@@ -70,7 +70,7 @@ impl<H: Handler> Harness<H> {
         loop {
             let held = self.server.process(self.key);
             let conn = &mut self.server.conns[self.key];
-            let Some(keep_alive) = conn.awaiting.take() else {
+            let Some(awaiting) = conn.awaiting.take() else {
                 if held {
                     // Stopped for the answers queued: the client reads them, then more.
                     take_written(conn, &mut written);
@@ -94,7 +94,7 @@ impl<H: Handler> Harness<H> {
                 (self.key, conn.gen),
                 "a deferred answer for another connection"
             );
-            queue(conn, done.response, keep_alive);
+            queue(conn, done.response, awaiting.keep_alive);
         }
         take_written(&mut self.server.conns[self.key], &mut written);
         written

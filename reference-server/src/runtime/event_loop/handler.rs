@@ -11,11 +11,20 @@ use std::thread::JoinHandle;
 use mio::Waker;
 
 use crate::runtime::http::{Request, Response};
+use crate::runtime::metrics::HttpMetrics;
 
 /// What a service does with a request.
 pub trait Handler: Send + 'static {
     /// Maps one request to an answer now, or to [`Reply::Later`] after [`Ctx::defer`].
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply;
+
+    /// The route patterns this handler serves, the label of its requests in the loop's
+    /// metrics: exact paths, or a pattern whose `{parameter}` stands for the rest of the
+    /// path (`/v1/files/{version}/{path}`). A request that matches none is labelled
+    /// `unknown`, so the number of series stays bounded whatever paths clients send.
+    fn routes(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A handler's answer.
@@ -137,6 +146,7 @@ impl Stopper {
 #[derive(Debug)]
 pub struct ServerHandle {
     pub(super) addr: SocketAddr,
+    pub(super) metrics: HttpMetrics,
     pub(super) stopper: Stopper,
     pub(super) thread: JoinHandle<io::Result<()>>,
 }
@@ -145,6 +155,11 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server's request, latency and connection series.
+    pub fn http_metrics(&self) -> &HttpMetrics {
+        &self.metrics
     }
 
     /// Stops the server and waits for its thread.

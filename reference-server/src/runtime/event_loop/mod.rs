@@ -33,9 +33,10 @@ use native_tls::{HandshakeError, TlsAcceptor};
 use slab::Slab;
 
 use crate::runtime::http::Response;
+use crate::runtime::metrics::{route_label, HttpMetrics, ROUTE_UNKNOWN};
 
 pub use accept::{Acceptor, ACCEPT_BACKOFF_MS};
-use conn::{flush, queue, queued_bytes, read_available, refuse, Conn, Tls, Transport};
+use conn::{flush, queue, queued_bytes, read_available, refuse, Awaiting, Conn, Tls, Transport};
 use handler::Completion;
 pub use handler::{Ctx, Handler, Reply, Responder, ServerHandle, Stopper};
 use parse::{parse_request, Parse};
@@ -116,6 +117,7 @@ pub struct Server<H> {
     rx: Receiver<Completion>,
     next_gen: u64,
     tls: Option<Tls>,
+    metrics: HttpMetrics,
 }
 
 impl<H: Handler> Server<H> {
@@ -141,6 +143,7 @@ impl<H: Handler> Server<H> {
             rx,
             next_gen: 0,
             tls: None,
+            metrics: HttpMetrics::default(),
         })
     }
 
@@ -155,6 +158,12 @@ impl<H: Handler> Server<H> {
         self.listener.local_addr()
     }
 
+    /// The server's request, latency and connection series (recorded whether or not
+    /// anyone registers them).
+    pub fn http_metrics(&self) -> &HttpMetrics {
+        &self.metrics
+    }
+
     /// A stopper for this server.
     pub fn stopper(&self) -> Stopper {
         Stopper {
@@ -167,11 +176,13 @@ impl<H: Handler> Server<H> {
     pub fn spawn(self, name: &str) -> io::Result<ServerHandle> {
         let addr = self.local_addr()?;
         let stopper = self.stopper();
+        let metrics = self.metrics.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || self.run())?;
         Ok(ServerHandle {
             addr,
+            metrics,
             stopper,
             thread,
         })
@@ -219,6 +230,7 @@ impl<H: Handler> Server<H> {
                 if self.tls.is_none() {
                     refuse(&mut stream);
                 }
+                self.metrics.refused();
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -259,6 +271,7 @@ impl<H: Handler> Server<H> {
                 last_progress: Instant::now(),
             });
         }
+        self.metrics.set_connections(self.conns.len());
     }
 
     /// Reads, answers and writes as far as possible; closes the connection when done.
@@ -329,6 +342,7 @@ impl<H: Handler> Server<H> {
             let parsed = match parse_request(&conn.inbuf, conn.peer) {
                 Parse::Partial => {
                     if conn.inbuf.len() > HEAD_BYTES_MAX {
+                        self.metrics.record(ROUTE_UNKNOWN, 431, None);
                         queue(
                             conn,
                             Response::error(431, "head_too_large", "request head exceeds 16 KiB")
@@ -340,6 +354,7 @@ impl<H: Handler> Server<H> {
                 }
                 Parse::Reject(response) => {
                     conn.inbuf.clear();
+                    self.metrics.record(ROUTE_UNKNOWN, response.status, None);
                     queue(conn, response.closing(), false);
                     return false;
                 }
@@ -350,6 +365,8 @@ impl<H: Handler> Server<H> {
                 return false;
             }
             let mut request = parsed.request;
+            let route = route_label(self.handler.routes(), &request.path);
+            let since = Instant::now();
             request.body = conn.inbuf[parsed.head_len..total].to_vec();
             conn.inbuf.drain(..total);
             conn.request_started = (!conn.inbuf.is_empty()).then(Instant::now);
@@ -361,14 +378,28 @@ impl<H: Handler> Server<H> {
                 deferred: false,
                 open_conns,
             };
+            let keep_alive = parsed.keep_alive;
             match self.handler.handle(request, &mut ctx) {
-                Reply::Now(response) => queue(conn, response, parsed.keep_alive),
-                Reply::Later if ctx.deferred => conn.awaiting = Some(parsed.keep_alive),
-                Reply::Later => queue(
-                    conn,
-                    Response::error(500, "internal", "handler deferred without a responder"),
-                    parsed.keep_alive,
-                ),
+                Reply::Now(response) => {
+                    self.metrics
+                        .record(route, response.status, Some(since.elapsed()));
+                    queue(conn, response, keep_alive)
+                }
+                Reply::Later if ctx.deferred => {
+                    conn.awaiting = Some(Awaiting {
+                        keep_alive,
+                        route,
+                        since,
+                    })
+                }
+                Reply::Later => {
+                    self.metrics.record(route, 500, Some(since.elapsed()));
+                    queue(
+                        conn,
+                        Response::error(500, "internal", "handler deferred without a responder"),
+                        keep_alive,
+                    )
+                }
             }
         }
         false
@@ -382,10 +413,15 @@ impl<H: Handler> Server<H> {
             if conn.gen != done.gen {
                 continue;
             }
-            let Some(keep_alive) = conn.awaiting.take() else {
+            let Some(awaiting) = conn.awaiting.take() else {
                 continue;
             };
-            queue(conn, done.response, keep_alive);
+            self.metrics.record(
+                awaiting.route,
+                done.response.status,
+                Some(awaiting.since.elapsed()),
+            );
+            queue(conn, done.response, awaiting.keep_alive);
             conn.last_progress = Instant::now();
             self.drive(done.key);
         }
@@ -408,6 +444,7 @@ impl<H: Handler> Server<H> {
             } else if let Some(started) = conn.request_started {
                 if now.duration_since(started) >= limits.request_timeout {
                     conn.inbuf.clear();
+                    self.metrics.record(ROUTE_UNKNOWN, 408, None);
                     let detail = format!(
                         "request not completed within {} ms",
                         limits.request_timeout.as_millis()
@@ -435,6 +472,7 @@ impl<H: Handler> Server<H> {
             if let Some(socket) = conn.stream.socket() {
                 let _ = self.poll.registry().deregister(socket);
             }
+            self.metrics.set_connections(self.conns.len());
         }
     }
 }

@@ -442,6 +442,17 @@ impl Lobby {
 }
 
 impl Handler for Lobby {
+    fn routes(&self) -> &'static [&'static str] {
+        &[
+            "/v1/me",
+            "/v1/ranking",
+            "/v1/start",
+            "/internal/v1/revoke",
+            "/internal/v1/users/invalidate",
+            "/healthz",
+        ]
+    }
+
     fn handle(&mut self, req: Request, ctx: &mut Ctx<'_>) -> Reply {
         let route = match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/internal/v1/revoke") => return self.internal(&req, Internal::Revoke, ctx),
@@ -511,9 +522,17 @@ pub fn start(
 ) -> Result<Running, SetupError> {
     let lobby = Lobby::new(&config)?;
     let shared = Arc::clone(&lobby.shared);
+    let queue = lobby.pool.queue();
     let server = Server::new(listener, lobby, limits)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running::new(server.spawn("lobby")?, Arc::clone(&stop));
+    queue.register(running.metrics());
+    let s = Arc::clone(&shared);
+    running.metrics().gauge_fn(
+        "catwar_lobby_sessions",
+        "Live sessions the lobby holds in memory: used within the idle timeout",
+        move || s.state.lock().expect("lobby state lock").sessions.held() as i64,
+    );
     let (s, st) = (Arc::clone(&shared), Arc::clone(&stop));
     running.add_thread("lobby-flush", move || {
         while sleep_unless_stopped(&st, Duration::from_millis(FLUSH_INTERVAL_MS)) {

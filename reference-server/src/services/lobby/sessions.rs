@@ -61,6 +61,11 @@ impl Sessions {
         }
     }
 
+    /// Sessions held now.
+    pub fn held(&self) -> usize {
+        self.map.len()
+    }
+
     /// Applies the session rule to a token (by hash) used from `ip` at `now_ms`.
     /// `loaded` is true when a worker has just read the session from the DB, so the
     /// cache's copy is as fresh as it gets and a miss or an idle session is final.

@@ -11,6 +11,7 @@
 
 #[doc(hidden)]
 pub mod game;
+mod metrics;
 pub(crate) mod results;
 mod spawners;
 #[doc(hidden)]
@@ -38,6 +39,7 @@ use crate::services::observer::Spawner;
 use crate::services::SetupError;
 
 use game::Game;
+use metrics::PlayMetrics;
 use results::{Finished, Job, Report};
 use spawners::{SpawnReply, SpawnRequest};
 use wire::{Conn, Role};
@@ -151,6 +153,7 @@ struct Play {
     clock: Clock,
     /// When this process began serving (ms since the Unix epoch).
     started_ms: i64,
+    metrics: PlayMetrics,
 }
 
 impl Play {
@@ -178,7 +181,7 @@ impl Play {
                 }
                 // A long batch of inputs must not hold back a tick that is due.
                 if i % TICK_CHECK_EVENTS == TICK_CHECK_EVENTS - 1 && Instant::now() >= next_tick {
-                    self.clock.record(Instant::now() - next_tick);
+                    self.record_tick(Instant::now() - next_tick);
                     self.tick();
                     next_tick += period;
                 }
@@ -190,10 +193,11 @@ impl Play {
             if now >= next_tick + period * TICKS_BEHIND_MAX {
                 let behind = (now - next_tick).as_nanos() / period.as_nanos();
                 self.clock.missed += behind as u64;
+                self.metrics.missed(behind as u64);
                 next_tick = now;
             }
             while now >= next_tick {
-                self.clock.record(now - next_tick);
+                self.record_tick(now - next_tick);
                 self.tick();
                 next_tick += period;
             }
@@ -204,6 +208,11 @@ impl Play {
                 last_prune = Instant::now();
             }
         }
+    }
+
+    fn record_tick(&mut self, late: Duration) {
+        self.clock.record(late);
+        self.metrics.tick(late);
     }
 
     /// Takes every pending connection. A failure ends no more than the one connection
@@ -229,6 +238,7 @@ impl Play {
             self.next_gen += 1;
             entry.insert(Conn::new(stream, self.next_gen));
         }
+        self.metrics.connections(self.conns.len());
     }
 
     fn drive(&mut self, key: usize) {
@@ -238,6 +248,7 @@ impl Play {
         let read = conn.read_lines();
         if !read.lines.is_empty() {
             conn.last_line = Instant::now();
+            self.metrics.lines(read.lines.len());
         }
         for line in read.lines {
             self.handle(key, &line);
@@ -293,6 +304,7 @@ impl Play {
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.metrics.connections(self.conns.len());
         }
     }
 
@@ -487,6 +499,7 @@ impl Play {
                 }));
             }
         }
+        self.metrics.matches(&self.matches);
         for key in touched {
             self.flush_or_close(key);
         }
@@ -527,6 +540,9 @@ impl Play {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
                 continue;
             };
+            if result.is_ok() {
+                self.metrics.observer_started();
+            }
             match result {
                 Ok(addr) => conn.send_line(&format!("{{\"t\":\"observer\",\"addr\":\"{addr}\"}}")),
                 Err(e) => conn.send_line(
@@ -565,6 +581,7 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Setup
     let public = config.public;
     let lobby = config.lobby.map(|l| (l, internal_key.clone()));
     let spawner = Arc::clone(&config.spawner);
+    let metrics = PlayMetrics::new();
     let play = Play {
         poll,
         listener,
@@ -583,11 +600,13 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Setup
         stop: Arc::clone(&stop),
         clock: Clock::default(),
         started_ms: db::now_ms(),
+        metrics: metrics.clone(),
     };
     let server = std::thread::Builder::new()
         .name("play".into())
         .spawn(move || play.run())?;
     let mut running = Running::from_thread(public, server, Arc::clone(&stop), Arc::clone(&waker));
+    metrics.register(running.metrics());
     let w = Arc::clone(&waker);
     running.add_thread("play-results", move || {
         results::run(db, public, lobby, results_rx, reports_tx, w)
