@@ -15,6 +15,7 @@ cargo build --release --workspace --all-targets --locked
 # The Docker tests run the project's own image; it is built from this same binary.
 bash ci/build-image.sh
 cargo nextest run --release --workspace --locked --no-fail-fast
+bash ci/prometheus.sh
 
 out=target/ci/smoke
 rm -rf "$out"
