@@ -7,7 +7,7 @@
 //! is noise, not a knee. A second without a sample of a metric neither breaks nor mends
 //! its condition.
 
-use crate::report::{KneeReport, TimePoint};
+use crate::report::{nearest_saturation, KneeReport, ServiceUsage, TimePoint};
 use crate::scenario::Knee;
 
 /// Watches the series second by second for the knee.
@@ -73,6 +73,8 @@ impl KneeFinder {
             throughput_per_s: self.seen.iter().map(|s| s.1).max().unwrap_or(0),
             active: self.seen.iter().map(|s| s.2).max().unwrap_or(0),
             window_s: self.knee.window_s,
+            // Named once the run's service samples are in (`run::resources`).
+            service: None,
         }
     }
 
@@ -88,8 +90,19 @@ impl KneeFinder {
             throughput_per_s: before,
             active,
             window_s: self.knee.window_s,
+            // Named once the run's service samples are in (`run::resources`).
+            service: None,
         }
     }
+}
+
+/// The knee with the service nearest saturation in its second named, from the run's
+/// service samples: the highest busiest-thread share of a core where `/proc` shows
+/// threads, else the highest CPU in cores (see `report::ServiceSample::saturation`).
+/// A knee not found names none.
+pub fn name_service(mut knee: KneeReport, services: &[ServiceUsage]) -> KneeReport {
+    knee.service = knee.t_s.and_then(|t_s| nearest_saturation(services, t_s));
+    knee
 }
 
 #[cfg(test)]

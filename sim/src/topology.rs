@@ -108,6 +108,10 @@ pub struct Service {
     /// container engine, and `pid` is not used.
     #[serde(default)]
     pub container: Option<String>,
+    /// Its admin listener, `host:port`, which serves Prometheus `GET /metrics`; absent in
+    /// topologies written before services had one.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 impl Topology {

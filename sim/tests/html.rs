@@ -115,6 +115,7 @@ fn synthetic_report() -> Report {
         arrivals: None,
         knee: None,
         sim: SimUsage::default(),
+        services: Vec::new(),
         thresholds: Vec::new(),
         exit_code: 0,
     }

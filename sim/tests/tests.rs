@@ -6,3 +6,4 @@ mod agents;
 mod cli;
 mod embedded;
 mod html;
+mod services;

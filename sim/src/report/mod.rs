@@ -9,6 +9,8 @@
 //! - `measured`: the report's sections from a metrics snapshot (steps, funnel, series).
 //! - `histogram`: histograms as base64 of the HdrHistogram V2 format, and back.
 //! - `judge`: each threshold's figure in the report, the verdicts and the exit code.
+//! - `services`: each service's CPU and memory over the run, the one nearest saturation
+//!   at the knee, and the summary's `services:` line.
 //! - `summary` and `html`: the terminal table and the self-contained page.
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,7 @@ mod histogram;
 mod html;
 mod judge;
 mod measured;
+mod services;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -31,6 +34,10 @@ pub(crate) use histogram::{decode_histogram, encode_histogram, HistogramError};
 pub use judge::ThresholdResult;
 pub(crate) use measured::{time_point, Measured};
 pub use measured::{FunnelRow, StepReport};
+pub use services::{
+    nearest_saturation, round_cores, SaturatedService, ServiceSample, ServiceUsage,
+    Source as ServiceSource,
+};
 
 /// The schema tag of every report this version writes.
 pub const REPORT_SCHEMA: &str = "catwar-sim/report/v1";
@@ -79,6 +86,10 @@ pub struct Report {
     /// The simulator's own use of the machine.
     #[serde(default)]
     pub sim: SimUsage,
+    /// Each service of the topology: its CPU and resident memory per second, sampled by
+    /// the coordinator (`services`). Empty in reports from before it was sampled.
+    #[serde(default)]
+    pub services: Vec<ServiceUsage>,
     /// Every threshold of the scenario and whether it held.
     pub thresholds: Vec<ThresholdResult>,
     /// The exit code of the run.
@@ -225,6 +236,10 @@ pub struct KneeReport {
     pub active: u64,
     /// Seconds a condition had to stay broken.
     pub window_s: u64,
+    /// The service nearest saturation in the knee's second (see
+    /// [`nearest_saturation`]); `null` without a knee or without samples then.
+    #[serde(default)]
+    pub service: Option<SaturatedService>,
 }
 
 /// What the simulator itself used, for sizing runs (memory per client, sockets).

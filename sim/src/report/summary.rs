@@ -129,6 +129,7 @@ impl Report {
                 }
             }
         }
+        self.summarize_services(out);
         let sim = &self.sim;
         if sim.peak_active > 0 {
             let per_client = sim.rss_per_active_kib.map_or(String::new(), |kib| {

@@ -66,6 +66,7 @@ fn report(check: &StepTotals, violations: u64) -> Report {
         arrivals: None,
         knee: None,
         sim: SimUsage::default(),
+        services: Vec::new(),
         thresholds: Vec::new(),
         exit_code: 0,
     }

@@ -5,7 +5,7 @@ use super::RunOptions;
 use crate::arrivals::Schedule;
 use crate::report::{
     AgentReport, ArrivalsReport, Environment, FaultRecord, KneeReport, Measured, Report,
-    ScenarioInfo, ServerInfo, SimUsage, REPORT_SCHEMA,
+    ScenarioInfo, ServerInfo, ServiceUsage, SimUsage, REPORT_SCHEMA,
 };
 use crate::scenario::{LoadModel, Scenario, WorkerLost};
 
@@ -27,6 +27,8 @@ pub(super) struct Ran {
     pub(super) faults: Vec<FaultRecord>,
     pub(super) measured: Measured,
     pub(super) knee: Option<KneeReport>,
+    /// Each service's CPU and memory over the run.
+    pub(super) services: Vec<ServiceUsage>,
     /// Processes (or agents) that ran clients.
     pub(super) workers: u32,
     /// The agents, for a run with `--agents`.
@@ -89,6 +91,7 @@ pub(super) fn unjudged_report(
         }),
         knee: ran.knee,
         sim,
+        services: ran.services,
         thresholds: Vec::new(),
         exit_code: 0,
     }

@@ -28,6 +28,8 @@
 //! - `seconds` and `progress`: closing a second of the series, showing it, and watching
 //!   it for the knee.
 //! - `assemble`: the report of a finished run, before it is judged.
+//! - `resources`: each service's CPU and memory, sampled once a second by this process
+//!   (never by workers or agents) from `/proc` or the service's `/metrics`.
 //! - `limits`: the open files limit a run needs.
 //!
 //! Architecture invariant: `share` knows nothing of processes or pipes, and
@@ -67,6 +69,7 @@ mod local;
 mod progress;
 mod protocol;
 mod reach;
+mod resources;
 mod seconds;
 mod share;
 mod transport;
@@ -348,6 +351,8 @@ async fn simulate(
         }
     };
     let metrics = Metrics::new(start);
+    // Only the coordinator samples the services: workers and agents never do.
+    let sampler = resources::Sampler::start(topology_path, start);
     if scenario.load.model == LoadModel::Open {
         metrics.set_schedule(Schedule::new(&scenario.load), 1.0);
     }
@@ -400,13 +405,18 @@ async fn simulate(
         .collect();
     let _ = clients_done.send(true);
     let faults = faults.await.expect("the fault schedule does not panic");
+    let services = sampler.finish().await;
+    let knee = driven
+        .knee
+        .map(|knee| crate::knee::name_service(knee, &services));
     let ran = Ran {
         started_at_unix_ms,
         duration_s,
         interrupted: driven.interrupted,
         faults,
         measured: Measured::from_snapshot(&metrics.snapshot()),
-        knee: driven.knee,
+        knee,
+        services,
         workers,
         agents,
         lost: driven.worker_problems,
