@@ -52,6 +52,8 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub(crate) mod arrivals;
+#[doc(hidden)]
+pub mod benching;
 pub mod compare;
 pub(crate) mod engine;
 pub(crate) mod failover;

@@ -9,7 +9,7 @@ pub mod db;
 pub mod internal_key;
 pub mod public_addrs;
 pub mod resources;
-pub(crate) mod session;
+pub mod session;
 pub mod ticket;
 pub mod tls;
 pub mod token;

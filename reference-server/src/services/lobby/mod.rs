@@ -9,7 +9,8 @@
 
 pub(crate) mod ranking;
 pub(crate) mod routing;
-pub(crate) mod sessions;
+#[doc(hidden)]
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};

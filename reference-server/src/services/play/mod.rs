@@ -474,14 +474,11 @@ impl Play {
                 let Some((key, gen)) = *slot else { continue };
                 let ack = m.game.ack(p);
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
-                    conn.send_line(&format!(
-                        "{{\"t\":\"state\",\"tick\":{tick},\"ack\":{ack},\"players\":{players}}}"
-                    ));
+                    conn.send_line(&wire::state_line(tick, ack, &players));
                     touched.push(key);
                 }
             }
-            let observed =
-                format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":0,\"players\":{players}}}");
+            let observed = wire::state_line(tick, 0, &players);
             for &(key, gen) in &m.subscribers {
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
                     conn.send_line(&observed);

@@ -232,6 +232,12 @@ pub enum In {
     },
 }
 
+/// The `state` line of one tick (SPEC §3), without its newline: `players` is the match's
+/// encoded view, `ack` the last input of the receiving player applied (0 for observers).
+pub fn state_line(tick: u64, ack: u64, players: &str) -> String {
+    format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":{ack},\"players\":{players}}}")
+}
+
 /// Parses a line; the error is the code sent back.
 pub fn parse(line: &[u8]) -> Result<In, &'static str> {
     let v: Value = serde_json::from_slice(line).map_err(|_| "bad_json")?;
