@@ -5,8 +5,8 @@
 #   2. logins/s with --argon2 fast   vs  openssl s_time -new handshakes/s on the same port
 #   3. lobby GET /v1/me req/s (wrk, keep-alive) vs nginx returning a same-size JSON body,
 #      server pinned to core 0 and wrk to core 1
-#   4. lobby GET /v1/me p99 at a constant rate (benches/lobby.rs, free of coordinated
-#      omission) while logins saturate the pool vs the same probe idle
+#   4. lobby GET /v1/me p99 at a constant rate (benches/src/bin/lobby-probe.rs, free of
+#      coordinated omission) while logins saturate the pool vs the same probe idle
 #   5. a login flood at ten times what the argon2 workers verify (criterion's figure):
 #      the same lobby probe during the flood vs idle, profile's answers (granted, busy),
 #      and profile's resident memory before the flood and at its peak
@@ -65,7 +65,7 @@ echo "== 4. lobby p99 idle vs while owasp logins saturate the pool"
 curl -s --cacert "$d1/tls/cert.pem" "https://localhost:${profile##*:}/v1/login" -d '{"id":"user1","password":"pw-user1"}' >"$work/t.json"
 token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$work/t.json")
 lobby=$(addr "$d1" lobby)
-probe() { cargo bench -p catwar-benches --bench lobby --locked -q -- probe "$lobby" "$token" "$PROBE_RATE" "$DURATION_S" 2>/dev/null | grep '^probe'; }
+probe() { target/release/lobby-probe "$lobby" "$token" "$PROBE_RATE" "$DURATION_S" | grep '^probe'; }
 idle=$(probe); echo "idle:  $idle"
 USERS=200 wrk -t1 -c8 -d"$((DURATION_S + 2))s" -s ci/wrk/login.lua "https://$profile" >"$work/storm.txt" &
 storm=$!; sleep 1

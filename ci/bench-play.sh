@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of the play path:
 #   1. players per play-server core at 20 Hz, with tick lateness p99 and missed ticks:
-#      play-0 pinned to core 0, the load client (benches/play.rs) to core 1, each player
-#      sending 10 inputs/s and receiving every state;
+#      play-0 pinned to core 0, the load client (benches/src/bin/play-load.rs) to core 1,
+#      each player sending 10 inputs/s and receiving every state;
 #   2. observer start latency through play-0, process backend then Docker backend.
 # Traffic goes to 127.0.0.1 only. PLAYERS (default "1000 2500 5000") and DURATION_S (10).
 set -euo pipefail
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PLAYERS=${PLAYERS:-"1000 2500 5000"}
 SECONDS_RUN=${DURATION_S:-10}
 cargo build --release -p catwar-server --all-targets --locked
+cargo build --release -p catwar-benches --bin play-load --locked
 work=$(mktemp -d)
 up_pid=
 cleanup() { [ -n "$up_pid" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null; rm -rf "$work"; }
@@ -31,16 +32,16 @@ echo "== 1. players per play-server core at 20 Hz"
 for n in $PLAYERS; do
   d=$work/cap-$n; mkdir -p "$d"; up "$d"
   taskset -a -cp 0 "$(play_pid "$d")" >/dev/null
-  taskset -c 1 cargo bench -p catwar-benches --bench play --locked -q -- capacity "$d" "$n" "$SECONDS_RUN" 2>/dev/null | grep players
+  taskset -c 1 target/release/play-load capacity "$d" "$n" "$SECONDS_RUN" | grep players
   down
 done
 
 echo "== 2. observer start latency"
 d=$work/obs-process; mkdir -p "$d"; up "$d"
-echo -n "process: "; cargo bench -p catwar-benches --bench play --locked -q -- observers "$d" 50 2>/dev/null | grep observer
+echo -n "process: "; target/release/play-load observers "$d" 50 | grep observer
 down
 if docker image inspect catwar-server:local >/dev/null 2>&1 || bash ci/build-image.sh; then
   d=$work/obs-docker; mkdir -p "$d"; up "$d" --observer-backend docker
-  echo -n "docker:  "; cargo bench -p catwar-benches --bench play --locked -q -- observers "$d" 30 2>/dev/null | grep observer
+  echo -n "docker:  "; target/release/play-load observers "$d" 30 | grep observer
   down
 fi

@@ -1,178 +1,263 @@
-//! Play-server capacity and observer start latency, against a running topology.
-//!
-//! `cargo bench --bench play -- capacity DIR PLAYERS SECONDS` connects PLAYERS players
-//! (tickets issued with the topology's key), sends inputs at 10 Hz each, and after
-//! SECONDS reports the play server's tick lateness p99, missed ticks and its CPU use, so
-//! players per core = PLAYERS / cores used.
-//! `cargo bench --bench play -- observers DIR COUNT` starts COUNT observers through
-//! `play-0` and reports their start latency percentiles.
-//! `ci/bench-play.sh` runs both with the server and this client on different cores.
+//! The play path: one tick of a match (every cat moved, shots resolved, and the `state`
+//! line encoded for each player), a client's input line parsed, and a match observer
+//! relaying the state stream to 1, 100 and 1,000 watchers.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::hint::black_box;
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use catwar_server::compose::topology::Topology;
-use catwar_server::domain::db;
-use catwar_server::domain::internal_key::INTERNAL_KEY_META;
-use catwar_server::domain::ticket::{self, TICKET_KEY_META};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use catwar_benches::fixtures::{Data, TOKEN_IDLE_S};
+use catwar_server::services::observer::{self, ObserverArgs, SessionArgs};
+use catwar_server::services::play::game::Game;
+use catwar_server::services::play::wire;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
+use mio::{Events, Interest, Poll, Token};
 
-/// Inputs per second per player, a typical client send rate.
-const INPUT_HZ: u64 = 10;
-/// Seconds of load before measuring, so joins and match starts are over.
-const WARMUP_S: u64 = 8;
-/// Players connecting per ramp step, and the step length: a steady arrival instead of a
-/// SYN flood that would overflow the listen backlog.
-const RAMP_BATCH: u64 = 250;
-const RAMP_STEP_MS: u64 = 50;
+/// Players per match: a small match, a large one, and one far beyond any scenario, where
+/// the quadratic target search shows.
+const MATCH_PLAYERS: [usize; 3] = [4, 64, 1024];
+/// Ticks played before the measured one, so cats have left their spawn points.
+const WARM_TICKS: u64 = 20;
+/// Watchers of one observer: one, a popular match, and about the observer's cap.
+const WATCHERS: [usize; 3] = [1, 100, 1000];
+/// State lines the play server sends per measured round: one second of a match at
+/// 20 Hz.
+const LINES_PER_ROUND: u64 = 20;
+/// Players in the observed match, which sets the size of each state line.
+const OBSERVED_PLAYERS: usize = 4;
+/// How long a watcher may wait for a line before the benchmark calls the relay stuck.
+const RELAY_WAIT_S: u64 = 30;
+/// Samples per fan-out benchmark: criterion's least.
+const FANOUT_SAMPLES: usize = 10;
+/// Measurement per fan-out benchmark, seconds: ten rounds to 1,000 watchers take 2.4 s
+/// on two cores shared with the watchers' reader.
+const FANOUT_MEASUREMENT_S: u64 = 3;
+/// Bytes read from a watcher's socket per call: a round's lines in one read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["capacity", dir, players, seconds] => capacity(Path::new(dir), players.parse().unwrap(), seconds.parse().unwrap()),
-        ["observers", dir, count] => observers(Path::new(dir), count.parse().unwrap()),
-        _ => eprintln!("usage: cargo bench --bench play -- capacity DIR PLAYERS SECONDS | observers DIR COUNT (see ci/bench-play.sh)"),
+/// The input a client sends on `tick`: players send at 10 Hz against the 20 Hz tick, so
+/// half of them have a new input each tick, and a third of those fire.
+fn inputs(game: &mut Game, tick: u64) {
+    for p in (tick as usize % 2..game.players()).step_by(2) {
+        let dx = (p % 7) as f64 / 3.0 - 1.0;
+        let dy = (p % 5) as f64 / 2.0 - 1.0;
+        let fire = (p as u64 + tick) % 3 == 0;
+        game.input(p, tick + 1, dx, dy, fire)
+            .expect("a fresh input");
     }
 }
 
-fn play_of(dir: &Path) -> (SocketAddr, u32) {
-    let play = Topology::read(dir)
-        .expect("topology.json")
-        .service("play-0")
-        .cloned()
-        .expect("play-0");
-    (play.addr, play.pid)
+/// A match of `players` cats after [`WARM_TICKS`] ticks.
+fn warm_game(players: usize) -> Game {
+    let mut game = Game::default();
+    for p in 1..=players {
+        game.add(&format!("user{p}"));
+    }
+    for tick in 0..WARM_TICKS {
+        inputs(&mut game, tick);
+        game.step();
+    }
+    game
 }
 
-fn meta(dir: &Path, key: &str) -> String {
-    db::meta(&db::open(&dir.join(db::DB_FILE)).unwrap(), key)
-        .unwrap()
-        .expect("the topology has run")
+/// One tick as the play server runs it: the step, the view encoded once, and each
+/// player's `state` line; returns the bytes it would write.
+fn tick(game: &mut Game) -> usize {
+    game.step();
+    let players = game.view().to_string();
+    (0..game.players())
+        .map(|p| black_box(wire::state_line(game.tick(), game.ack(p), &players)).len() + 1)
+        .sum()
 }
 
-fn status(play: SocketAddr) -> serde_json::Value {
-    let mut s = TcpStream::connect(play).unwrap();
-    s.write_all(b"{\"t\":\"status\"}\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
+fn play_tick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("play_tick");
+    for players in MATCH_PLAYERS {
+        let game = warm_game(players);
+        group.throughput(Throughput::Elements(players as u64));
+        group.bench_function(format!("players/{players}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut next = game.clone();
+                    inputs(&mut next, WARM_TICKS);
+                    next
+                },
+                |mut next| tick(&mut next),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
 }
 
-/// CPU seconds used so far by a process (all threads).
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+fn input_parse(c: &mut Criterion) {
+    let line = br#"{"t":"input","seq":1234,"dx":0.707,"dy":-0.707,"fire":true}"#;
+    let mut group = c.benchmark_group("play_input");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse", |b| {
+        b.iter(|| wire::parse(black_box(line)).expect("an input line"))
+    });
+    group.finish();
 }
 
-fn capacity(dir: &Path, players: u64, seconds: u64) {
-    let (play, pid) = play_of(dir);
-    let key = meta(dir, TICKET_KEY_META);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let base = db::now_ms() as u64;
-        let mut tasks = Vec::new();
-        for i in 0..players {
-            let user = format!("user{}", i + 1);
-            let t = ticket::issue(key.as_bytes(), play, base + i / 4, &user, db::now_ms()).unwrap();
-            tasks.push(tokio::spawn(player(play, t, seconds + WARMUP_S)));
-            if i % RAMP_BATCH == RAMP_BATCH - 1 {
-                tokio::time::sleep(Duration::from_millis(RAMP_STEP_MS)).await;
+/// The watchers of one observer, read from one thread with mio, as a load generator
+/// reads them: each counts the lines it has received.
+struct Watchers {
+    poll: Poll,
+    events: Events,
+    streams: Vec<mio::net::TcpStream>,
+    lines: Vec<u64>,
+    chunk: Vec<u8>,
+}
+
+impl Watchers {
+    /// Connects `count` watchers to the observer at `addr` with a valid `watch` line.
+    fn connect(addr: SocketAddr, count: usize, watch: &str) -> io::Result<Watchers> {
+        let poll = Poll::new()?;
+        let mut streams = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut stream = TcpStream::connect(addr)?;
+            writeln!(stream, "{watch}")?;
+            stream.set_nonblocking(true)?;
+            let mut stream = mio::net::TcpStream::from_std(stream);
+            poll.registry()
+                .register(&mut stream, Token(i), Interest::READABLE)?;
+            streams.push(stream);
+        }
+        Ok(Watchers {
+            poll,
+            events: Events::with_capacity(count),
+            streams,
+            lines: vec![0; count],
+            chunk: vec![0; READ_CHUNK_BYTES],
+        })
+    }
+
+    /// Reads until every watcher has received `total` lines since it connected.
+    fn wait_for(&mut self, total: u64) -> io::Result<()> {
+        let mut behind = self.lines.iter().filter(|&&n| n < total).count();
+        while behind > 0 {
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_secs(RELAY_WAIT_S)))?;
+            if self.events.is_empty() {
+                return Err(io::Error::new(ErrorKind::TimedOut, "the relay stalled"));
+            }
+            for event in self.events.iter() {
+                let i = event.token().0;
+                let was_behind = self.lines[i] < total;
+                loop {
+                    match self.streams[i].read(&mut self.chunk) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                ErrorKind::UnexpectedEof,
+                                "the observer closed a watcher",
+                            ))
+                        }
+                        Ok(n) => {
+                            let newlines = self.chunk[..n].iter().filter(|&&b| b == b'\n');
+                            self.lines[i] += newlines.count() as u64;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if was_behind && self.lines[i] >= total {
+                    behind -= 1;
+                }
             }
         }
-        tokio::time::sleep(Duration::from_secs(WARMUP_S)).await;
-        let (s0, c0, t0) = (status(play), cpu_s(pid), Instant::now());
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let (s1, c1, wall) = (status(play), cpu_s(pid), t0.elapsed().as_secs_f64());
-        let cores = (c1 - c0) / wall;
-        let ticks = s1["ticks"].as_u64().unwrap() - s0["ticks"].as_u64().unwrap();
-        let missed = s1["ticks_missed"].as_u64().unwrap() - s0["ticks_missed"].as_u64().unwrap();
-        println!(
-            "players {} (connected {}), matches {}, play CPU {:.2} cores, players/core {:.0}, ticks {ticks}, missed {missed}, tick lateness p99 {:.2} ms",
-            players,
-            s1["players"],
-            s1["matches"],
-            cores,
-            players as f64 / cores.max(0.01),
-            s1["tick_late_p99_us"].as_f64().unwrap() / 1000.0
-        );
-        for t in tasks {
-            t.abort();
-        }
-    });
-}
-
-async fn player(play: SocketAddr, ticket: String, seconds: u64) {
-    let Ok(stream) = tokio::net::TcpStream::connect(play).await else {
-        return;
-    };
-    let (read, mut write) = stream.into_split();
-    let join = format!("{}\n", serde_json::json!({"t": "join", "ticket": ticket}));
-    if write.write_all(join.as_bytes()).await.is_err() {
-        return;
-    }
-    // States are read and dropped; a client that stops reading would be disconnected.
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(read).lines();
-        while let Ok(Some(_)) = lines.next_line().await {}
-    });
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let mut seq = 0u64;
-    let mut every = tokio::time::interval(Duration::from_millis(1000 / INPUT_HZ));
-    while Instant::now() < end {
-        every.tick().await;
-        seq += 1;
-        let dx = ((seq % 7) as f64 / 7.0) - 0.5;
-        let line = format!(
-            "{{\"t\":\"input\",\"seq\":{seq},\"dx\":{dx:.3},\"dy\":0.1,\"fire\":{}}}\n",
-            seq % 3 == 0
-        );
-        if write.write_all(line.as_bytes()).await.is_err() {
-            return;
-        }
+        Ok(())
     }
 }
 
-fn observers(dir: &Path, count: usize) {
-    let (play, _) = play_of(dir);
-    let key = meta(dir, INTERNAL_KEY_META);
-    let ticket_key = meta(dir, TICKET_KEY_META);
-    // One player keeps a match open for the observers to follow.
-    let match_id = db::now_ms() as u64;
-    let t = ticket::issue(ticket_key.as_bytes(), play, match_id, "user1", db::now_ms()).unwrap();
-    let mut player = TcpStream::connect(play).unwrap();
-    writeln!(player, "{}", serde_json::json!({"t": "join", "ticket": t})).unwrap();
-    let mut times = Vec::with_capacity(count);
-    for _ in 0..count {
-        let started = Instant::now();
-        let mut s = TcpStream::connect(play).unwrap();
-        writeln!(
-            s,
-            "{}",
-            serde_json::json!({"t": "observe", "match": match_id, "key": key})
-        )
-        .unwrap();
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).unwrap();
-        assert!(line.contains("\"observer\""), "{line}");
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    times.sort_by(f64::total_cmp);
-    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "observer starts {count}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        times[times.len() - 1]
+/// A free loopback port for an observer to listen on: bound, read and released. Another
+/// process could take it in between; on a benchmark's loopback nobody does.
+fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The real observer (`observer::run`, in a thread) subscribed to a stand-in play
+/// server, which writes a second of state lines per round; a round ends when every
+/// watcher has read them all.
+fn observer_fanout(c: &mut Criterion) {
+    let data = Data::new(1);
+    let token = data.session("user1");
+    let mut game = warm_game(OBSERVED_PLAYERS);
+    // One line every watcher must get proves they were all admitted.
+    let first = format!(
+        "{}\n",
+        wire::state_line(game.tick(), 0, &game.view().to_string())
     );
+    let mut round = Vec::new();
+    for _ in 0..LINES_PER_ROUND {
+        game.step();
+        let line = wire::state_line(game.tick(), 0, &game.view().to_string());
+        round.extend_from_slice(line.as_bytes());
+        round.push(b'\n');
+    }
+    let mut group = c.benchmark_group("observer_fanout");
+    // A round to 1,000 watchers takes a quarter of a second: one round per sample, and
+    // criterion's fewest samples, keep it within the measurement time.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(FANOUT_SAMPLES);
+    group.measurement_time(Duration::from_secs(FANOUT_MEASUREMENT_S));
+    for (match_id, count) in (1u64..).zip(WATCHERS) {
+        let play = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let args = ObserverArgs {
+            play: play.local_addr().expect("an address"),
+            match_id,
+            data_dir: data.path().into(),
+            listen: free_port().expect("a loopback port"),
+            session: SessionArgs {
+                token_idle_s: TOKEN_IDLE_S,
+                lobby: None,
+            },
+        };
+        let observer = std::thread::spawn({
+            let args = args.clone();
+            move || observer::run(&args)
+        });
+        let (mut feed, _) = play.accept().expect("the observer's subscription");
+        let mut subscribe = String::new();
+        BufReader::new(&feed)
+            .read_line(&mut subscribe)
+            .expect("a subscribe line");
+        assert!(subscribe.contains("\"subscribe\""), "{subscribe}");
+        feed.write_all(b"{\"t\":\"subscribed\"}\n")
+            .expect("the answer");
+        let watch = serde_json::json!({"t": "watch", "match": match_id, "token": token});
+        let mut watchers =
+            Watchers::connect(args.listen, count, &watch.to_string()).expect("watchers");
+        feed.write_all(first.as_bytes()).expect("a line");
+        let mut sent = 1;
+        watchers.wait_for(sent).expect("every watcher admitted");
+        group.throughput(Throughput::Elements(LINES_PER_ROUND * count as u64));
+        group.bench_function(format!("watchers/{count}"), |b| {
+            b.iter_custom(|rounds| {
+                let started = Instant::now();
+                for _ in 0..rounds {
+                    feed.write_all(&round).expect("a round of lines");
+                    sent += LINES_PER_ROUND;
+                    watchers.wait_for(sent).expect("every line relayed");
+                }
+                started.elapsed()
+            })
+        });
+        feed.write_all(b"{\"t\":\"end\"}\n").expect("the end line");
+        drop(watchers);
+        observer
+            .join()
+            .expect("the observer thread")
+            .expect("the observer ends with its match");
+    }
+    group.finish();
 }
+
+criterion_group! {
+    name = benches;
+    config = catwar_benches::criterion();
+    targets = play_tick, input_parse, observer_fanout
+}
+criterion_main!(benches);

@@ -2,8 +2,9 @@
 //! at fixed times, and each latency counts from when the request was due, not from when
 //! a busy connection got round to sending it.
 //!
-//! `cargo bench --bench lobby -- probe ADDR TOKEN RATE SECONDS` sends `GET /v1/me` at
-//! RATE requests/s over keep-alive connections for SECONDS and prints p50/p99/max.
+//! `cargo run --release -p catwar-benches --bin lobby-probe -- ADDR TOKEN RATE SECONDS`
+//! sends `GET /v1/me` at RATE requests/s over keep-alive connections for SECONDS and
+//! prints p50/p99/max.
 //! `ci/bench-login-lobby.sh` uses it to compare the lobby's p99 idle and during a storm.
 
 use std::io::{Read, Write};
@@ -16,15 +17,11 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: u64 = 8;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let [mode, addr, token, rate, seconds] = args.as_slice() else {
-        eprintln!("usage: cargo bench --bench lobby -- probe ADDR TOKEN RATE SECONDS");
-        return;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [addr, token, rate, seconds] = args.as_slice() else {
+        eprintln!("usage: lobby-probe ADDR TOKEN RATE SECONDS");
+        std::process::exit(64);
     };
-    assert_eq!(mode, "probe");
     let (addr, rate, seconds): (SocketAddr, u64, u64) = (
         addr.parse().unwrap(),
         rate.parse().unwrap(),
