@@ -1,5 +1,6 @@
 //! Settings of a topology: the knobs of `catwar-server up`, each settable by flag or in a
-//! TOML file given with `--config FILE` (keys spelled like the flags, `token-idle-s = 600`).
+//! TOML file given with `--config FILE` (keys spelled like a scenario's `[server]` keys and
+//! topology.json's `settings`, `token_idle_s = 600`; the flag's spelling is accepted too).
 //! Precedence: command line, then file, then the defaults below.
 
 use std::fmt;
@@ -84,49 +85,62 @@ pub enum ObserverBackend {
 
 /// The knobs as given: every one optional, so flags and file can be merged.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Knobs {
     /// Seconds a token may stay unused before the lobby asks for a refresh [default: 600]
     #[arg(long, value_name = "S")]
+    #[serde(alias = "token-idle-s")]
     pub token_idle_s: Option<u64>,
     /// Players in a full match [default: 4]
     #[arg(long, value_name = "N")]
+    #[serde(alias = "players-per-match")]
     pub players_per_match: Option<u32>,
     /// Seconds after which a match starts with at least one player [default: 5]
     #[arg(long, value_name = "S")]
+    #[serde(alias = "match-fill-timeout-s")]
     pub match_fill_timeout_s: Option<u64>,
     /// Ticks per match [default: 600]
     #[arg(long, value_name = "N")]
+    #[serde(alias = "match-ticks")]
     pub match_ticks: Option<u64>,
     /// Play-server tick rate [default: 20]
     #[arg(long, value_name = "HZ")]
+    #[serde(alias = "tick-hz")]
     pub tick_hz: Option<u32>,
     /// File-transfer nodes [default: 3]
     #[arg(long, value_name = "N")]
+    #[serde(alias = "file-nodes")]
     pub file_nodes: Option<usize>,
     /// Play servers [default: 2]
     #[arg(long, value_name = "N")]
+    #[serde(alias = "play-servers")]
     pub play_servers: Option<usize>,
     /// Login job-pool threads [default: number of cores]
     #[arg(long, value_name = "N")]
+    #[serde(alias = "login-workers")]
     pub login_workers: Option<usize>,
     /// Password hash cost preset [default: owasp]
     #[arg(long, value_enum)]
     pub argon2: Option<Argon2Preset>,
     /// How match observers are started [default: process]
     #[arg(long, value_enum)]
+    #[serde(alias = "observer-backend")]
     pub observer_backend: Option<ObserverBackend>,
     /// Milliseconds before a dead child is restarted, 0 = never [default: 1000]
     #[arg(long, value_name = "MS")]
+    #[serde(alias = "restart-delay-ms")]
     pub restart_delay_ms: Option<u64>,
     /// Milliseconds between balancer heartbeats [default: 100]
     #[arg(long, value_name = "MS")]
+    #[serde(alias = "heartbeat-interval-ms")]
     pub heartbeat_interval_ms: Option<u64>,
     /// Milliseconds without an active peer before the standby takes over [default: 300]
     #[arg(long, value_name = "MS")]
+    #[serde(alias = "heartbeat-deadline-ms")]
     pub heartbeat_deadline_ms: Option<u64>,
     /// Milliseconds between file-node health checks [default: 100]
     #[arg(long, value_name = "MS")]
+    #[serde(alias = "health-interval-ms")]
     pub health_interval_ms: Option<u64>,
 }
 
@@ -307,7 +321,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file: Knobs =
-            toml::from_str("file-nodes = 5\ntoken-idle-s = 60\nargon2 = \"fast\"").unwrap();
+            toml::from_str("file-nodes = 5\ntoken_idle_s = 60\nargon2 = \"fast\"").unwrap();
         let flags = Knobs {
             file_nodes: Some(2),
             ..Knobs::default()

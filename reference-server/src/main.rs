@@ -84,7 +84,9 @@ enum Cmd {
     },
     /// SIGKILL the process of one service of a running topology.
     Kill {
-        /// Service name as in topology.json, for example `balancer`.
+        /// Service name as in topology.json: storage, balancer, balancer-observer,
+        /// file-node-0…, profile, lobby, play-0…, router; or active-balancer, whichever of
+        /// the two balancers is active now (as in scenarios' fault schedules).
         service: String,
         /// The data folder given to `up`.
         #[arg(long, value_name = "DIR")]
@@ -179,7 +181,8 @@ enum KubernetesCmd {
 
 #[derive(Subcommand)]
 enum UsersCmd {
-    /// Create user1…userN with the documented test passwords `pw-<id>` (skips existing).
+    /// Create user1…userN with the documented test passwords `pw-<id>`; existing users
+    /// keep their hashes, so only the missing ones cost hashing time.
     Seed {
         /// The data folder.
         #[arg(long, value_name = "DIR")]
@@ -187,9 +190,10 @@ enum UsersCmd {
         /// How many users.
         #[arg(long, value_name = "N")]
         count: u64,
-        /// Password hash cost; `fast` is for large simulated populations.
-        #[arg(long, value_enum, default_value = "owasp")]
-        argon2: Argon2Preset,
+        /// Password hash cost; `fast` is for large simulated populations. Default: the
+        /// preset the DB recorded at its last seed or add, owasp for a new DB.
+        #[arg(long, value_enum)]
+        argon2: Option<Argon2Preset>,
     },
     /// Create a user, or set its password; the password is read from stdin.
     Add {
@@ -348,6 +352,15 @@ fn up(data: PathBuf, base_port: u16, config: Option<PathBuf>, knobs: Knobs) -> a
         argon2_hashes = recorded.as_deref().unwrap_or("none yet"),
         "starting the CatWar topology"
     );
+    if users == 0 {
+        // Every login would fail with login_failed; say why before the first one does.
+        tracing::warn!(
+            data = %data.display(),
+            "the user DB has no users: every login will fail; create some with \
+             `catwar-server users seed --data {} --count N`",
+            data.display()
+        );
+    }
     let options = UpOptions {
         data_dir: data,
         base_port,
@@ -447,10 +460,11 @@ fn users(command: UsersCmd) -> anyhow::Result<()> {
             argon2,
         } => {
             let started = std::time::Instant::now();
-            let added = user_db::seed(&data, count, argon2)?;
+            let seeded = user_db::seed(&data, count, argon2)?;
             println!(
-                "seeded {added} new users (user1..user{count}, password pw-<id>, argon2 {}) in {:.1} s",
-                user_db::preset_name(argon2),
+                "seeded {} new users (user1..user{count}, password pw-<id>, argon2 {}) in {:.1} s",
+                seeded.added,
+                user_db::preset_name(seeded.preset),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -467,10 +481,40 @@ fn users(command: UsersCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The name scenarios use for whichever balancer is active; `kill` resolves it too.
+const ACTIVE_BALANCER: &str = "active-balancer";
+/// How long each balancer has to say its role; a live one answers in microseconds.
+const STATUS_TIMEOUT_MS: u64 = 500;
+
 fn kill(service: &str, data: &Path) -> anyhow::Result<()> {
-    let pid = supervisor::kill(data, service)?;
+    let service = if service == ACTIVE_BALANCER {
+        active_balancer(data)?
+    } else {
+        service.to_string()
+    };
+    let pid = supervisor::kill(data, &service)?;
     println!("killed {service} (pid {pid}) with SIGKILL");
     Ok(())
+}
+
+/// Asks both balancers for their role (`GET /v1/status`) and names the active one.
+fn active_balancer(data: &Path) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        role: String,
+    }
+    let topology = Topology::read(data)?;
+    for name in ["balancer", "balancer-observer"] {
+        let addr = topology.service(name)?.addr;
+        let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
+        let Ok(answer) = catwar_server::runtime::client::get(addr, "/v1/status", timeout) else {
+            continue;
+        };
+        if answer.status == 200 && answer.json::<Status>().is_ok_and(|s| s.role == "active") {
+            return Ok(name.to_string());
+        }
+    }
+    anyhow::bail!("{ACTIVE_BALANCER}: neither balancer nor balancer-observer says it is active")
 }
 
 /// Runs one service for `up`, telling it on stdout whether the service and its admin

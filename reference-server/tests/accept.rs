@@ -202,7 +202,7 @@ fn a_play_loop_out_of_descriptors_pauses_and_serves_the_queued_clients() {
         "a_play_loop_out_of_descriptors_pauses_and_serves_the_queued_clients",
         || {
             let dir = tempfile::tempdir().unwrap();
-            users::seed(dir.path(), 1, Argon2Preset::Fast).unwrap();
+            users::seed(dir.path(), 1, Some(Argon2Preset::Fast)).unwrap();
             let listener = bind_loopback().unwrap();
             let addr = listener.local_addr().unwrap();
             let session = SessionArgs {

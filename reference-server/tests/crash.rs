@@ -39,7 +39,7 @@ fn up(match_ticks: u64) -> Up {
     let mut args: Vec<&str> = BASE.to_vec();
     args.extend(["--match-ticks", &ticks]);
     let up = Up::start(&args);
-    users::seed(up.data(), 4, Argon2Preset::Fast).unwrap();
+    users::seed(up.data(), 4, Some(Argon2Preset::Fast)).unwrap();
     up
 }
 

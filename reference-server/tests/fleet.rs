@@ -83,7 +83,7 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let data: PathBuf = dir.path().into();
         ensure_default(&data).unwrap();
-        users::seed(&data, USERS, Argon2Preset::Fast).unwrap();
+        users::seed(&data, USERS, Some(Argon2Preset::Fast)).unwrap();
         let catalog = Arc::new(Catalog::load(&data).unwrap());
         let file_node = file_node::start(
             bind_loopback().unwrap(),

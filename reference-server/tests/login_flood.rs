@@ -233,7 +233,7 @@ fn a_login_flood_at_ten_times_capacity_is_refused_busy_in_bounded_memory_while_t
         "--play-servers",
         "1",
     ]);
-    users::seed(up.data(), USERS, Argon2Preset::Owasp).unwrap();
+    users::seed(up.data(), USERS, Some(Argon2Preset::Owasp)).unwrap();
     let cert = tls::cert_path(up.data());
     let (profile, lobby) = (up.addr("profile"), up.addr("lobby"));
     let profile_pid = up.topology().service("profile").unwrap().pid;

@@ -48,7 +48,7 @@ impl Stack {
         login_queue: usize,
     ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        users::seed(dir.path(), users_count, preset).unwrap();
+        users::seed(dir.path(), users_count, Some(preset)).unwrap();
         let config = LobbyConfig {
             data_dir: dir.path().into(),
             token_idle_s: idle_s,

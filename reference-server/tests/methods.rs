@@ -37,7 +37,7 @@ impl Services {
     fn start() -> Services {
         let dir = tempfile::tempdir().unwrap();
         ensure_default(dir.path()).unwrap();
-        users::seed(dir.path(), 1, Argon2Preset::Fast).unwrap();
+        users::seed(dir.path(), 1, Some(Argon2Preset::Fast)).unwrap();
         let data: PathBuf = dir.path().into();
         let catalog = Arc::new(Catalog::load(&data).unwrap());
         let file_node = file_node::start(

@@ -59,7 +59,7 @@ impl Arena {
         tune: impl FnOnce(&mut PlayConfig),
     ) -> Arena {
         let dir = tempfile::tempdir().unwrap();
-        users::seed(dir.path(), 10, Argon2Preset::Fast).unwrap();
+        users::seed(dir.path(), 10, Some(Argon2Preset::Fast)).unwrap();
         let play_listener = bind_loopback().unwrap();
         let play_addr = play_listener.local_addr().unwrap();
         let lobby = lobby::start(

@@ -205,7 +205,7 @@ fn a_lobby_revocation_survives_a_sigkill_right_after_the_answer() {
     let up = Up::start(&["--argon2", "fast", "--restart-delay-ms", "100"]);
     let data = up.data().to_path_buf();
     let users = data.join(db::DB_FILE);
-    catwar_server::domain::users::seed(&data, 1, catwar_server::config::Argon2Preset::Fast)
+    catwar_server::domain::users::seed(&data, 1, Some(catwar_server::config::Argon2Preset::Fast))
         .unwrap();
     let lobby = up.addr("lobby");
     let t = token::new_token("user1", b"test").unwrap();

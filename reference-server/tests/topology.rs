@@ -77,6 +77,20 @@ fn up_kill_restart_and_shutdown_leave_no_process() {
     assert_eq!(update.status, 200);
     assert!(update.json()["epoch"].as_u64().unwrap() >= 2);
 
+    // `active-balancer` is whichever balancer is active: now the observer.
+    let observer = up.topology().service("balancer-observer").unwrap().pid;
+    let out = Command::new(server_bin())
+        .args(["kill", "active-balancer", "--data"])
+        .arg(up.data())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("killed balancer-observer (pid {observer})")), "{said}");
+    wait_for("the killed observer to be gone", || {
+        (!process_alive(observer)).then_some(())
+    });
+
     let all: Vec<u32> = up.topology().services.iter().map(|s| s.pid).collect();
     up.stop();
     assert!(up.child.try_wait().unwrap().unwrap().success());

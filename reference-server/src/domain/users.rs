@@ -102,8 +102,23 @@ fn seed_rating(n: u64) -> i64 {
     800 + ((n.wrapping_mul(2_654_435_761)) % 401) as i64
 }
 
-/// Creates `user1…user<count>` that do not exist yet; returns how many were added.
-pub fn seed(data_dir: &Path, count: u64, preset: Argon2Preset) -> Result<u64, UsersError> {
+/// What one `seed` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seeded {
+    /// Users created.
+    pub added: u64,
+    /// The preset their passwords were hashed with.
+    pub preset: Argon2Preset,
+}
+
+/// Creates `user1…user<count>` that do not exist yet, hashing only theirs: existing users
+/// keep their hashes. Without a `preset`, the one the DB recorded at its last seed or add
+/// is used (so one new user on a `fast` DB is `fast` too), and owasp on a new DB.
+pub fn seed(
+    data_dir: &Path,
+    count: u64,
+    preset: Option<Argon2Preset>,
+) -> Result<Seeded, UsersError> {
     if count == 0 || count > SEED_COUNT_MAX {
         return Err(UsersError::Invalid(format!(
             "--count: must be between 1 and {SEED_COUNT_MAX}"
@@ -119,20 +134,28 @@ pub fn seed(data_dir: &Path, count: u64, preset: Argon2Preset) -> Result<u64, Us
             source,
         })
     };
+    let preset = match preset {
+        Some(preset) => preset,
+        None => recorded_preset(&conn).map_err(err)?.unwrap_or(Argon2Preset::Owasp),
+    };
     let argon = hasher(preset);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut added = 0u64;
     let mut next = 1u64;
     while next <= count {
-        let batch: Vec<u64> = (next..=count.min(next + SEED_BATCH as u64 - 1)).collect();
-        next += batch.len() as u64;
-        let hashed = hash_in_parallel(&argon, &batch, threads)?;
+        let range = next..=count.min(next + SEED_BATCH as u64 - 1);
+        next = range.end() + 1;
+        let missing = missing_users(&conn, range).map_err(err)?;
+        if missing.is_empty() {
+            continue;
+        }
+        let hashed = hash_in_parallel(&argon, &missing, threads)?;
         let tx = conn.transaction().map_err(err)?;
         {
             let mut stmt = tx
                 .prepare_cached("INSERT OR IGNORE INTO users (id, phc, level, xp, rating) VALUES (?1, ?2, 1, 0, ?3)")
                 .map_err(err)?;
-            for (n, (id, phc)) in batch.iter().zip(hashed) {
+            for (n, (id, phc)) in missing.iter().zip(hashed) {
                 added += stmt
                     .execute(params![id, phc, seed_rating(*n)])
                     .map_err(err)? as u64;
@@ -141,7 +164,27 @@ pub fn seed(data_dir: &Path, count: u64, preset: Argon2Preset) -> Result<u64, Us
         db::set_meta(&tx, ARGON2_META_KEY, preset_name(preset)).map_err(err)?;
         tx.commit().map_err(err)?;
     }
-    Ok(added)
+    Ok(Seeded { added, preset })
+}
+
+/// The preset the DB recorded at its last seed or add, if any it can name.
+fn recorded_preset(conn: &rusqlite::Connection) -> rusqlite::Result<Option<Argon2Preset>> {
+    Ok(db::meta(conn, ARGON2_META_KEY)?.and_then(|name| Argon2Preset::parse(&name)))
+}
+
+/// The numbers in `range` whose `user<n>` does not exist yet.
+fn missing_users(
+    conn: &rusqlite::Connection,
+    range: std::ops::RangeInclusive<u64>,
+) -> rusqlite::Result<Vec<u64>> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?;
+    let mut missing = Vec::new();
+    for n in range {
+        if !stmt.exists(params![format!("user{n}")])? {
+            missing.push(n);
+        }
+    }
+    Ok(missing)
 }
 
 fn hash_in_parallel(
@@ -226,11 +269,17 @@ mod tests {
     #[test]
     fn seed_is_idempotent_and_records_the_preset() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(seed(dir.path(), 25, Argon2Preset::Fast).unwrap(), 25);
-        assert_eq!(seed(dir.path(), 30, Argon2Preset::Fast).unwrap(), 5);
+        let fast = Some(Argon2Preset::Fast);
+        assert_eq!(seed(dir.path(), 25, fast).unwrap().added, 25);
         let conn = db::open(&dir.path().join(db::DB_FILE)).unwrap();
+        let before = db::user_phc(&conn, "user7").unwrap().unwrap();
+        // No preset given: the DB's recorded one, and existing users are not re-hashed.
+        let again = seed(dir.path(), 30, None).unwrap();
+        assert_eq!(again, Seeded { added: 5, preset: Argon2Preset::Fast });
+        assert_eq!(db::user_phc(&conn, "user7").unwrap().unwrap(), before);
         let phc = db::user_phc(&conn, "user30").unwrap().unwrap();
         assert!(verify_password(&phc, "pw-user30"));
+        assert!(phc.contains("m=64,t=1"), "{phc}");
         assert_eq!(
             db::meta(&conn, ARGON2_META_KEY).unwrap().as_deref(),
             Some("fast")
@@ -238,6 +287,13 @@ mod tests {
         let ranking = db::ranking(&conn).unwrap();
         assert_eq!(ranking.len(), 30);
         assert!(ranking.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+
+    #[test]
+    fn a_new_db_is_seeded_with_owasp_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let seeded = seed(dir.path(), 1, None).unwrap();
+        assert_eq!(seeded, Seeded { added: 1, preset: Argon2Preset::Owasp });
     }
 
     #[test]

@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn matches_queued_together_are_committed_and_reported_each() {
         let dir = tempfile::tempdir().unwrap();
-        users::seed(dir.path(), 4, Argon2Preset::Fast).unwrap();
+        users::seed(dir.path(), 4, Some(Argon2Preset::Fast)).unwrap();
         let db = Arc::new(DbPool::new(&dir.path().join(db::DB_FILE)).unwrap());
         let (finished_tx, finished_rx) = mpsc::channel();
         // Queued before the writer starts, so its first batch holds all three; user1
