@@ -85,8 +85,15 @@ fn up_kill_restart_and_shutdown_leave_no_process() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains(&format!("killed balancer-observer (pid {observer})")), "{said}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("killed balancer-observer (pid {observer})")),
+        "{said}"
+    );
     wait_for("the killed observer to be gone", || {
         (!process_alive(observer)).then_some(())
     });

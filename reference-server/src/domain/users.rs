@@ -136,7 +136,9 @@ pub fn seed(
     };
     let preset = match preset {
         Some(preset) => preset,
-        None => recorded_preset(&conn).map_err(err)?.unwrap_or(Argon2Preset::Owasp),
+        None => recorded_preset(&conn)
+            .map_err(err)?
+            .unwrap_or(Argon2Preset::Owasp),
     };
     let argon = hasher(preset);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -275,7 +277,13 @@ mod tests {
         let before = db::user_phc(&conn, "user7").unwrap().unwrap();
         // No preset given: the DB's recorded one, and existing users are not re-hashed.
         let again = seed(dir.path(), 30, None).unwrap();
-        assert_eq!(again, Seeded { added: 5, preset: Argon2Preset::Fast });
+        assert_eq!(
+            again,
+            Seeded {
+                added: 5,
+                preset: Argon2Preset::Fast
+            }
+        );
         assert_eq!(db::user_phc(&conn, "user7").unwrap().unwrap(), before);
         let phc = db::user_phc(&conn, "user30").unwrap().unwrap();
         assert!(verify_password(&phc, "pw-user30"));
@@ -293,7 +301,13 @@ mod tests {
     fn a_new_db_is_seeded_with_owasp_unless_told() {
         let dir = tempfile::tempdir().unwrap();
         let seeded = seed(dir.path(), 1, None).unwrap();
-        assert_eq!(seeded, Seeded { added: 1, preset: Argon2Preset::Owasp });
+        assert_eq!(
+            seeded,
+            Seeded {
+                added: 1,
+                preset: Argon2Preset::Owasp
+            }
+        );
     }
 
     #[test]
