@@ -128,6 +128,7 @@ mod tests {
             requests: 100,
             errors,
             p99_us: Some(p99_ms * 1000),
+            ..TimeStep::default()
         };
         TimePoint {
             t_s,

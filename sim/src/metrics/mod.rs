@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 use load::LoadGauges;
 pub use load::{process_usage, LoadPoint};
 // Tests elsewhere build totals by hand, with the histograms the metrics use.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -62,8 +63,26 @@ pub struct IntervalStep {
     pub requests: u64,
     /// Failed requests recorded during the interval.
     pub errors: u64,
+    /// Median latency of the interval's successful requests (2 figures).
+    pub p50_us: Option<u64>,
+    /// 90th percentile latency of the interval's successful requests (2 figures).
+    pub p90_us: Option<u64>,
     /// 99th percentile latency of the interval's successful requests (2 figures).
     pub p99_us: Option<u64>,
+}
+
+impl IntervalStep {
+    /// The figures of an interval with `requests`, `errors` and the latencies `latency`.
+    pub fn from_histogram(requests: u64, errors: u64, latency: &Histogram<u64>) -> IntervalStep {
+        let at = |quantile| (!latency.is_empty()).then(|| latency.value_at_quantile(quantile));
+        IntervalStep {
+            requests,
+            errors,
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+        }
+    }
 }
 
 /// One interval of the per-second series.
@@ -73,6 +92,9 @@ pub struct IntervalPoint {
     pub t_s: u64,
     /// Figures per step, indexed like `Step::ALL`.
     pub steps: Vec<IntervalStep>,
+    /// Failed requests by error code per step, indexed like `Step::ALL`, kept apart from
+    /// `steps` so that those stay plain numbers to copy.
+    pub errors_by_code: Vec<BTreeMap<String, u64>>,
     /// The load offered and held.
     pub load: LoadPoint,
 }
@@ -283,17 +305,17 @@ impl Metrics {
         }
         let steps = merged
             .iter()
-            .map(|s| IntervalStep {
-                requests: s.requests,
-                errors: s.errors,
-                p99_us: (!s.latency.is_empty()).then(|| s.latency.value_at_quantile(0.99)),
-            })
+            .map(|s| IntervalStep::from_histogram(s.requests, s.errors, &s.latency))
             .collect();
         let load = self.close_load();
         let mut series = lock(&self.series);
         let point = IntervalPoint {
             t_s: series.len() as u64,
             steps,
+            errors_by_code: merged
+                .iter_mut()
+                .map(|s| std::mem::take(&mut s.errors_by_code))
+                .collect(),
             load,
         };
         series.push(point.clone());

@@ -85,7 +85,9 @@ impl Recorder {
         }
         let interval = &mut shard.interval[step.index()];
         interval.requests += 1;
-        interval.errors += u64::from(matches!(outcome, Outcome::Late(_)));
+        if let Outcome::Late(code) = outcome {
+            interval.add_error(code);
+        }
         interval.latency.saturating_record(latency_us);
     }
 
@@ -119,7 +121,7 @@ impl Recorder {
         totals.add_error(code);
         let interval = &mut shard.interval[step.index()];
         interval.requests += 1;
-        interval.errors += 1;
+        interval.add_error(code);
     }
 
     /// Records a successful balancer pick (an `update: true` answer) completed at `done`.

@@ -131,6 +131,8 @@ pub(super) struct StepInterval {
     pub(super) latency: Histogram<u64>,
     pub(super) requests: u64,
     pub(super) errors: u64,
+    /// Bounded like the totals' map, by [`count_code`].
+    pub(super) errors_by_code: BTreeMap<String, u64>,
 }
 
 impl StepInterval {
@@ -139,7 +141,13 @@ impl StepInterval {
             latency: interval_histogram(),
             requests: 0,
             errors: 0,
+            errors_by_code: BTreeMap::new(),
         }
+    }
+
+    pub(super) fn add_error(&mut self, code: &str) {
+        self.errors += 1;
+        count_code(&mut self.errors_by_code, code);
     }
 
     pub(super) fn drain_into(&mut self, into: &mut StepInterval) {
@@ -148,6 +156,9 @@ impl StepInterval {
             .expect("histograms share bounds");
         into.requests += self.requests;
         into.errors += self.errors;
+        for (code, n) in std::mem::take(&mut self.errors_by_code) {
+            *into.errors_by_code.entry(code).or_insert(0) += n;
+        }
         self.latency.reset();
         self.requests = 0;
         self.errors = 0;

@@ -29,6 +29,12 @@ pub struct StepReport {
     pub max_us: Option<u64>,
     /// Mean latency, µs.
     pub mean_us: Option<f64>,
+    /// Smallest latency, µs; absent from reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_us: Option<u64>,
+    /// Standard deviation of the latencies, µs; absent from reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stddev_us: Option<f64>,
     /// Failed requests by error code.
     pub errors_by_code: BTreeMap<String, u64>,
     /// Expected refusals by code (such as `login_failed` for a wrong password); they are
@@ -54,6 +60,8 @@ impl StepReport {
             p999_us: at(0.999),
             max_us: some.then(|| latency.max()),
             mean_us: some.then(|| latency.mean()),
+            min_us: some.then(|| latency.min()),
+            stddev_us: some.then(|| latency.stdev()),
             errors_by_code: totals.errors_by_code.clone(),
             expected_by_code: totals.expected_by_code.clone(),
             hist: encode_histogram(latency),
@@ -173,7 +181,14 @@ pub fn time_point(point: &IntervalPoint) -> TimePoint {
             let time_step = TimeStep {
                 requests: figures.requests,
                 errors: figures.errors,
+                p50_us: figures.p50_us,
+                p90_us: figures.p90_us,
                 p99_us: figures.p99_us,
+                errors_by_code: point
+                    .errors_by_code
+                    .get(step.index())
+                    .cloned()
+                    .unwrap_or_default(),
             };
             (step.name().to_string(), time_step)
         })

@@ -339,14 +339,24 @@ pub struct TimePoint {
 }
 
 /// One step in one second.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TimeStep {
     /// Requests, failed ones included.
     pub requests: u64,
     /// Failed requests.
     pub errors: u64,
+    /// Median of successful requests, µs (2 significant figures); absent from reports
+    /// of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_us: Option<u64>,
+    /// 90th percentile of successful requests, µs (2 significant figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90_us: Option<u64>,
     /// 99th percentile of successful requests, µs (2 significant figures).
     pub p99_us: Option<u64>,
+    /// Failed requests by error code; omitted when none failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_code: BTreeMap<String, u64>,
 }
 
 /// What happened when a fault ran, as written to the report.

@@ -88,6 +88,7 @@ pub(in crate::report) fn sample_report(name: &str) -> Report {
                 requests,
                 errors,
                 p99_us,
+                ..TimeStep::default()
             };
             let slow = if t == 4 { 250_000 } else { 2_000 + 100 * t };
             TimePoint {

@@ -436,6 +436,7 @@ async fn forward<R: AsyncBufRead + Unpin>(
 struct Merging {
     received: usize,
     steps: Vec<(u64, u64, Histogram<u64>)>,
+    errors_by_code: Vec<BTreeMap<String, u64>>,
     load: LoadPoint,
 }
 
@@ -447,6 +448,7 @@ impl Merging {
                 .iter()
                 .map(|_| (0, 0, interval_histogram()))
                 .collect(),
+            errors_by_code: vec![BTreeMap::new(); Step::ALL.len()],
             load: LoadPoint::default(),
         }
     }
@@ -454,6 +456,11 @@ impl Merging {
     fn add(&mut self, second: &WireSecond) -> Result<(), MergeError> {
         self.received += 1;
         self.load.add(&second.load);
+        for (into, from) in self.errors_by_code.iter_mut().zip(&second.steps) {
+            for (code, n) in &from.errors_by_code {
+                *into.entry(code.clone()).or_insert(0) += n;
+            }
+        }
         for (into, from) in self.steps.iter_mut().zip(&second.steps) {
             into.0 += from.requests;
             into.1 += from.errors;
@@ -472,12 +479,11 @@ impl Merging {
             steps: self
                 .steps
                 .iter()
-                .map(|(requests, errors, hist)| IntervalStep {
-                    requests: *requests,
-                    errors: *errors,
-                    p99_us: (!hist.is_empty()).then(|| hist.value_at_quantile(0.99)),
+                .map(|(requests, errors, hist)| {
+                    IntervalStep::from_histogram(*requests, *errors, hist)
                 })
                 .collect(),
+            errors_by_code: self.errors_by_code,
             load: self.load,
         }
     }
@@ -506,6 +512,7 @@ mod tests {
                     requests: if step == Step::LobbyMe { requests } else { 0 },
                     errors: 0,
                     hist: (step == Step::LobbyMe).then(|| encode_histogram(hist)),
+                    errors_by_code: BTreeMap::new(),
                 })
                 .collect(),
             load: LoadPoint {

@@ -34,6 +34,7 @@ use crate::step::{Invariant, Stage, Step};
 use crate::tokens::TokenPrefix;
 use hdrhistogram::errors::AdditionError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What the coordinator tells a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +145,9 @@ pub(super) struct WireInterval {
     pub(super) errors: u64,
     /// The second's latency histogram, if it has samples.
     pub(super) hist: Option<String>,
+    /// Failed requests by error code; absent from workers of older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) errors_by_code: BTreeMap<String, u64>,
 }
 
 /// A worker's totals.

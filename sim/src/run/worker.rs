@@ -227,10 +227,12 @@ impl SecondSink for ToCoordinator {
             .steps
             .iter()
             .zip(&histograms)
-            .map(|(step, hist)| WireInterval {
+            .zip(point.errors_by_code)
+            .map(|((step, hist), errors_by_code)| WireInterval {
                 requests: step.requests,
                 errors: step.errors,
                 hist: (!hist.is_empty()).then(|| encode_histogram(hist)),
+                errors_by_code,
             })
             .collect();
         let second = WireSecond {
