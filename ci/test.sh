@@ -22,6 +22,9 @@ rm -rf "$out"
 target/release/catwar-sim run scenarios/smoke.toml --out "$out"
 target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 200
 
+# The simulator's live endpoint (run --metrics-listen) scraped by Debian's Prometheus.
+bash ci/prometheus-sim.sh
+
 # The smoke again, its clients in two agents over TCP: a coordinator and two
 # `catwar-sim agent` processes (README "Scale: agents on other hosts").
 bash ci/agents.sh scenarios/smoke.toml

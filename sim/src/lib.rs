@@ -80,6 +80,11 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_THRESHOLD_FAILED: i32 = 1;
 /// An invariant was violated; this takes precedence over failed thresholds.
 pub const EXIT_INVARIANT_VIOLATED: i32 = 2;
+/// A threshold with `abort_on_fail` failed over its window while running, and the run
+/// was stopped early (k6's `abortOnFail`); the report's `abort` says which, when and
+/// the value. Next to 1 and 2 because it is a verdict too; an invariant violation still
+/// takes precedence.
+pub const EXIT_ABORTED: i32 = 3;
 /// The scenario or the command line is invalid (`EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
 /// The run could not be carried out: the server did not start, storage did not answer,

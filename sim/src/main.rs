@@ -6,10 +6,11 @@ use catwar_sim::compare::{self, CompareError, ReportView, Verdict, MAX_REGRESSIO
 use catwar_sim::run::agent::{AgentArgs, AgentError};
 use catwar_sim::run::agents::{AgentsOptions, AGENTS_WAIT_S_DEFAULT};
 use catwar_sim::run::worker::WorkerArgs;
-use catwar_sim::run::{RunError, RunOptions};
+use catwar_sim::run::{RequestLogOptions, RunError, RunOptions, REQUEST_LOG_SAMPLE_DEFAULT};
 use catwar_sim::scenario::Scenario;
 use catwar_sim::{
-    EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLD_FAILED, EXIT_USAGE,
+    EXIT_ABORTED, EXIT_INVARIANT_VIOLATED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLD_FAILED,
+    EXIT_USAGE,
 };
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal as _;
@@ -52,6 +53,17 @@ enum Command {
         /// How long to wait for every agent before giving up, naming the missing ones.
         #[arg(long, value_name = "S", default_value_t = AGENTS_WAIT_S_DEFAULT)]
         agents_wait_s: u64,
+        /// Serve the run's merged figures (all workers and agents) at GET /metrics on
+        /// ADDR while it goes, for Prometheus, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        /// Write a sample of the clients' raw requests to FILE, one JSON object per line:
+        /// client, step, scheduled_us, sent_us, latency_us, code (times from the start).
+        #[arg(long, value_name = "FILE")]
+        request_log: Option<PathBuf>,
+        /// The fraction of clients (chosen from the seed) whose every request is logged.
+        #[arg(long, value_name = "FRACTION", default_value_t = REQUEST_LOG_SAMPLE_DEFAULT, value_parser = parse_fraction, requires = "request_log")]
+        request_log_sample: f64,
     },
     /// Join a run on another host as one of its agents: connect to the coordinator
     /// (`run --agents N --listen ADDR`), prove the shared secret ($CATWAR_AGENT_SECRET),
@@ -91,6 +103,13 @@ enum Command {
     },
 }
 
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(fraction) if (0.0..=1.0).contains(&fraction) => Ok(fraction),
+        _ => Err(format!("{text:?} is not a fraction from 0 to 1")),
+    }
+}
+
 fn parse_pct(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(pct) if pct.is_finite() && pct >= 0.0 => Ok(pct),
@@ -123,6 +142,9 @@ fn main() -> ExitCode {
             agents,
             listen,
             agents_wait_s,
+            metrics_listen,
+            request_log,
+            request_log_sample,
         } => agents_options(agents, listen, agents_wait_s).and_then(|agents| {
             run(RunOptions {
                 scenario,
@@ -131,6 +153,11 @@ fn main() -> ExitCode {
                 server_bin,
                 only_client: None,
                 agents,
+                metrics_listen,
+                request_log: request_log.map(|path| RequestLogOptions {
+                    path,
+                    sample: request_log_sample,
+                }),
             })
         }),
         Command::Agent(args) => agent(&args),
@@ -147,6 +174,8 @@ fn main() -> ExitCode {
             server_bin,
             only_client: Some(client),
             agents: None,
+            metrics_listen: None,
+            request_log: None,
         }),
         Command::Worker(args) => worker(&args),
         Command::Compare {
@@ -184,6 +213,7 @@ fn run(options: RunOptions) -> anyhow::Result<i32> {
         EXIT_OK => "pass",
         EXIT_THRESHOLD_FAILED => "a threshold failed",
         EXIT_INVARIANT_VIOLATED => "an invariant was violated",
+        EXIT_ABORTED => "a threshold aborted the run",
         EXIT_RUN_FAILED => "a worker or agent was lost",
         _ => "interrupted, nothing proven",
     };

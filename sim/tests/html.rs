@@ -198,6 +198,7 @@ fn synthetic_report() -> Report {
         sim: SimUsage::default(),
         services: vec![service("lobby", 0.3, 40), service("profile", 0.9, 150)],
         thresholds: Vec::new(),
+        abort: None,
         exit_code: 0,
     }
 }

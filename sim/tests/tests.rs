@@ -6,4 +6,5 @@ mod agents;
 mod cli;
 mod embedded;
 mod html;
+mod live;
 mod services;

@@ -137,6 +137,8 @@ pub struct Metrics {
     worker_trackers: Mutex<Vec<FailoverTracker>>,
     /// Where balancer kills are forwarded as µs since the start, for worker processes.
     kill_listeners: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<u64>>>,
+    /// `--request-log`: where sampled clients' requests go, once set.
+    request_log: std::sync::OnceLock<Arc<RequestLog>>,
 }
 
 impl Metrics {
@@ -155,6 +157,7 @@ impl Metrics {
             offered: Mutex::new(None),
             worker_trackers: Mutex::new(Vec::new()),
             kill_listeners: Mutex::new(Vec::new()),
+            request_log: std::sync::OnceLock::new(),
         })
     }
 
@@ -266,11 +269,23 @@ impl Metrics {
 
     /// The recorder for one virtual client.
     pub fn recorder(self: &Arc<Metrics>, client_id: u64) -> Recorder {
+        let sampled = self
+            .request_log
+            .get()
+            .filter(|log| log.samples(client_id))
+            .map(|log| Arc::new(Sampled::new(Arc::clone(log))));
         Recorder {
             metrics: Arc::clone(self),
             shard: (client_id % METRIC_SHARDS as u64) as usize,
             client: client_id,
+            sampled,
         }
+    }
+
+    /// Logs the requests of the clients `log` samples, for every recorder made from now
+    /// on; a second log is ignored.
+    pub fn log_requests(&self, log: Arc<RequestLog>) {
+        let _ = self.request_log.set(log);
     }
 
     /// Microseconds from the start of the run to `at`.
@@ -387,8 +402,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 mod load;
 mod recorder;
+mod requests;
 #[cfg(test)]
 mod tests;
 mod totals;
 
 pub use recorder::Recorder;
+use requests::Sampled;
+pub use requests::{RequestLine, RequestLog};

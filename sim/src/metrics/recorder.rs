@@ -1,7 +1,10 @@
 //! The handle through which a virtual client records its requests, stages and
 //! invariant checks into its shard of [`Metrics`].
 
-use super::{count_code, lock, Metrics, Shard, LATENCY_US_MAX, LATENCY_US_MIN, STAGE_MS_MAX};
+use super::requests::RequestLine;
+use super::{
+    count_code, lock, Metrics, Sampled, Shard, LATENCY_US_MAX, LATENCY_US_MIN, STAGE_MS_MAX,
+};
 use crate::failover::Pick;
 use crate::step::{Invariant, Stage, Step};
 use crate::tokens::TokenPrefix;
@@ -26,11 +29,38 @@ pub struct Recorder {
     pub(super) metrics: Arc<Metrics>,
     pub(super) shard: usize,
     pub(super) client: u64,
+    /// Set when `--request-log` samples this client.
+    pub(super) sampled: Option<Arc<Sampled>>,
 }
 
 impl Recorder {
     fn shard(&self) -> MutexGuard<'_, Shard> {
         lock(&self.metrics.shards[self.shard])
+    }
+
+    /// The request about to be recorded left at `sent`, later than the `started` it is
+    /// timed from (an open-model session's first request); only the request log uses it.
+    pub fn sent_late(&self, sent: Instant) {
+        if let Some(sampled) = &self.sampled {
+            sampled.sent_late(self.metrics.micros(sent));
+        }
+    }
+
+    /// Adds a line to the request log if it samples this client.
+    fn log(&self, step: Step, started: Option<Instant>, latency_us: Option<u64>, code: &str) {
+        let Some(sampled) = &self.sampled else {
+            return;
+        };
+        let scheduled_us = started.map(|at| self.metrics.micros(at));
+        let sent_late_us = sampled.take_sent_late();
+        sampled.log.offer(RequestLine {
+            client: self.client,
+            step: step.name(),
+            scheduled_us,
+            sent_us: sent_late_us.or(scheduled_us),
+            latency_us,
+            code: code.to_string(),
+        });
     }
 
     /// Records a successful request of `step` that ran from `started` to `done`.
@@ -74,6 +104,7 @@ impl Recorder {
             code,
             ms = latency_us as f64 / 1000.0
         );
+        self.log(step, Some(started), Some(latency_us), code);
         let mut shard = self.shard();
         let totals = &mut shard.steps[step.index()];
         totals.count += 1;
@@ -115,6 +146,7 @@ impl Recorder {
     /// Records a failed request of `step` with its error code.
     pub fn failure(&self, step: Step, code: &str) {
         tracing::debug!(target: TRACE, client = self.client, step = step.name(), error = code);
+        self.log(step, None, None, code);
         let mut shard = self.shard();
         let totals = &mut shard.steps[step.index()];
         totals.count += 1;

@@ -9,6 +9,7 @@
 //! - `measured`: the report's sections from a metrics snapshot (steps, funnel, series).
 //! - `histogram`: histograms as base64 of the HdrHistogram V2 format, and back.
 //! - `judge`: each threshold's figure in the report, the verdicts and the exit code.
+//! - `abort`: the abort gate that stopped a run early, and its exit code.
 //! - `services`: each service's CPU and memory over the run, the one nearest saturation
 //!   at the knee, and the summary's `services:` line.
 //! - `summary` and `html`: the terminal table and the self-contained page.
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod abort;
 mod histogram;
 mod html;
 mod judge;
@@ -30,6 +32,7 @@ mod tests;
 // a reader of the schema (and a test that builds a report) finds them in one place.
 pub use crate::failover::FailoverSummary;
 pub use crate::metrics::LoadPoint;
+pub use abort::AbortReport;
 pub(crate) use histogram::{decode_histogram, encode_histogram, HistogramError};
 pub use judge::ThresholdResult;
 pub(crate) use measured::{time_point, Measured};
@@ -92,6 +95,9 @@ pub struct Report {
     pub services: Vec<ServiceUsage>,
     /// Every threshold of the scenario and whether it held.
     pub thresholds: Vec<ThresholdResult>,
+    /// The abort gate that stopped the run early (`abort_on_fail`); `null` when none did.
+    #[serde(default)]
+    pub abort: Option<AbortReport>,
     /// The exit code of the run.
     pub exit_code: i32,
 }

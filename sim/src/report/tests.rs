@@ -68,6 +68,7 @@ fn report(check: &StepTotals, violations: u64) -> Report {
         sim: SimUsage::default(),
         services: Vec::new(),
         thresholds: Vec::new(),
+        abort: None,
         exit_code: 0,
     }
 }

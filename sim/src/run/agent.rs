@@ -144,6 +144,9 @@ pub async fn serve(args: &AgentArgs, secret: &[u8]) -> Result<(), AgentError> {
         count: assignment.count,
         start_unix_ms: assignment.start_unix_ms,
         source_ips: args.source_ips.clone(),
+        // Agents write no request log: `run` refuses `--request-log` with `--agents`.
+        request_log: None,
+        request_log_sample_ppm: 0,
     };
     serve_share(&worker, reader, writer).await?;
     Ok(())

@@ -93,6 +93,7 @@ pub(super) fn unjudged_report(
         sim,
         services: ran.services,
         thresholds: Vec::new(),
+        abort: None,
         exit_code: 0,
     }
 }

@@ -12,6 +12,7 @@
 //! Only spawning and reaping are about processes; the exchange of messages takes any
 //! byte streams, so that workers on other hosts can join through the same code.
 
+use super::live::Outlets;
 use super::protocol::{FromWorker, MergeError, ToWorker, WireSecond, WireTotals};
 use super::seconds::SecondWatcher;
 use super::share::{check_results, Share};
@@ -121,6 +122,7 @@ pub(super) async fn coordinate(
     plan: &WorkerArgs,
     db: ResultsDb<'_>,
     metrics: &Arc<Metrics>,
+    outlets: Outlets,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Result<Driven, RunError> {
     let mut children = spawn_workers(plan)?;
@@ -137,7 +139,7 @@ pub(super) async fn coordinate(
             received_bytes: Arc::new(AtomicU64::new(0)),
         })
         .collect();
-    let mut exchanged = exchange(scenario, links, metrics, interrupt).await;
+    let mut exchanged = exchange(scenario, links, metrics, outlets, interrupt).await;
     for (index, child) in children.iter_mut().enumerate() {
         let who = format!("worker {index}");
         match child.wait().await {
@@ -255,6 +257,7 @@ pub(super) async fn exchange<R, W>(
     scenario: &Scenario,
     links: Vec<Link<R, W>>,
     metrics: &Arc<Metrics>,
+    outlets: Outlets,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Exchanged
 where
@@ -281,7 +284,7 @@ where
     let (kills_tx, mut kills) = mpsc::unbounded_channel();
     metrics.forward_kills(kills_tx);
     let (stop_arrivals, mut arrivals_stopped) = watch::channel(false);
-    let mut watcher = SecondWatcher::new(scenario, stop_arrivals);
+    let mut watcher = SecondWatcher::new(scenario, stop_arrivals, outlets);
     let mut pending: BTreeMap<u64, Merging> = BTreeMap::new();
     let mut next_second = 0;
     let mut finals: Vec<Option<WireTotals>> = (0..count).map(|_| None).collect();
@@ -334,15 +337,17 @@ where
                 break;
             }
             let merging = pending.remove(&next_second).expect("present");
+            let histograms = merging.histograms();
             let point = merging.point(next_second);
-            watcher.second(&point);
+            watcher.merged(&point, &histograms);
             metrics.push_point(point);
             next_second += 1;
         }
     }
     for (t_s, merging) in std::mem::take(&mut pending) {
+        let histograms = merging.histograms();
         let point = merging.point(t_s);
-        watcher.second(&point);
+        watcher.merged(&point, &histograms);
         metrics.push_point(point);
     }
     watcher.finish();
@@ -471,6 +476,11 @@ impl Merging {
             }
         }
         Ok(())
+    }
+
+    /// The merged latency histograms per step, for the live outlets.
+    fn histograms(&self) -> Vec<Histogram<u64>> {
+        self.steps.iter().map(|(_, _, hist)| hist.clone()).collect()
     }
 
     fn point(self, t_s: u64) -> IntervalPoint {

@@ -2,6 +2,7 @@
 //! one `catwar-sim replay` follows. Each second is shown as it closes and judged for the
 //! knee, which may stop the arrivals.
 
+use super::live::Outlets;
 use super::reach::Reached;
 use super::seconds::SecondWatcher;
 use super::share::{check_results, drive_share, ShareRun};
@@ -12,17 +13,18 @@ use tokio::sync::watch;
 
 /// Drives `clients` in this process until the deadline (or the interrupt) and checks
 /// their results against the user DB at `db` with `mode`; `clients_done` fires once
-/// they stopped.
+/// they stopped. Each second goes to `outlets` too.
 pub(super) async fn drive(
     clients: ShareRun<'_>,
     reached: Reached,
+    outlets: Outlets,
     db: &Path,
     mode: Mode,
     clients_done: &watch::Sender<bool>,
     interrupt: &mut watch::Receiver<bool>,
 ) -> Driven {
     let (stop_arrivals, arrivals_stopped) = watch::channel(false);
-    let watcher = SecondWatcher::new(clients.scenario, stop_arrivals);
+    let watcher = SecondWatcher::new(clients.scenario, stop_arrivals, outlets);
     let (scenario, metrics, share) = (clients.scenario, clients.metrics, clients.share);
     let end = drive_share(
         clients,

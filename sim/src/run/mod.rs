@@ -28,8 +28,12 @@
 //! - `seconds` and `progress`: closing a second of the series, showing it, and watching
 //!   it for the knee.
 //! - `assemble`: the report of a finished run, before it is judged.
+//! - `live`: what each merged second feeds besides the display: the `--metrics-listen`
+//!   Prometheus endpoint, the HDR interval logs in `OUT/hdr/` and the abort gates.
 //! - `resources`: each service's CPU and memory, sampled once a second by this process
 //!   (never by workers or agents) from `/proc` or the service's `/metrics`.
+//! - `request_log`: `--request-log`, the sampled JSONL log of raw requests and its
+//!   writer thread (one file per worker process, gathered by the coordinator).
 //! - `limits`: the open files limit a run needs.
 //!
 //! Architecture invariant: `share` knows nothing of processes or pipes, and
@@ -52,6 +56,7 @@ use agents::{AgentListener, AgentsError, AgentsOptions};
 use assemble::{unjudged_report, Ran, Target};
 use coordinator::{ResultsDb, WorkerProblems};
 use reach::{data_dir, reach, DB_FILE};
+pub use request_log::{RequestLogError, RequestLogOptions, REQUEST_LOG_SAMPLE_DEFAULT};
 use share::Share;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -65,10 +70,12 @@ pub mod agents;
 mod assemble;
 mod coordinator;
 mod limits;
+mod live;
 mod local;
 mod progress;
 mod protocol;
 mod reach;
+mod request_log;
 mod resources;
 mod seconds;
 mod share;
@@ -92,6 +99,11 @@ pub struct RunOptions {
     /// `--agents N --listen ADDR`: the clients run in agents on other hosts, in place of
     /// `load.workers` processes.
     pub agents: Option<AgentsOptions>,
+    /// `--metrics-listen ADDR`: serve the run's merged figures at `GET /metrics` there
+    /// while it goes.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--request-log FILE`: log a sample of the clients' raw requests there.
+    pub request_log: Option<RequestLogOptions>,
 }
 
 /// Why a run could not produce a report.
@@ -130,6 +142,12 @@ pub enum RunError {
     /// The agents could not be gathered.
     #[error(transparent)]
     Agents(#[from] AgentsError),
+    /// The live endpoint or the interval logs could not start.
+    #[error(transparent)]
+    Live(#[from] live::LiveError),
+    /// The request log could not be written.
+    #[error(transparent)]
+    RequestLog(#[from] RequestLogError),
 }
 
 impl RunError {
@@ -138,6 +156,7 @@ impl RunError {
         match self {
             RunError::Scenario(_) | RunError::Target(_) => EXIT_USAGE,
             RunError::Agents(AgentsError::Listen { .. }) => EXIT_USAGE,
+            RunError::Live(live::LiveError::Listen { .. }) => EXIT_USAGE,
             RunError::Interrupted | RunError::Agents(AgentsError::Interrupted) => EXIT_INTERRUPTED,
             _ => EXIT_RUN_FAILED,
         }
@@ -165,6 +184,14 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
     crate::faults::check_target(&scenario.faults, target.as_ref())?;
     if let Some(agents) = &options.agents {
         check_agents(&scenario, agents.count)?;
+        if options.request_log.is_some() {
+            return Err(RunError::Scenario(ScenarioError::Invalid {
+                field: "--request-log".to_string(),
+                message: "agents on other hosts cannot write to this host's disk: log \
+                          requests in a run with load.workers instead"
+                    .to_string(),
+            }));
+        }
     }
     let out_dir = &options.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|source| RunError::Output {
@@ -199,6 +226,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         &scenario.thresholds[..]
     };
     report.judge(thresholds);
+    report.judge_abort();
     let report_path = report.write(out_dir).map_err(|source| RunError::Output {
         path: out_dir.join("report.json"),
         source,
@@ -300,6 +328,12 @@ async fn simulate(
         Some(agents) => Some(AgentListener::bind(agents.clone()).await?),
         None => None,
     };
+    let live = live::Live::start(
+        options.metrics_listen,
+        scenario,
+        options.only_client.is_none(),
+    )
+    .await?;
     let reached = reach(topology_path, interrupt).await?;
     let workers = match (&options.agents, options.only_client) {
         (_, Some(_)) => 1,
@@ -351,6 +385,11 @@ async fn simulate(
         }
     };
     let metrics = Metrics::new(start);
+    let started_at = UNIX_EPOCH + Duration::from_millis(started_at_unix_ms);
+    let outlets = live.outlets(&options.out_dir, started_at)?;
+    // The clients stop on Ctrl-C or when an abort gate fails.
+    let mut stop = live.stop_signal(interrupt.clone());
+    let interrupt = &mut stop;
     // Only the coordinator samples the services: workers and agents never do.
     let sampler = resources::Sampler::start(topology_path, start);
     if scenario.load.model == LoadModel::Open {
@@ -368,7 +407,8 @@ async fn simulate(
     ));
     let mut agents = Vec::new();
     let driven = if let Some(gathered) = gathered {
-        let exchanged = coordinator::exchange(scenario, gathered.links, &metrics, interrupt).await;
+        let exchanged =
+            coordinator::exchange(scenario, gathered.links, &metrics, outlets, interrupt).await;
         agents = gathered.reports;
         coordinator::conclude(scenario, db, &metrics, exchanged).await
     } else if workers > 1 {
@@ -379,8 +419,22 @@ async fn simulate(
             count: u64::from(workers),
             start_unix_ms: started_at_unix_ms,
             source_ips: Vec::new(),
+            request_log: options.request_log.as_ref().map(|log| log.path.clone()),
+            request_log_sample_ppm: options
+                .request_log
+                .as_ref()
+                .map_or(0, |log| (log.sample * worker::PPM).round() as u32),
         };
-        coordinator::coordinate(scenario, &plan, db, &metrics, interrupt).await?
+        let driven =
+            coordinator::coordinate(scenario, &plan, db, &metrics, outlets, interrupt).await?;
+        if let Some(log) = &options.request_log {
+            let lines = request_log::gather_workers(log, u64::from(workers))?;
+            eprintln!(
+                "catwar-sim: request log: {lines} lines from {workers} workers in {}",
+                log.path.display()
+            );
+        }
+        driven
     } else {
         let share = match options.only_client {
             Some(client) => Share::only(client),
@@ -392,7 +446,35 @@ async fn simulate(
             sources: SourcePool::Loopback,
             metrics: &metrics,
         };
-        local::drive(clients, reached, &db_path, mode, &clients_done, interrupt).await
+        let log = match &options.request_log {
+            Some(log) => Some(request_log::RequestLogWriter::start(
+                &log.path,
+                log.sample,
+                scenario.scenario.seed,
+                &metrics,
+            )?),
+            None => None,
+        };
+        let driven = local::drive(
+            clients,
+            reached,
+            outlets,
+            &db_path,
+            mode,
+            &clients_done,
+            interrupt,
+        )
+        .await;
+        if let (Some(writer), Some(log)) = (log, &options.request_log) {
+            let written = writer.finish()?;
+            eprintln!(
+                "catwar-sim: request log: {} lines in {}, {} dropped (the writer fell behind)",
+                written.lines,
+                log.path.display(),
+                written.dropped
+            );
+        }
+        driven
     };
     let duration_s = start.elapsed().as_secs_f64();
     let agents = agents
@@ -412,7 +494,8 @@ async fn simulate(
     let ran = Ran {
         started_at_unix_ms,
         duration_s,
-        interrupted: driven.interrupted,
+        // A run an abort gate stopped was stopped on purpose, not interrupted.
+        interrupted: driven.interrupted && live.abort().is_none(),
         faults,
         measured: Measured::from_snapshot(&metrics.snapshot()),
         knee,
@@ -421,7 +504,9 @@ async fn simulate(
         agents,
         lost: driven.worker_problems,
     };
-    Ok(unjudged_report(scenario, options, target, ran))
+    let mut report = unjudged_report(scenario, options, target, ran);
+    report.abort = live.abort();
+    Ok(report)
 }
 
 /// How the clients of a run, in this process or in workers, came out.

@@ -2,6 +2,7 @@
 //! progress display and judged by the knee search, or sent to the coordinator), and the
 //! clock that closes them.
 
+use super::live::Outlets;
 use super::progress::Progress;
 use crate::knee::KneeFinder;
 use crate::metrics::IntervalPoint;
@@ -21,29 +22,43 @@ pub(super) trait SecondSink: Send + 'static {
     fn finish(&mut self) {}
 }
 
-/// What happens as each second of the series closes: the progress display, and the
-/// search for the knee, which may stop the arrivals.
+/// What happens as each second of the series closes: the progress display, the
+/// search for the knee, which may stop the arrivals, and the live outlets (`live`).
 #[derive(Debug)]
 pub(super) struct SecondWatcher {
     progress: Progress,
+    outlets: Outlets,
     knee: Option<KneeFinder>,
     stop_at_knee: bool,
     stop_arrivals: watch::Sender<bool>,
 }
 
 impl SecondWatcher {
-    /// A watcher for `scenario` that stops arrivals through `stop_arrivals`.
-    pub(super) fn new(scenario: &Scenario, stop_arrivals: watch::Sender<bool>) -> SecondWatcher {
+    /// A watcher for `scenario` that stops arrivals through `stop_arrivals` and hands
+    /// each second to `outlets` too.
+    pub(super) fn new(
+        scenario: &Scenario,
+        stop_arrivals: watch::Sender<bool>,
+        outlets: Outlets,
+    ) -> SecondWatcher {
         SecondWatcher {
             progress: Progress::new(scenario.scenario.duration_s),
+            outlets,
             knee: scenario.knee.as_ref().map(KneeFinder::new),
             stop_at_knee: scenario.knee.as_ref().is_some_and(|k| k.stop),
             stop_arrivals,
         }
     }
 
+    /// Shows, judges and exports one closed second, merged over every process, with its
+    /// latency histograms per step.
+    pub(super) fn merged(&mut self, point: &IntervalPoint, histograms: &[Histogram<u64>]) {
+        self.outlets.second(point, histograms);
+        self.second(point);
+    }
+
     /// Shows and judges one closed second.
-    pub(super) fn second(&mut self, point: &IntervalPoint) {
+    fn second(&mut self, point: &IntervalPoint) {
         self.progress.second(point);
         let Some(knee) = &mut self.knee else {
             return;
@@ -69,9 +84,10 @@ impl SecondWatcher {
         }
     }
 
-    /// Closes the progress display.
+    /// Closes the progress display and the outlets.
     pub(super) fn finish(&mut self) {
         self.progress.finish();
+        self.outlets.finish();
     }
 
     /// The knee, for a scenario that looks for one.
@@ -80,11 +96,10 @@ impl SecondWatcher {
     }
 }
 
-/// A single process shows every second and judges it for the knee; the histograms are
-/// only needed where seconds are merged.
+/// A single process shows every second, judges it for the knee and exports it.
 impl SecondSink for SecondWatcher {
-    fn second(&mut self, point: IntervalPoint, _histograms: Vec<Histogram<u64>>) -> bool {
-        SecondWatcher::second(self, &point);
+    fn second(&mut self, point: IntervalPoint, histograms: Vec<Histogram<u64>>) -> bool {
+        self.merged(&point, &histograms);
         true
     }
 

@@ -9,6 +9,7 @@
 use super::limits::raise_open_files_limit;
 use super::protocol::{FromWorker, ToWorker, WireInterval, WireSecond, WireTotals};
 use super::reach::reach;
+use super::request_log::{RequestLogOptions, RequestLogWriter};
 use super::seconds::SecondSink;
 use super::share::{drive_share, Share, ShareRun};
 use super::transport::{MessageReader, MessageWriter, TransportError};
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, watch};
 
+/// Parts per million in one, for `--request-log-sample-ppm`.
+pub(super) const PPM: f64 = 1_000_000.0;
 /// An order from the coordinator is a few dozen bytes; anything near this is not one.
 const TO_WORKER_BYTES_MAX: usize = 4 * 1024;
 
@@ -52,6 +55,14 @@ pub struct WorkerArgs {
     /// own loopback addresses.
     #[arg(long, value_delimiter = ',')]
     pub(super) source_ips: Vec<IpAddr>,
+    /// `run --request-log FILE`: this worker logs its sampled clients to
+    /// `FILE.worker-<index>`, which the coordinator gathers into FILE.
+    #[arg(long)]
+    pub(super) request_log: Option<PathBuf>,
+    /// The fraction of clients logged, in parts per million (an integer, so that the
+    /// arguments compare exactly).
+    #[arg(long, default_value_t = 0)]
+    pub(super) request_log_sample_ppm: u32,
 }
 
 impl WorkerArgs {
@@ -71,6 +82,14 @@ impl WorkerArgs {
         if !self.source_ips.is_empty() {
             let ips: Vec<String> = self.source_ips.iter().map(IpAddr::to_string).collect();
             line.extend(["--source-ips".into(), ips.join(",").into()]);
+        }
+        if let Some(path) = &self.request_log {
+            line.extend([
+                "--request-log".into(),
+                path.clone().into(),
+                "--request-log-sample-ppm".into(),
+                self.request_log_sample_ppm.to_string().into(),
+            ]);
         }
         line
     }
@@ -144,6 +163,21 @@ where
             ),
         }));
     }
+    let request_log = match &args.request_log {
+        Some(path) => {
+            let options = RequestLogOptions {
+                path: path.clone(),
+                sample: f64::from(args.request_log_sample_ppm) / PPM,
+            };
+            let path = options.for_worker(share.index);
+            let seed = scenario.scenario.seed;
+            Some((
+                RequestLogWriter::start(&path, options.sample, seed, &metrics)?,
+                path,
+            ))
+        }
+        None => None,
+    };
     let clients = ShareRun {
         scenario: &scenario,
         share,
@@ -161,6 +195,16 @@ where
         arrivals_stopped,
     )
     .await;
+    if let Some((writer, path)) = request_log {
+        let written = writer.finish()?;
+        eprintln!(
+            "catwar-sim worker {}: request log: {} lines in {}, {} dropped (the writer fell behind)",
+            share.index,
+            written.lines,
+            path.display(),
+            written.dropped
+        );
+    }
     // The coordinator reads the user DB, which a worker on another host cannot.
     let ledger = end.ledger.map(|ledger| ledger.to_wire(Instant::now()));
     let totals = WireTotals::from_snapshot(
@@ -278,11 +322,15 @@ mod tests {
             count: 3,
             start_unix_ms: 1_700_000_000_000,
             source_ips: Vec::new(),
+            request_log: None,
+            request_log_sample_ppm: 0,
         };
         let line = std::iter::once(OsString::from("probe")).chain(args.to_command_line());
         assert_eq!(Probe::try_parse_from(line).unwrap().args, args);
         let pooled = WorkerArgs {
             source_ips: vec!["10.0.0.5".parse().unwrap(), "::1".parse().unwrap()],
+            request_log: Some(PathBuf::from("/tmp/requests.jsonl")),
+            request_log_sample_ppm: 10_000,
             ..args
         };
         let line = std::iter::once(OsString::from("probe")).chain(pooled.to_command_line());

@@ -36,7 +36,7 @@
 //! | `server.observer_backend` | `"process"` | how observers start (`"docker"`) |
 //! | `server.play_servers` | 2 | play server processes |
 //! | `[[faults]]` | none | `at_s`, `action` (`"kill"`: SIGKILL, `"restart"`: SIGTERM), `service` (a topology name) |
-//! | `[thresholds]` | none | `"metric" = "condition"`, see the `threshold` module |
+//! | `[thresholds]` | none | `"metric" = "condition"`, see the `threshold` module, or `"metric" = { limit = "condition", abort_on_fail = true, delay_abort_eval_s = 0, window_s = 5 }` to stop the run early (`gates`) |
 //! | `knee.conditions` | none | open model: per-second `STEP.p99` / `errors.rate` conditions |
 //! | `knee.window_s` | 3 | seconds in a row a condition must break to mark the knee |
 //! | `knee.stop` | true | stop arrivals once the knee is found |
@@ -53,11 +53,13 @@
 //!
 //! Unknown fields are errors, and every semantic error names its field.
 
+mod gates;
 mod sections;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use gates::{AbortGate, ABORT_WINDOW_S_DEFAULT};
 pub use sections::{
     Argon2Preset, Arrival, Fault, FaultAction, FaultMoment, KneeSection, Load, LoadModel, Meta,
     ObserverBackend, Population, Script, Server, Stage, ACTIVE_BALANCER, MATCH_END_WAIT_S,
@@ -187,6 +189,8 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// `[thresholds]`, sorted by metric name.
     pub thresholds: Vec<Threshold>,
+    /// The thresholds with `abort_on_fail`, judged while running.
+    pub abort_gates: Vec<AbortGate>,
     /// `[knee]`, if the scenario looks for the load at which the server breaks.
     pub knee: Option<Knee>,
 }
@@ -217,8 +221,9 @@ struct Raw {
     server: Server,
     #[serde(default)]
     faults: Vec<Fault>,
+    /// Conditions, or tables with a `limit` and the abort gate's fields (`gates`).
     #[serde(default)]
-    thresholds: BTreeMap<String, String>,
+    thresholds: BTreeMap<String, toml::Value>,
     #[serde(default)]
     knee: Option<KneeSection>,
 }
@@ -247,7 +252,9 @@ impl Scenario {
         validate_server(&raw.server)?;
         validate_script(&raw.script, &raw.server, raw.scenario.duration_s)?;
         validate_faults(&raw.faults, raw.scenario.duration_s)?;
-        let thresholds = parse_thresholds(&raw.thresholds, &raw.faults)?;
+        let (conditions, gate_fields) = gates::split_entries(&raw.thresholds)?;
+        let thresholds = parse_thresholds(&conditions, &raw.faults)?;
+        let abort_gates = gates::abort_gates(&thresholds, gate_fields)?;
         validate_match_fits(&raw.script, &raw.server, raw.scenario.duration_s)?;
         validate_stages(&raw.load, raw.scenario.duration_s)?;
         validate_workers(&raw.load, &raw.population)?;
@@ -263,6 +270,7 @@ impl Scenario {
             server: raw.server,
             faults,
             thresholds,
+            abort_gates,
             knee,
         })
     }

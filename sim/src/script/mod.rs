@@ -401,6 +401,7 @@ impl VirtualClient {
             Some(due)
                 if now.saturating_duration_since(due) > Duration::from_millis(TIMER_TICK_MS) =>
             {
+                self.recorder.sent_late(now);
                 due
             }
             _ => now,
