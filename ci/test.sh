@@ -20,7 +20,7 @@ bash ci/prometheus.sh
 out=target/ci/smoke
 rm -rf "$out"
 target/release/catwar-sim run scenarios/smoke.toml --out "$out"
-target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 200
+target/release/catwar-sim compare reports/smoke/report.json "$out/report.json" --max-regression 200 --relative
 
 # The simulator's live endpoint (run --metrics-listen) scraped by Debian's Prometheus.
 bash ci/prometheus-sim.sh

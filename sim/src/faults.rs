@@ -69,6 +69,16 @@ pub(crate) async fn run_faults(
             _ = stop.changed() => break,
         }
         let record = execute(&fault, &topology_path, &metrics, start).await;
+        // A replay interleaves this with its client's steps, marking the faults that
+        // happened during the path.
+        tracing::info!(
+            target: crate::TRACE,
+            fault = %record.action,
+            service = %record.service,
+            at_ms = format_args!("{:.0}", record.executed_at_ms),
+            ok = record.ok,
+            "FAULT"
+        );
         // Watched apart, so that the next fault keeps its time.
         let after = record.ok.then(|| {
             let (path, stop) = (topology_path.clone(), stop.clone());

@@ -9,6 +9,7 @@
 
 use crate::report::{nearest_saturation, KneeReport, ServiceUsage, TimePoint};
 use crate::scenario::Knee;
+use crate::step::Step;
 
 /// Watches the series second by second for the knee.
 #[derive(Debug)]
@@ -34,7 +35,13 @@ impl KneeFinder {
 
     /// Judges the next second; true when it completes the knee's window.
     pub fn observe(&mut self, point: &TimePoint) -> bool {
-        let requests = point.steps.values().map(|s| s.requests).sum();
+        // Requests only: server-pushed ticks would bury the HTTP rate (Step::is_request).
+        let requests = point
+            .steps
+            .iter()
+            .filter(|(name, _)| Step::from_name(name).is_none_or(Step::is_request))
+            .map(|(_, s)| s.requests)
+            .sum();
         self.seen
             .push((point.load.offered_per_s, requests, point.load.active));
         if self.found.is_some() {
@@ -130,9 +137,19 @@ mod tests {
             p99_us: Some(p99_ms * 1000),
             ..TimeStep::default()
         };
+        // Ticks ride along and must not count as requests.
+        let ticks = TimeStep {
+            requests: 3_000,
+            ..TimeStep::default()
+        };
         TimePoint {
             t_s,
-            steps: [("lobby.me".to_string(), step)].into_iter().collect(),
+            steps: [
+                ("lobby.me".to_string(), step),
+                ("play.tick_interval".to_string(), ticks),
+            ]
+            .into_iter()
+            .collect(),
             load: LoadPoint {
                 offered_per_s: t_s as f64 * 10.0,
                 active: t_s * 3,

@@ -92,6 +92,16 @@ pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_RUN_FAILED: i32 = 70;
 /// Ctrl-C or SIGTERM cut the run short (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Every exit code a run can end with; `run --help` lists each.
+pub const EXIT_CODES: [i32; 7] = [
+    EXIT_OK,
+    EXIT_THRESHOLD_FAILED,
+    EXIT_INVARIANT_VIOLATED,
+    EXIT_ABORTED,
+    EXIT_USAGE,
+    EXIT_RUN_FAILED,
+    EXIT_INTERRUPTED,
+];
 
 /// The tracing target of one client's path, which `catwar-sim replay` shows. The script
 /// traces its branches and pauses, the metrics every request it records.

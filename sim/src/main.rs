@@ -2,7 +2,10 @@
 //! run on another host as an `agent`, or `compare` two reports.
 
 use anyhow::Context as _;
-use catwar_sim::compare::{self, CompareError, ReportView, Verdict, MAX_REGRESSION_PCT_DEFAULT};
+use catwar_sim::compare::{
+    self, CompareError, ReportView, Scale, ERROR_RATE_POINTS_MAX, MACHINE_FACTOR_MAX,
+    MAX_REGRESSION_PCT_DEFAULT,
+};
 use catwar_sim::run::agent::{AgentArgs, AgentError};
 use catwar_sim::run::agents::{AgentsOptions, AGENTS_WAIT_S_DEFAULT};
 use catwar_sim::run::worker::WorkerArgs;
@@ -18,6 +21,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Every exit code of `run` (and `replay`), as `run --help` lists them.
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0    every threshold and invariant held
+  1    a threshold failed
+  2    an invariant was violated (takes precedence over 1 and 3)
+  3    an abort_on_fail threshold failed while running and stopped the run early
+  64   bad scenario or command line (the message names the field or flag)
+  70   the run could not be carried out, or lost a worker or agent
+  130  interrupted (Ctrl-C or SIGTERM); the report is written and proves nothing";
+
 /// Load simulator for the CatWar scenario: virtual clients, faults, invariants, reports.
 #[derive(Debug, Parser)]
 #[command(name = "catwar-sim", version)]
@@ -28,9 +41,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a scenario and write DIR/report.json and DIR/report.html. Exit 0: all thresholds
-    /// and invariants held; 1: a threshold failed; 2: an invariant was violated; 64: bad
-    /// scenario.
+    /// Run a scenario and write DIR/report.json and DIR/report.html.
+    #[command(after_help = EXIT_CODES_HELP)]
     Run {
         /// The scenario file (TOML).
         scenario: PathBuf,
@@ -100,6 +112,11 @@ enum Command {
         /// Allowed growth in percent (growth under 1 ms never counts).
         #[arg(long, value_name = "PCT", default_value_t = MAX_REGRESSION_PCT_DEFAULT, value_parser = parse_pct)]
         max_regression: f64,
+        /// Judge each figure against the baseline times the median growth of all steps
+        /// (a slow or busy host slows every step alike); fails on its own when the
+        /// median p50 grew more than 4 times.
+        #[arg(long)]
+        relative: bool,
     },
 }
 
@@ -182,7 +199,15 @@ fn main() -> ExitCode {
             baseline,
             current,
             max_regression,
-        } => compare(&baseline, &current, max_regression),
+            relative,
+        } => {
+            let scale = if relative {
+                Scale::Relative
+            } else {
+                Scale::Absolute
+            };
+            compare(&baseline, &current, max_regression, scale)
+        }
     };
     match outcome {
         Ok(code) => exit(code),
@@ -302,17 +327,29 @@ fn worker(args: &WorkerArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
-fn compare(baseline: &Path, current: &Path, max_regression_pct: f64) -> anyhow::Result<i32> {
+fn compare(
+    baseline: &Path,
+    current: &Path,
+    max_regression_pct: f64,
+    scale: Scale,
+) -> anyhow::Result<i32> {
     let baseline_view = ReportView::load(baseline)?;
     let current_view = ReportView::load(current)?;
-    let rows = compare::compare(&baseline_view, &current_view, max_regression_pct);
-    print!("{}", compare::render(&rows));
-    let regressions = rows
-        .iter()
-        .filter(|r| r.verdict == Verdict::Regressed)
-        .count();
+    let comparison = compare::compare(&baseline_view, &current_view, max_regression_pct, scale);
+    print!("{}", compare::render(&comparison));
+    let regressions = comparison.regressions();
     if regressions > 0 {
-        println!("{regressions} regression(s) beyond {max_regression_pct}% and 1 ms");
+        println!(
+            "{regressions} regression(s): a figure beyond {max_regression_pct}% and 1 ms, a step \
+             missing, or an error rate up by more than {ERROR_RATE_POINTS_MAX} point"
+        );
+        return Ok(EXIT_THRESHOLD_FAILED);
+    }
+    if let Some(factor) = comparison.machine_too_slow() {
+        println!(
+            "every step's p50 grew {factor:.2} times (more than {MACHINE_FACTOR_MAX}): \
+             a regression in a shared path or a host too slow to judge on"
+        );
         return Ok(EXIT_THRESHOLD_FAILED);
     }
     println!("no regression beyond {max_regression_pct}%");

@@ -197,6 +197,17 @@ impl Unit {
         (Unit::Percent, "%"),
     ];
 
+    /// The unit as reports write it after a value: `ms`, `%`, or nothing for a count.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Unit::Us => "us",
+            Unit::Ms => "ms",
+            Unit::S => "s",
+            Unit::Percent => "%",
+            Unit::Plain => "",
+        }
+    }
+
     /// How many base units (microseconds, fraction, count) one of this unit is.
     fn base_per_unit(self) -> f64 {
         match self {
@@ -293,6 +304,11 @@ impl Threshold {
     /// Whether an actual value in base units meets the condition.
     pub fn holds(&self, actual: f64) -> bool {
         self.op.holds(actual, self.limit)
+    }
+
+    /// The unit the condition was written in, as reports write it after a value.
+    pub fn unit_suffix(&self) -> &'static str {
+        self.unit.suffix()
     }
 
     /// An actual value in base units, converted to the unit the condition was written

@@ -44,6 +44,18 @@ pub enum TopologyError {
         #[source]
         source: std::io::Error,
     },
+    /// The scenario assumes settings the target does not run with.
+    #[error(
+        "{}: {}; set them in the scenario's [server] section, or start the target with them",
+        path.display(),
+        differences.join("; ")
+    )]
+    Contradicts {
+        /// The file.
+        path: PathBuf,
+        /// One phrase per contradicted key.
+        differences: Vec<String>,
+    },
     /// topology.json is not a topology.
     #[error("{} is not a topology", path.display())]
     Parse {
@@ -93,6 +105,68 @@ pub struct Topology {
     /// The container network the services share (containerized topology only).
     #[serde(default)]
     pub network: Option<String>,
+    /// The settings `up` runs with; absent in topologies of other servers or written
+    /// before `up` recorded them.
+    #[serde(default)]
+    pub settings: Option<TargetSettings>,
+}
+
+/// The settings a running topology's `up` wrote to topology.json. The simulator's
+/// assumptions (when a token goes idle, how long a match lasts, the tick period) must be
+/// the target's, or it would judge a correct server wrong.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct TargetSettings {
+    /// Seconds a token may go unused.
+    pub token_idle_s: Option<u64>,
+    /// Players in a full match.
+    pub players_per_match: Option<u32>,
+    /// Seconds after which a match starts with whoever joined.
+    pub match_fill_timeout_s: Option<u64>,
+    /// Ticks in a match.
+    pub match_ticks: Option<u64>,
+    /// Ticks per second.
+    pub tick_hz: Option<u32>,
+    /// The password hashing preset of logins.
+    pub argon2: Option<String>,
+    /// Play server processes.
+    pub play_servers: Option<u32>,
+    /// How match observers are started.
+    pub observer_backend: Option<String>,
+}
+
+impl TargetSettings {
+    /// Every assumption of the scenario's `[server]` section that the target contradicts,
+    /// one phrase each naming the key and both values.
+    pub fn contradictions(&self, server: &Server) -> Vec<String> {
+        let checks = [
+            ("token_idle_s", self.token_idle_s, server.token_idle_s),
+            (
+                "players_per_match",
+                self.players_per_match.map(u64::from),
+                u64::from(server.players_per_match),
+            ),
+            (
+                "match_fill_timeout_s",
+                self.match_fill_timeout_s,
+                server.match_fill_timeout_s,
+            ),
+            ("match_ticks", self.match_ticks, server.match_ticks),
+            (
+                "tick_hz",
+                self.tick_hz.map(u64::from),
+                u64::from(server.tick_hz),
+            ),
+        ];
+        checks
+            .into_iter()
+            .filter_map(|(key, target, scenario)| {
+                let target = target?;
+                (target != scenario).then(|| {
+                    format!("the target's {key} is {target}, the scenario's [server] {key} is {scenario}")
+                })
+            })
+            .collect()
+    }
 }
 
 /// One service of the topology. Fields beyond these are ignored.
@@ -389,6 +463,31 @@ mod tests {
             missing.contains("lobby") && missing.contains("topology.json"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn a_target_whose_settings_contradict_the_scenario_is_named() {
+        let settings: TargetSettings = serde_json::from_str(
+            r#"{"token_idle_s": 3, "players_per_match": 4, "match_ticks": 100,
+                "tick_hz": 20, "argon2": "fast", "future_knob": true}"#,
+        )
+        .unwrap();
+        let server = Server {
+            token_idle_s: 3,
+            match_ticks: 100,
+            ..Server::default()
+        };
+        assert!(settings.contradictions(&server).is_empty());
+        let server = Server {
+            match_ticks: 600,
+            ..server
+        };
+        assert_eq!(
+            settings.contradictions(&server),
+            vec!["the target's match_ticks is 100, the scenario's [server] match_ticks is 600"]
+        );
+        // A key the target does not state is no contradiction.
+        assert!(TargetSettings::default().contradictions(&server).is_empty());
     }
 
     #[test]

@@ -16,7 +16,15 @@ fn bad_command_line_exits_64_not_clap_default_2() {
 fn help_exits_0() {
     let output = run_sim(&["run", "--help"]);
     assert_eq!(code(&output), 0, "{}", printed(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("--server-bin"));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--server-bin"));
+    // Every exit code the run can end with is listed, each with its meaning.
+    for code in catwar_sim::EXIT_CODES {
+        assert!(
+            help.contains(&format!("\n  {code:<4} ")),
+            "exit {code} missing from:\n{help}"
+        );
+    }
 }
 
 #[test]
@@ -56,6 +64,27 @@ fn missing_target_exits_64_naming_the_flag_and_file() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--target") && stderr.contains("/nonexistent/topology.json"),
+        "{}",
+        printed(&output)
+    );
+}
+
+#[test]
+fn a_target_whose_settings_contradict_the_scenario_exits_64_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("topology.json");
+    // smoke.toml assumes token_idle_s 3 and matches of 100 ticks.
+    let text = r#"{"settings": {"token_idle_s": 600, "match_ticks": 100, "tick_hz": 20},
+        "services": [{"name": "storage", "addr": "127.0.0.1:9", "pid": 1}]}"#;
+    std::fs::write(&topology, text).unwrap();
+    let smoke = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/smoke.toml");
+    let output = run_sim(&["run", smoke, "--target", topology.to_str().unwrap()]);
+    assert_eq!(code(&output), 64, "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--target")
+            && stderr.contains("the target's token_idle_s is 600, the scenario's [server] token_idle_s is 3")
+            && !stderr.contains("match_ticks"),
         "{}",
         printed(&output)
     );

@@ -176,7 +176,6 @@ fn target_run_fails_an_impossible_threshold_with_exit_1() {
     assert_eq!(report["server"]["applied"], false);
 }
 
-
 #[test]
 fn open_model_in_two_workers_merges_into_one_report() {
     // The open model in two worker processes: sessions arrive at a ramping rate, each
@@ -244,6 +243,12 @@ fn replay_runs_one_client_and_traces_its_path() {
     }
     assert!(
         trace.contains("client=7") && !trace.contains("client=8"),
+        "{trace}"
+    );
+    // The banner speaks of the one client, and the trace marks the scenario's faults.
+    assert!(trace.contains("client 7 alone (one of"), "{trace}");
+    assert!(
+        trace.contains("FAULT") && trace.contains("service=balancer"),
         "{trace}"
     );
     let report = read_report(&out);

@@ -147,6 +147,7 @@ fn synthetic_report() -> Report {
             observer_backend: "process".to_string(),
             play_servers: 2,
             applied: true,
+            read_from_target: false,
         },
         steps: BTreeMap::from([
             ("update.check".to_string(), totals(&latencies(800), 0)),

@@ -21,6 +21,9 @@ pub struct ThresholdResult {
     pub condition: String,
     /// The actual value in the condition's unit; `null` when the run did not produce it.
     pub actual: Option<f64>,
+    /// That unit (`ms`, `%`, `s`, `us`), empty for a count.
+    #[serde(default)]
+    pub unit: String,
     /// Whether the condition held.
     pub pass: bool,
 }
@@ -31,6 +34,7 @@ pub(crate) fn evaluate(threshold: &Threshold, actual: Option<f64>) -> ThresholdR
         metric: threshold.name.clone(),
         condition: threshold.condition.clone(),
         actual: actual.map(|value| threshold.in_condition_unit(value)),
+        unit: threshold.unit_suffix().to_string(),
         pass: actual.is_some_and(|value| threshold.holds(value)),
     }
 }
@@ -80,18 +84,11 @@ impl Report {
                 };
                 value.map(|v| v as f64)
             }
-            Metric::ErrorsRate => {
-                // Requests only: server-pushed ticks are no requests (Step::is_request).
-                let requests_only = || {
-                    self.steps
-                        .iter()
-                        .filter(|(name, _)| Step::from_name(name).is_none_or(Step::is_request))
-                        .map(|(_, s)| s)
-                };
-                let requests: u64 = requests_only().map(|s| s.count).sum();
-                let errors: u64 = requests_only().map(|s| s.errors).sum();
-                (requests > 0).then(|| errors as f64 / requests as f64)
-            }
+            Metric::ErrorsRate => requests_error_rate(
+                self.steps
+                    .iter()
+                    .map(|(name, s)| (name.as_str(), s.count, s.errors)),
+            ),
             Metric::FailoverGap => {
                 let failover = &self.failover;
                 let measured = !failover.kills.is_empty() && failover.unmeasured == 0;
@@ -115,6 +112,16 @@ impl Report {
     }
 }
 
+/// Errors ÷ requests over `(step, requests, errors)`, counting requests only: server-pushed
+/// ticks are no requests ([`Step::is_request`]) and would dilute the rate, whether of a
+/// whole run or of one second.
+fn requests_error_rate<'a>(steps: impl Iterator<Item = (&'a str, u64, u64)>) -> Option<f64> {
+    let (requests, errors) = steps
+        .filter(|(name, _, _)| Step::from_name(name).is_none_or(Step::is_request))
+        .fold((0, 0), |(r, e), (_, requests, errors)| (r + requests, e + errors));
+    (requests > 0).then(|| errors as f64 / requests as f64)
+}
+
 impl TimePoint {
     /// The value of a [`Metric::per_second`] metric in this second of the series, or
     /// `None` when the second holds no sample of it.
@@ -128,11 +135,11 @@ impl TimePoint {
                 .get(step.name())
                 .and_then(|s| s.p99_us)
                 .map(|us| us as f64),
-            Metric::ErrorsRate => {
-                let requests: u64 = self.steps.values().map(|s| s.requests).sum();
-                let errors: u64 = self.steps.values().map(|s| s.errors).sum();
-                (requests > 0).then(|| errors as f64 / requests as f64)
-            }
+            Metric::ErrorsRate => requests_error_rate(
+                self.steps
+                    .iter()
+                    .map(|(name, s)| (name.as_str(), s.requests, s.errors)),
+            ),
             _ => None,
         }
     }

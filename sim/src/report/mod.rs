@@ -183,6 +183,9 @@ pub struct ServerInfo {
     /// True when catwar-sim started the server with these settings; false when they are
     /// only declared for a `--target`.
     pub applied: bool,
+    /// True when a `--target`'s topology.json stated its settings and these are they.
+    #[serde(default)]
+    pub read_from_target: bool,
 }
 
 impl ServerInfo {
@@ -202,8 +205,10 @@ impl ServerInfo {
             self.observer_backend,
             if self.applied {
                 "as started by catwar-sim"
+            } else if self.read_from_target {
+                "as the target's topology.json states them"
             } else {
-                "as declared for the target"
+                "as declared for the target, which states none"
             }
         )
     }

@@ -155,9 +155,14 @@ impl Report {
     }
 }
 
-/// The summary's one line: `services: lobby cpu max 0.42 cores, rss max 14.2 MiB; ...`,
-/// busiest first, then the service the knee names. `None` for a report without
-/// services (older reports).
+/// The summary names this many services, the busiest; the rest are in report.json and
+/// on the page. Eleven services at full length made a 600-character line.
+const SUMMARY_SERVICES_MAX: usize = 4;
+
+/// The summary's one line: `services (peak cpu, rss): lobby 0.42 cores 14.2 MiB, ...`,
+/// the busiest [`SUMMARY_SERVICES_MAX`] first, then how many more and how many could not
+/// be sampled, then the service the knee names. `None` for a report without services
+/// (older reports).
 pub fn summary_line(
     services: &[ServiceUsage],
     at_knee: Option<&SaturatedService>,
@@ -165,23 +170,30 @@ pub fn summary_line(
     if services.is_empty() {
         return None;
     }
-    let mut ranked: Vec<&ServiceUsage> = services.iter().collect();
-    ranked.sort_by(|a, b| {
-        let cpu = |s: &ServiceUsage| s.cpu_cores_max.unwrap_or(-1.0);
-        cpu(b).total_cmp(&cpu(a))
-    });
-    let mut line = String::from("services:");
-    for (i, service) in ranked.iter().enumerate() {
-        let separator = if i == 0 { " " } else { "; " };
-        let _ = match (service.cpu_cores_max, service.rss_bytes_max) {
-            (Some(cpu), Some(rss)) => write!(
-                line,
-                "{separator}{} cpu max {cpu:.2} cores, rss max {:.1} MiB",
-                service.name,
-                rss as f64 / MIB_BYTES
-            ),
-            _ => write!(line, "{separator}{} not sampled", service.name),
-        };
+    let mut sampled: Vec<(&ServiceUsage, f64, u64)> = services
+        .iter()
+        .filter_map(|s| Some((s, s.cpu_cores_max?, s.rss_bytes_max?)))
+        .collect();
+    sampled.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<String> = sampled
+        .iter()
+        .take(SUMMARY_SERVICES_MAX)
+        .map(|(service, cpu, rss)| {
+            format!("{} {cpu:.2} cores {:.1} MiB", service.name, *rss as f64 / MIB_BYTES)
+        })
+        .collect();
+    let mut line = format!("services (peak cpu, rss): {}", shown.join(", "));
+    let more = sampled.len().saturating_sub(SUMMARY_SERVICES_MAX);
+    if more > 0 {
+        let _ = write!(line, ", {more} more");
+    }
+    let unsampled: Vec<&str> = services
+        .iter()
+        .filter(|s| s.cpu_cores_max.is_none() || s.rss_bytes_max.is_none())
+        .map(|s| s.name.as_str())
+        .collect();
+    if !unsampled.is_empty() {
+        let _ = write!(line, "; not sampled: {}", unsampled.join(", "));
     }
     if let Some(service) = at_knee {
         let _ = write!(
@@ -262,8 +274,21 @@ mod tests {
         ];
         assert_eq!(
             summary_line(&services, None).unwrap(),
-            "services: lobby cpu max 0.42 cores, rss max 10.0 MiB; storage cpu max 0.10 cores, \
-             rss max 10.0 MiB; router not sampled"
+            "services (peak cpu, rss): lobby 0.42 cores 10.0 MiB, storage 0.10 cores 10.0 MiB; \
+             not sampled: router"
+        );
+        // Eleven services: the four busiest by name, the rest counted.
+        let many: Vec<ServiceUsage> = (0..11)
+            .map(|i| {
+                let cores = f64::from(i) / 100.0;
+                ServiceUsage::new(format!("s{i}"), Source::Proc, vec![sample(1.0, cores, None)])
+            })
+            .collect();
+        let line = summary_line(&many, None).unwrap();
+        assert!(
+            line.starts_with("services (peak cpu, rss): s10 0.10 cores 10.0 MiB, s9 0.09 cores")
+                && line.ends_with("s7 0.07 cores 10.0 MiB, 7 more"),
+            "{line}"
         );
         let knee = nearest_saturation(&services, 0).unwrap();
         let line = summary_line(&services, Some(&knee)).unwrap();

@@ -53,9 +53,14 @@ impl Report {
         self.summarize_failover(&mut out);
         self.summarize_load(&mut out);
         for threshold in &self.thresholds {
-            let actual = threshold
-                .actual
-                .map_or("none".to_string(), |v| format!("{v:.3}"));
+            let actual =
+                threshold
+                    .actual
+                    .map_or("none".to_string(), |v| match threshold.unit.as_str() {
+                        "" if v.fract() == 0.0 => format!("{v:.0}"),
+                        "" => format!("{v:.3}"),
+                        unit => format!("{v:.3} {unit}"),
+                    });
             let verdict = if threshold.pass { "pass" } else { "FAIL" };
             let _ = writeln!(
                 out,

@@ -48,6 +48,7 @@ fn report(check: &StepTotals, violations: u64) -> Report {
             observer_backend: "process".into(),
             play_servers: 2,
             applied: true,
+            read_from_target: false,
         },
         steps: BTreeMap::from([("update.check".to_string(), StepReport::from_totals(check))]),
         errors_by_code: BTreeMap::new(),
@@ -181,6 +182,26 @@ fn errors_rate_leaves_out_the_ticks_a_server_pushes() {
     report.steps.insert("play.tick_interval".into(), ticks);
     report.judge(&[Threshold::parse("errors.rate", "< 5%").unwrap()]);
     assert_eq!(report.thresholds[0].actual, Some(10.0));
+}
+
+#[test]
+fn threshold_actuals_carry_their_unit() {
+    let mut report = report(&totals(&[1_000, 2_000, 15_000], 1), 0);
+    report.judge(&[
+        Threshold::parse("update.check.max", "< 100ms").unwrap(),
+        Threshold::parse("errors.rate", "< 50%").unwrap(),
+        Threshold::parse("update.check.count", "> 2").unwrap(),
+    ]);
+    let summary = report.summary();
+    for line in [
+        "update.check.max < 100ms (actual 15.0",
+        "errors.rate < 50% (actual 25.000 %)",
+        "update.check.count > 2 (actual 4)",
+    ] {
+        assert!(summary.contains(line), "no {line:?} in:\n{summary}");
+    }
+    let max_line = summary.lines().find(|l| l.contains("update.check.max")).unwrap();
+    assert!(max_line.ends_with(" ms)"), "{max_line}");
 }
 
 #[test]

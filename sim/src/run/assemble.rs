@@ -8,6 +8,7 @@ use crate::report::{
     ScenarioInfo, ServerInfo, ServiceUsage, SimUsage, REPORT_SCHEMA,
 };
 use crate::scenario::{LoadModel, Scenario, WorkerLost};
+use crate::topology::TargetSettings;
 
 /// What the clients run against.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub(super) struct Target {
     pub(super) label: String,
     /// Whether the simulator started the server with the scenario's `[server]` settings.
     pub(super) server_applied: bool,
+    /// What the target's topology.json says of its settings, when it says anything.
+    pub(super) settings: Option<TargetSettings>,
 }
 
 /// What a finished simulation produced.
@@ -35,6 +38,33 @@ pub(super) struct Ran {
     pub(super) agents: Vec<AgentReport>,
     /// Workers or agents lost mid-run.
     pub(super) lost: Vec<String>,
+}
+
+/// The server's settings: the scenario's when the simulator applied them; else the
+/// target's own where its topology.json states them (the run was refused had they
+/// contradicted the scenario's assumptions), and the scenario's declaration elsewhere.
+fn server_info(scenario: &Scenario, target: &Target) -> ServerInfo {
+    let server = &scenario.server;
+    let stated = target.settings.clone().unwrap_or_default();
+    ServerInfo {
+        argon2: stated
+            .argon2
+            .unwrap_or_else(|| server.argon2.name().to_string()),
+        token_idle_s: stated.token_idle_s.unwrap_or(server.token_idle_s),
+        users: scenario.population.user_count(),
+        players_per_match: stated.players_per_match.unwrap_or(server.players_per_match),
+        match_fill_timeout_s: stated
+            .match_fill_timeout_s
+            .unwrap_or(server.match_fill_timeout_s),
+        match_ticks: stated.match_ticks.unwrap_or(server.match_ticks),
+        tick_hz: stated.tick_hz.unwrap_or(server.tick_hz),
+        observer_backend: stated
+            .observer_backend
+            .unwrap_or_else(|| server.observer_backend.name().to_string()),
+        play_servers: stated.play_servers.unwrap_or(server.play_servers),
+        applied: target.server_applied,
+        read_from_target: target.settings.is_some(),
+    }
 }
 
 /// The report of a run, before its thresholds are judged.
@@ -63,19 +93,8 @@ pub(super) fn unjudged_report(
         started_at_unix_ms: ran.started_at_unix_ms,
         duration_s: ran.duration_s,
         interrupted: ran.interrupted,
-        environment: Environment::current(target.label),
-        server: ServerInfo {
-            argon2: scenario.server.argon2.name().to_string(),
-            token_idle_s: scenario.server.token_idle_s,
-            users: scenario.population.user_count(),
-            players_per_match: scenario.server.players_per_match,
-            match_fill_timeout_s: scenario.server.match_fill_timeout_s,
-            match_ticks: scenario.server.match_ticks,
-            tick_hz: scenario.server.tick_hz,
-            observer_backend: scenario.server.observer_backend.name().to_string(),
-            play_servers: scenario.server.play_servers,
-            applied: target.server_applied,
-        },
+        environment: Environment::current(target.label.clone()),
+        server: server_info(scenario, &target),
         steps: ran.measured.steps,
         errors_by_code: ran.measured.errors_by_code,
         timeseries: ran.measured.timeseries,

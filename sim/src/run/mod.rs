@@ -181,6 +181,16 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
         Some(path) => Some(Topology::read(path).map_err(RunError::Target)?),
         None => None,
     };
+    let target_settings = target.as_ref().and_then(|t| t.settings.clone());
+    if let (Some(settings), Some(path)) = (&target_settings, &options.target) {
+        let differences = settings.contradictions(&scenario.server);
+        if !differences.is_empty() {
+            return Err(RunError::Target(TopologyError::Contradicts {
+                path: path.clone(),
+                differences,
+            }));
+        }
+    }
     crate::faults::check_target(&scenario.faults, target.as_ref())?;
     if let Some(agents) = &options.agents {
         check_agents(&scenario, agents.count)?;
@@ -213,6 +223,7 @@ pub async fn run(options: &RunOptions) -> Result<RunOutcome, RunError> {
             let target = Target {
                 label: path.display().to_string(),
                 server_applied: false,
+                settings: target_settings,
             };
             let report = simulate(&scenario, options, path, target, &mut interrupt).await?;
             (report, Vec::new())
@@ -301,6 +312,7 @@ async fn run_embedded(
     let target = Target {
         label: "embedded".to_string(),
         server_applied: true,
+        settings: None,
     };
     let simulated = simulate(scenario, options, &topology_path, target, interrupt).await;
     let mut warnings = Vec::new();
@@ -345,7 +357,10 @@ async fn simulate(
          version {}{}",
         scenario.scenario.name,
         scenario.scenario.seed,
-        describe_load(scenario),
+        match options.only_client {
+            Some(client) => format!("client {client} alone (one of {})", describe_load(scenario)),
+            None => describe_load(scenario),
+        },
         scenario.scenario.duration_s,
         target.label,
         reached.storage,
@@ -368,7 +383,11 @@ async fn simulate(
         mode,
     };
     let gathered = match listener {
-        Some(listener) => Some(listener.gather(&scenario.text, topology_path, interrupt).await?),
+        Some(listener) => Some(
+            listener
+                .gather(&scenario.text, topology_path, interrupt)
+                .await?,
+        ),
         None => None,
     };
     let (start, started_at_unix_ms) = match &gathered {

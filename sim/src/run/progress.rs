@@ -15,6 +15,45 @@ const BAR_REFRESH_HZ: u8 = 4;
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// What happened since the last plain line.
+    window: Window,
+}
+
+/// The seconds since the last plain line, added up, so that a line every
+/// [`LINE_EVERY_S`] seconds misses nothing that happened between lines.
+#[derive(Debug, Default)]
+struct Window {
+    seconds: u64,
+    requests: Vec<u64>,
+    errors: Vec<u64>,
+    /// The highest per-second p99 of each step in the window.
+    p99_max_us: Vec<Option<u64>>,
+    /// Failed requests by step and error code.
+    errors_by_code: std::collections::BTreeMap<(usize, String), u64>,
+    arrivals: u64,
+    dropped: u64,
+}
+
+impl Window {
+    fn add(&mut self, point: &IntervalPoint) {
+        let steps = point.steps.len();
+        self.requests.resize(steps, 0);
+        self.errors.resize(steps, 0);
+        self.p99_max_us.resize(steps, None);
+        for (i, figures) in point.steps.iter().enumerate() {
+            self.requests[i] += figures.requests;
+            self.errors[i] += figures.errors;
+            self.p99_max_us[i] = self.p99_max_us[i].max(figures.p99_us);
+        }
+        for (i, codes) in point.errors_by_code.iter().enumerate() {
+            for (code, count) in codes {
+                *self.errors_by_code.entry((i, code.clone())).or_default() += count;
+            }
+        }
+        self.arrivals += point.load.arrivals;
+        self.dropped += point.load.dropped;
+        self.seconds += 1;
+    }
 }
 
 impl Progress {
@@ -30,7 +69,10 @@ impl Progress {
             bar.set_style(style);
             bar
         });
-        Progress { bar }
+        Progress {
+            bar,
+            window: Window::default(),
+        }
     }
 
     /// Shows the second that just closed.
@@ -40,8 +82,13 @@ impl Progress {
                 bar.set_position(point.t_s + 1);
                 bar.set_message(short_line(point));
             }
-            None if (point.t_s + 1) % LINE_EVERY_S == 0 => eprintln!("{}", long_line(point)),
-            None => {}
+            None => {
+                self.window.add(point);
+                if (point.t_s + 1) % LINE_EVERY_S == 0 {
+                    let window = std::mem::take(&mut self.window);
+                    eprintln!("{}", plain_line(point, &window));
+                }
+            }
         }
     }
 
@@ -86,32 +133,141 @@ fn short_line(point: &IntervalPoint) -> String {
     line
 }
 
-/// A log line: every step that ran this second, and the load.
-fn long_line(point: &IntervalPoint) -> String {
-    // Only the steps that ran this second: columns of zeros help nobody.
-    let mut parts: Vec<String> = Step::ALL
+/// A log line for the seconds since the previous one: errors first (by step), then the
+/// requests and their rate, the worst second's p99 of the steps users feel most, the
+/// server-pushed ticks apart from the requests, and the load at the line's second.
+fn plain_line(point: &IntervalPoint, window: &Window) -> String {
+    let figures = |step: Step| {
+        let i = step.index();
+        (
+            window.requests.get(i).copied().unwrap_or(0),
+            window.errors.get(i).copied().unwrap_or(0),
+            window.p99_max_us.get(i).copied().flatten(),
+        )
+    };
+    let mut parts = Vec::new();
+    // By step and code where the seconds carried codes, else by step.
+    let failing: Vec<String> = if window.errors_by_code.is_empty() {
+        Step::ALL
+            .iter()
+            .filter(|&&step| figures(step).1 > 0)
+            .map(|&step| format!("{} {}", step.name(), figures(step).1))
+            .collect()
+    } else {
+        window
+            .errors_by_code
+            .iter()
+            .map(|((i, code), count)| format!("{} {code} {count}", Step::ALL[*i].name()))
+            .collect()
+    };
+    let errors: u64 = Step::ALL.iter().map(|&step| figures(step).1).sum();
+    parts.push(if failing.is_empty() {
+        "errors 0".to_string()
+    } else {
+        format!("errors {errors} ({})", failing.join(", "))
+    });
+    let requests: u64 = Step::ALL
         .iter()
-        .filter(|step| point.steps[step.index()].requests > 0)
-        .map(|step| {
-            let figures = point.steps[step.index()];
-            let p99 = figures.p99_us.map_or("-".to_string(), |us| {
-                format!("{:.1} ms", us as f64 / 1000.0)
-            });
-            format!(
-                "{} {}/s p99 {p99} errors {}",
-                step.name(),
-                figures.requests,
-                figures.errors
-            )
+        .filter(|step| step.is_request())
+        .map(|&step| figures(step).0)
+        .sum();
+    let seconds = window.seconds.max(1);
+    parts.push(format!("{requests} requests, {}/s", requests / seconds));
+    let p99s: Vec<String> = [Step::Login, Step::LobbyMe, Step::UpdateCheck]
+        .into_iter()
+        .filter_map(|step| {
+            let us = figures(step).2?;
+            Some(format!("{} {:.1} ms", step.name(), us as f64 / 1000.0))
         })
         .collect();
-    let load = point.load;
-    parts.push(format!("active {}", load.active));
-    if load.offered_per_s > 0.0 || load.dropped > 0 {
+    if !p99s.is_empty() {
+        parts.push(format!("p99 {}", p99s.join(", ")));
+    }
+    let ticks = figures(Step::PlayTickInterval).0;
+    if ticks > 0 {
+        parts.push(format!("{ticks} ticks"));
+    }
+    parts.push(format!("active {}", point.load.active));
+    if point.load.offered_per_s > 0.0 || window.dropped > 0 {
         parts.push(format!(
-            "arrivals {}/s (offered {:.1}/s, dropped {})",
-            load.arrivals, load.offered_per_s, load.dropped
+            "arrivals {} (offered {:.1}/s, dropped {})",
+            window.arrivals, point.load.offered_per_s, window.dropped
         ));
     }
     format!("[{:>4} s] {}", point.t_s + 1, parts.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{IntervalStep, LoadPoint};
+
+    fn second(t_s: u64, set: &[(Step, u64, u64, u64)]) -> IntervalPoint {
+        let mut errors_by_code = vec![std::collections::BTreeMap::new(); Step::ALL.len()];
+        let idle = IntervalStep {
+            requests: 0,
+            errors: 0,
+            p50_us: None,
+            p90_us: None,
+            p99_us: None,
+        };
+        let mut steps = vec![idle; Step::ALL.len()];
+        for &(step, requests, errors, p99_us) in set {
+            steps[step.index()] = IntervalStep {
+                requests,
+                errors,
+                p99_us: Some(p99_us),
+                ..idle
+            };
+            let code = if step == Step::UpdateCheck {
+                "unavailable"
+            } else {
+                "tick_late"
+            };
+            if errors > 0 {
+                errors_by_code[step.index()].insert(code.to_string(), errors);
+            }
+        }
+        IntervalPoint {
+            t_s,
+            steps,
+            errors_by_code,
+            load: LoadPoint {
+                active: 200,
+                ..LoadPoint::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_plain_line_counts_every_second_since_the_last_one_errors_first() {
+        let mut window = Window::default();
+        // The 11 unavailable answers came in the line's first second, not its last.
+        window.add(&second(
+            5,
+            &[
+                (Step::UpdateCheck, 30, 11, 4_000),
+                (Step::PlayTickInterval, 3_000, 0, 50_000),
+            ],
+        ));
+        for t in 6..9 {
+            window.add(&second(
+                t,
+                &[
+                    (Step::UpdateCheck, 30, 0, 1_000),
+                    (Step::Login, 20, 0, 9_000),
+                ],
+            ));
+        }
+        let last = second(9, &[(Step::PlayTickInterval, 3_000, 2, 60_000)]);
+        window.add(&last);
+        let line = plain_line(&last, &window);
+        assert_eq!(
+            line,
+            "[  10 s] errors 13 (update.check unavailable 11, play.tick_interval tick_late 2) \
+             | 180 requests, 36/s \
+             | p99 login 9.0 ms, update.check 4.0 ms | 6000 ticks | active 200"
+        );
+        assert!(line.len() < 200, "{} characters", line.len());
+    }
 }
