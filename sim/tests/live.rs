@@ -145,8 +145,15 @@ fn an_abort_on_fail_threshold_stops_the_run_early_with_exit_3() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("a threshold aborted the run (exit 3)"),
+        stdout.contains("a threshold aborted the run (exit 3)")
+            && stdout.contains("aborted: lobby.me.p99 < 1us failed over the 1 s before"),
         "{stdout}"
+    );
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        page.contains("ABORTED: a threshold stopped the run")
+            && page.contains("<th>aborted</th>"),
+        "the page does not say the run was aborted"
     );
     let report = read_report(&out);
     assert_eq!(report["exit_code"], 3);

@@ -20,6 +20,20 @@ pub struct AbortReport {
     pub actual: f64,
 }
 
+impl AbortReport {
+    /// One line naming the gate, when it fired and what it measured.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} failed over the {} s before {} s (actual {:.3}); the run was stopped there",
+            self.metric,
+            self.condition,
+            self.window_s,
+            self.at_s + 1,
+            self.actual
+        )
+    }
+}
+
 impl Report {
     /// Sets the exit code of a run an abort gate stopped: [`EXIT_ABORTED`] in place of a
     /// pass or a failed threshold. An interrupted run, a lost worker and a violated

@@ -68,6 +68,9 @@ impl Report {
                 threshold.metric, threshold.condition
             );
         }
+        if let Some(abort) = &self.abort {
+            let _ = writeln!(out, "aborted: {}", abort.describe());
+        }
         for invariant in &self.invariants {
             let verdict = if invariant.violations == 0 {
                 "ok  "

@@ -97,6 +97,8 @@ impl Report {
             crate::EXIT_OK => ("pass", "PASS"),
             crate::EXIT_INTERRUPTED => ("fail", "INTERRUPTED"),
             crate::EXIT_INVARIANT_VIOLATED => ("fail", "FAIL: an invariant was violated"),
+            crate::EXIT_ABORTED => ("fail", "ABORTED: a threshold stopped the run"),
+            crate::EXIT_RUN_FAILED => ("fail", "FAIL: a worker or agent was lost"),
             _ => ("fail", "FAIL: a threshold failed"),
         };
         let env = &self.environment;
@@ -128,6 +130,13 @@ impl Report {
         out.push_str("<table>\n");
         for (key, value) in rows {
             let _ = writeln!(out, "<tr><th>{key}</th><td>{value}</td></tr>");
+        }
+        if let Some(abort) = &self.abort {
+            let _ = writeln!(
+                out,
+                "<tr><th>aborted</th><td class=\"fail\">{}</td></tr>",
+                escape(&abort.describe())
+            );
         }
         out.push_str("</table>\n");
     }
