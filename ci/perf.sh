@@ -130,9 +130,9 @@ play() {
     line=$(grep "^players $n " "$raw") || { echo "no capacity line for $n players in $raw" >&2; return 1; }
     steps+=$(python3 - "$line" <<'PY'
 import re, sys
-m = re.search(r"players (\d+) \(connected (\d+)\).*play CPU ([\d.]+) cores.*missed (\d+), tick lateness p99 ([\d.]+) ms", sys.argv[1])
-n, connected, cores, missed, p99 = m.groups()
-print(f'{{"players":{n},"connected":{connected},"cores":{cores},"missed":{missed},"p99_ms":{p99}}},')
+m = re.search(r"players (\d+) \(connected (\d+)\).*play CPU ([\d.]+) cores.*ticks (\d+), missed (\d+), tick lateness p99 ([\d.]+) ms", sys.argv[1])
+n, connected, cores, ticks, missed, p99 = m.groups()
+print(f'{{"players":{n},"connected":{connected},"cores":{cores},"ticks":{ticks},"missed":{missed},"p99_ms":{p99}}},')
 PY
 )
   done
