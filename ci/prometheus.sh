@@ -24,7 +24,9 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 command -v curl >/dev/null || fail "curl is missing"
 
-cargo build --release --locked -p catwar-server
+# The same build as ci/test.sh's, a no-op after it: building one package alone unifies
+# other features and would rebuild half the tree.
+cargo build --release --workspace --all-targets --locked
 bin=target/release/catwar-server
 work=$(mktemp -d)
 up_pid=""
