@@ -44,7 +44,9 @@ esac
 
 command -v taskset >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q util-linux >/dev/null; }
 command -v valgrind >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null; }
-cargo build --release -p catwar-benches --bin workload --locked
+# The same build as ci/test.sh's, a no-op after it: building one package alone unifies
+# other features and would rebuild half the tree.
+cargo build --release --workspace --all-targets --locked
 bin=target/release/workload
 
 work=$(mktemp -d)
