@@ -313,14 +313,16 @@ fn scenario_differences(baseline: &ReportView, current: &ReportView) -> Vec<Stri
         differs.push(format!("seed {} vs {}", base.seed, now.seed));
     }
     if base.text != now.text {
-        let changed = base
-            .text
-            .lines()
-            .zip(now.text.lines())
-            .filter(|(a, b)| a != b)
-            .count()
-            + base.text.lines().count().abs_diff(now.text.lines().count());
-        differs.push(format!("scenario text ({changed} line(s) differ)"));
+        // The first line that differs: a count of differing lines would count every line
+        // after one inserted comment.
+        let mut base_lines = base.text.lines().map(Some).chain(std::iter::repeat(None));
+        let mut now_lines = now.text.lines().map(Some).chain(std::iter::repeat(None));
+        let lines = base.text.lines().count().max(now.text.lines().count());
+        // Texts that differ only in line endings have no differing line: the last + 1.
+        let line = (1..=lines)
+            .find(|_| base_lines.next() != now_lines.next())
+            .unwrap_or(lines + 1);
+        differs.push(format!("scenario text (from line {line} on)"));
     }
     differs
 }
@@ -573,10 +575,17 @@ mod tests {
             vec![
                 "name \"smoke\" vs \"soak\"".to_string(),
                 "seed 42 vs 7".to_string(),
-                "scenario text (2 line(s) differ)".to_string()
+                "scenario text (from line 2 on)".to_string()
             ]
         );
         assert!(render(&comparison).contains("warning: the two runs ran different scenarios"));
+        // Only a line ending differs: still named, and the search ends.
+        baseline.scenario = scenario("smoke", 42, "a\nb\n");
+        current.scenario = scenario("smoke", 42, "a\nb");
+        assert_eq!(
+            compare(&baseline, &current, 200.0, Scale::Absolute).scenario_differs,
+            vec!["scenario text (from line 3 on)".to_string()]
+        );
     }
 
     #[test]
