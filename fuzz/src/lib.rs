@@ -48,7 +48,7 @@ pub fn catalog(dir: &Path) -> Arc<Catalog> {
 /// A user DB with `user1…user3` (fast argon2) and one live session of user1 from
 /// 127.0.0.1 whose token is [`SESSION_TOKEN`]. Returns the internal key.
 pub fn seeded_db(dir: &Path) -> String {
-    users::seed(dir, 3, Argon2Preset::Fast).expect("seed users");
+    users::seed(dir, 3, Some(Argon2Preset::Fast)).expect("seed users");
     let pool = DbPool::new(&dir.join(db::DB_FILE)).expect("user DB");
     let now = db::now_ms();
     let row = SessionRow {
