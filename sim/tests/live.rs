@@ -14,6 +14,23 @@ const LOBBY_ONLY: &str = "[scenario]\nname = \"live-test\"\nseed = 3\nduration_s
      [population]\nclients = 10\n[load]\nthink_time_ms = 100\n\
      [script]\nstart = 0.0\nobserve = 0.0\n";
 
+/// `catwar-sim run SCENARIO --out OUT` against the embedded server; callers add flags.
+fn run_with_embedded_server(
+    scenario: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Command {
+    let mut command = sim();
+    command
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--server-bin", server_bin().to_str().unwrap()]);
+    command
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -40,20 +57,8 @@ fn metrics_listen_serves_merged_steps_while_running_and_hdr_logs_parse_back() {
     let out = dir.path().join("out");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let bin = server_bin();
-    let child = sim()
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--server-bin",
-            bin.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-        ])
+    let child = run_with_embedded_server(&scenario, &out)
+        .args(["--metrics-listen", &listen])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -126,18 +131,8 @@ fn an_abort_on_fail_threshold_stops_the_run_early_with_exit_3() {
     );
     let scenario = write_scenario(dir.path(), &text);
     let out = dir.path().join("out");
-    let bin = server_bin();
     let started = Instant::now();
-    let output = sim()
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--server-bin", bin.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = run_with_embedded_server(&scenario, &out).output().unwrap();
     assert_eq!(code(&output), 3, "{}", printed(&output));
     assert!(
         started.elapsed() < Duration::from_secs(40),
@@ -151,8 +146,7 @@ fn an_abort_on_fail_threshold_stops_the_run_early_with_exit_3() {
     );
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
-        page.contains("ABORTED: a threshold stopped the run")
-            && page.contains("<th>aborted</th>"),
+        page.contains("ABORTED: a threshold stopped the run") && page.contains("<th>aborted</th>"),
         "the page does not say the run was aborted"
     );
     let report = read_report(&out);
@@ -183,20 +177,8 @@ fn a_busy_metrics_address_or_a_bad_sample_is_a_usage_error() {
     let out = dir.path().join("out");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
-    let bin = server_bin();
-    let output = sim()
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--server-bin",
-            bin.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-        ])
+    let output = run_with_embedded_server(&scenario, &out)
+        .args(["--metrics-listen", &listen])
         .output()
         .unwrap();
     assert_eq!(code(&output), 64, "{}", printed(&output));
@@ -221,7 +203,6 @@ fn a_busy_metrics_address_or_a_bad_sample_is_a_usage_error() {
 #[test]
 fn request_log_samples_the_same_clients_in_one_process_or_two() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = server_bin();
     let mut logged = Vec::new();
     for workers in [1, 2] {
         let text = LOBBY_ONLY
@@ -230,14 +211,7 @@ fn request_log_samples_the_same_clients_in_one_process_or_two() {
         let scenario = write_scenario(dir.path(), &text);
         let out = dir.path().join(format!("out-{workers}"));
         let log = dir.path().join(format!("requests-{workers}.jsonl"));
-        let output = sim()
-            .args([
-                "run",
-                scenario.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .args(["--server-bin", bin.to_str().unwrap()])
+        let output = run_with_embedded_server(&scenario, &out)
             .args([
                 "--request-log",
                 log.to_str().unwrap(),
