@@ -2,27 +2,35 @@
 //! the state stream to any number of watchers, from its first tick, in order, with no
 //! gaps, then `end`, then exits.
 //!
-//! The relay is small and short-lived, so it uses a thread per watcher: a match has a
-//! handful of watchers and lasts half a minute. Play servers start observers through a
-//! [`Spawner`]: [`process::ProcessSpawner`] (a child process, the default) or
-//! [`docker::DockerSpawner`] (a container of the project's own image).
+//! The relay runs on one thread: a smol executor drives the play server's stream, the
+//! listener and a task per watcher, so a popular match costs a thousand small tasks and
+//! one write per watcher per line, not a thousand threads waking on one lock. Play
+//! servers start observers through a [`Spawner`]: [`process::ProcessSpawner`] (a child
+//! process, the default) or [`docker::DockerSpawner`] (a container of the project's own
+//! image).
 
 pub mod docker;
 pub mod process;
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
+use event_listener::Event;
 use serde_json::Value;
+use smol::future::{self, FutureExt};
+use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use smol::{Async, LocalExecutor, Timer};
 
 use crate::domain::db::{self, DbPool};
 use crate::domain::internal_key::InternalKey;
 use crate::domain::session::{Denied, Idle, Refusal, SessionRule};
+use crate::runtime::event_loop::ACCEPT_BACKOFF_MS;
 
 /// Watchers one observer serves at once.
 pub const WATCHERS_MAX: usize = 1024;
@@ -35,6 +43,11 @@ const LINGER_MS: u64 = 3_000;
 const LINE_BYTES_MAX: u64 = 64 * 1024;
 /// A watcher that cannot take a line within this long is dropped.
 const WATCHER_WRITE_TIMEOUT_MS: u64 = 5_000;
+/// Bytes read from a watcher at a time while waiting for its `watch` line, which is
+/// about a hundred: small, since it sits in every watcher's task for the whole match.
+const WATCH_READ_BYTES: usize = 512;
+/// Told to a watcher past [`WATCHERS_MAX`].
+const BUSY: &[u8] = b"{\"t\":\"error\",\"error\":\"busy\"}\n";
 
 /// Why an observer could not be started or run.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +130,38 @@ pub struct ObserverArgs {
     pub session: SessionArgs,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Feed {
-    lines: Vec<Arc<str>>,
+    /// Every line of the match so far, each with its newline, shared by every watcher.
+    lines: Vec<Rc<[u8]>>,
     /// Set when the stream is over: `None` ended normally, `Some(code)` was lost.
     over: Option<Option<&'static str>>,
+    /// Wakes the watchers waiting for a line or the end.
+    grew: Event,
 }
 
-type Shared = Arc<(Mutex<Feed>, Condvar)>;
+type Shared = Rc<RefCell<Feed>>;
+
+impl Feed {
+    fn push(&mut self, line: Rc<[u8]>) {
+        self.lines.push(line);
+        self.grew.notify(usize::MAX);
+    }
+
+    fn finish(&mut self, lost: Option<&'static str>) {
+        self.over = Some(lost);
+        self.grew.notify(usize::MAX);
+    }
+}
+
+/// What a watcher's `watch` line is checked against, moved to a blocking thread for
+/// each check: the session rule reads the DB and records the token's use.
+#[derive(Clone)]
+struct Gate {
+    db: Arc<DbPool>,
+    rule: Arc<SessionRule>,
+    match_id: u64,
+}
 
 /// Runs an observer until its match ends. The first line on stdout is
 /// `listening ADDR`, which the spawner waits for.
@@ -140,185 +177,245 @@ pub fn run(args: &ObserverArgs) -> Result<(), ObserverError> {
                 "the user DB has no internal key yet; start the topology first".into(),
             )
         })?;
-    let listener = TcpListener::bind(args.listen)
+    let listener = Async::<TcpListener>::bind(args.listen)
         .map_err(|e| ObserverError::Io(format!("--listen {}", args.listen), e))?;
     let addr = listener
+        .get_ref()
         .local_addr()
         .map_err(|e| ObserverError::Io("listener".into(), e))?;
-    let mut play = TcpStream::connect(args.play)
-        .map_err(|e| ObserverError::Io(format!("--play {}", args.play), e))?;
     let subscribe =
         serde_json::json!({"t": "subscribe", "match": args.match_id, "key": key.as_str()})
             .to_string();
-    writeln!(play, "{subscribe}").map_err(|e| ObserverError::Io("subscribe".into(), e))?;
-    let mut reader = BufReader::new(
-        play.try_clone()
-            .map_err(|e| ObserverError::Io("play socket".into(), e))?,
-    );
-    let mut first = String::new();
-    (&mut reader)
-        .take(LINE_BYTES_MAX)
-        .read_line(&mut first)
-        .map_err(|e| ObserverError::Io("subscribe answer".into(), e))?;
-    if !first.contains("\"subscribed\"") {
-        return Err(ObserverError::Play(first.trim().to_string()));
-    }
-    println!("listening {addr}");
-    io::stdout()
-        .flush()
-        .map_err(|e| ObserverError::Io("stdout".into(), e))?;
-    let shared: Shared = Arc::new((Mutex::new(Feed::default()), Condvar::new()));
-    let rule = Arc::new(SessionRule {
-        idle_ms: (args.session.token_idle_s * 1000) as i64,
-        lobby: args.session.lobby,
-        key,
-    });
-    let (s, m) = (Arc::clone(&shared), args.match_id);
-    std::thread::spawn(move || accept_watchers(listener, s, db, rule, m));
-    let lost = relay(reader, &shared);
-    let (lock, ready) = &*shared;
-    lock.lock().expect("feed lock").over = Some(lost);
-    ready.notify_all();
-    std::thread::sleep(Duration::from_millis(LINGER_MS));
+    let gate = Gate {
+        rule: Arc::new(SessionRule {
+            idle_ms: (args.session.token_idle_s * 1000) as i64,
+            lobby: args.session.lobby,
+            key,
+        }),
+        db,
+        match_id: args.match_id,
+    };
+    let executor = LocalExecutor::new();
+    let lost = smol::block_on(executor.run(async {
+        let play = subscribe_to(args.play, &subscribe).await?;
+        println!("listening {addr}");
+        io::stdout()
+            .flush()
+            .map_err(|e| ObserverError::Io("stdout".into(), e))?;
+        let feed = Shared::default();
+        let relaying = async {
+            let lost = relay(play, &feed).await;
+            feed.borrow_mut().finish(lost);
+            Timer::after(Duration::from_millis(LINGER_MS)).await;
+            lost
+        };
+        let admitting = async {
+            admit(&listener, &executor, &feed, &gate).await;
+            future::pending().await
+        };
+        Ok::<_, ObserverError>(relaying.or(admitting).await)
+    }))?;
     match lost {
         None => Ok(()),
         Some(code) => Err(ObserverError::Play(code.into())),
     }
 }
 
+/// Subscribes to the match and returns the stream of its lines once the play server
+/// said `subscribed`.
+async fn subscribe_to(
+    addr: SocketAddr,
+    subscribe: &str,
+) -> Result<BufReader<Async<TcpStream>>, ObserverError> {
+    let mut play = Async::<TcpStream>::connect(addr)
+        .await
+        .map_err(|e| ObserverError::Io(format!("--play {addr}"), e))?;
+    play.write_all(format!("{subscribe}\n").as_bytes())
+        .await
+        .map_err(|e| ObserverError::Io("subscribe".into(), e))?;
+    let mut reader = BufReader::new(play);
+    let mut first = Vec::new();
+    (&mut reader)
+        .take(LINE_BYTES_MAX)
+        .read_until(b'\n', &mut first)
+        .await
+        .map_err(|e| ObserverError::Io("subscribe answer".into(), e))?;
+    if !contains(&first, b"\"subscribed\"") {
+        return Err(ObserverError::Play(
+            String::from_utf8_lossy(&first).trim().to_string(),
+        ));
+    }
+    Ok(reader)
+}
+
 /// Copies the play server's lines into the feed until `end`; returns the loss code if
-/// the stream broke first.
-fn relay(mut reader: BufReader<TcpStream>, shared: &Shared) -> Option<&'static str> {
-    let (lock, ready) = &**shared;
+/// the stream broke first (closed, failed, or a line without its newline in
+/// [`LINE_BYTES_MAX`]).
+async fn relay(mut play: BufReader<Async<TcpStream>>, feed: &Shared) -> Option<&'static str> {
+    let mut line = Vec::new();
     loop {
-        let mut line = String::new();
-        match (&mut reader).take(LINE_BYTES_MAX).read_line(&mut line) {
-            Ok(0) | Err(_) => return Some("play_lost"),
-            Ok(_) => {}
+        line.clear();
+        match (&mut play)
+            .take(LINE_BYTES_MAX)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(_) if line.last() == Some(&b'\n') => {}
+            Ok(_) | Err(_) => return Some("play_lost"),
         }
-        let line = line.trim_end();
-        let end = line.contains("\"t\":\"end\"");
-        lock.lock().expect("feed lock").lines.push(line.into());
-        ready.notify_all();
+        let end = contains(&line, b"\"t\":\"end\"");
+        feed.borrow_mut().push(line.as_slice().into());
         if end {
             return None;
         }
     }
 }
 
-fn accept_watchers(
-    listener: TcpListener,
-    shared: Shared,
-    db: Arc<DbPool>,
-    rule: Arc<SessionRule>,
-    match_id: u64,
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Accepts watchers for as long as the observer runs, each served by a task of its own
+/// on this thread; past [`WATCHERS_MAX`] a watcher is told `busy` and closed.
+async fn admit(
+    listener: &Async<TcpListener>,
+    executor: &LocalExecutor<'_>,
+    feed: &Shared,
+    gate: &Gate,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming().flatten() {
-        if active.load(Ordering::SeqCst) >= WATCHERS_MAX {
-            let _ = (&stream).write_all(b"{\"t\":\"error\",\"error\":\"busy\"}\n");
+    let active = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: the watchers already in are served
+                // meanwhile, and accepting resumes after a pause.
+                tracing::warn!(error = %e, "observer: accept failed; pausing");
+                Timer::after(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
+                continue;
+            }
+        };
+        if active.get() >= WATCHERS_MAX {
+            // One try without waiting: a full socket buffer loses the notice, not the relay.
+            let _ = stream.get_ref().write(BUSY);
             continue;
         }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (s, d, a) = (Arc::clone(&shared), Arc::clone(&db), Arc::clone(&active));
-        let r = Arc::clone(&rule);
-        std::thread::spawn(move || {
-            let _ = watch(stream, &s, (&d, &r), match_id);
-            a.fetch_sub(1, Ordering::SeqCst);
-        });
+        active.set(active.get() + 1);
+        let (feed, gate, active) = (Rc::clone(feed), gate.clone(), Rc::clone(&active));
+        executor
+            .spawn(async move {
+                let _ = watch(stream, &feed, gate).await;
+                active.set(active.get() - 1);
+            })
+            .detach();
     }
 }
 
 /// Serves one watcher: checks its `watch` line, then streams the feed from the start.
-fn watch(
-    stream: TcpStream,
-    shared: &Shared,
-    (db, rule): (&DbPool, &SessionRule),
-    match_id: u64,
-) -> io::Result<()> {
-    stream.set_write_timeout(Some(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)))?;
-    let mut out = stream.try_clone()?;
-    let peer = stream.peer_addr()?.ip();
-    let line = match read_watch_line(&stream)? {
+async fn watch(mut stream: Async<TcpStream>, feed: &Shared, gate: Gate) -> io::Result<()> {
+    let peer = stream.get_ref().peer_addr()?.ip();
+    let line = match read_watch_line(&mut stream).await? {
         Ok(line) => line,
-        Err(code) => return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}"),
+        Err(code) => return send_error(&mut stream, code).await,
     };
-    if let Err(code) = check_watch(&line, (db, rule), match_id, peer) {
-        return writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}");
+    let checked = smol::unblock(move || check_watch(&line, &gate, peer)).await;
+    if let Err(code) = checked {
+        return send_error(&mut stream, code).await;
     }
-    let (lock, ready) = &**shared;
-    let mut sent = 0;
+    let (mut sent, mut pending, mut batch) = (0, Vec::new(), Vec::new());
     loop {
-        let (batch, over) = {
-            let mut feed = lock.lock().expect("feed lock");
-            while feed.lines.len() == sent && feed.over.is_none() {
-                feed = ready.wait(feed).expect("feed lock");
-            }
-            (feed.lines[sent..].to_vec(), feed.over)
+        let over = {
+            let feed = feed.borrow();
+            pending.extend(feed.lines[sent..].iter().cloned());
+            feed.over
         };
-        sent += batch.len();
-        let mut bytes = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum());
-        for l in &batch {
-            bytes.extend_from_slice(l.as_bytes());
-            bytes.push(b'\n');
-        }
-        out.write_all(&bytes)?;
-        if let Some(lost) = over {
-            if lock.lock().expect("feed lock").lines.len() == sent {
-                if let Some(code) = lost {
-                    writeln!(out, "{{\"t\":\"error\",\"error\":\"{code}\"}}")?;
-                }
-                return Ok(());
+        sent += pending.len();
+        match pending.as_slice() {
+            [] => {}
+            // Each tick's line goes out as it is, without a copy; a watcher that fell
+            // behind gets what it missed in one write.
+            [line] => write_within(&mut stream, line).await?,
+            lines => {
+                batch.clear();
+                lines.iter().for_each(|l| batch.extend_from_slice(l));
+                write_within(&mut stream, &batch).await?;
             }
         }
+        if !pending.is_empty() {
+            pending.clear();
+            continue;
+        }
+        if let Some(lost) = over {
+            if let Some(code) = lost {
+                send_error(&mut stream, code).await?;
+            }
+            return Ok(());
+        }
+        // No line can arrive between the check above and this listener: both run on
+        // this thread with no await between them.
+        let grew = feed.borrow().grew.listen();
+        grew.await;
     }
 }
 
+/// Writes to a watcher, which must take the bytes within [`WATCHER_WRITE_TIMEOUT_MS`].
+async fn write_within(stream: &mut Async<TcpStream>, bytes: &[u8]) -> io::Result<()> {
+    stream
+        .write_all(bytes)
+        .or(async {
+            Timer::after(Duration::from_millis(WATCHER_WRITE_TIMEOUT_MS)).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await
+}
+
+async fn send_error(stream: &mut Async<TcpStream>, code: &str) -> io::Result<()> {
+    write_within(
+        stream,
+        format!("{{\"t\":\"error\",\"error\":\"{code}\"}}\n").as_bytes(),
+    )
+    .await
+}
+
 /// Reads a watcher's first line within [`WATCH_REQUEST_TIMEOUT_MS`] in all, however its
-/// bytes trickle in: a read timeout alone starts over with every byte, so a watcher that
-/// sends one byte at a time would hold its thread and its slot until the match ends.
-/// The inner error is the code sent back: `timeout`, `line_too_long`, or `bad_json` for
-/// bytes that are not UTF-8.
-fn read_watch_line(mut stream: &TcpStream) -> io::Result<Result<String, &'static str>> {
-    let deadline = Instant::now() + Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS);
-    let mut line = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(Err("timeout"));
+/// bytes trickle in, so that a watcher sending a byte at a time cannot hold its slot
+/// until the match ends. The inner error is the code sent back: `timeout`,
+/// `line_too_long`, or `bad_json` for bytes that are not UTF-8.
+async fn read_watch_line(
+    stream: &mut Async<TcpStream>,
+) -> io::Result<Result<String, &'static str>> {
+    let reading = async {
+        let mut line = Vec::new();
+        let mut chunk = [0u8; WATCH_READ_BYTES];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            // The end of the stream ends the line too: what came is judged as it is.
+            let end = chunk[..n].iter().position(|&b| b == b'\n');
+            line.extend_from_slice(&chunk[..end.unwrap_or(n)]);
+            if line.len() as u64 > LINE_BYTES_MAX {
+                return Ok(Err("line_too_long"));
+            }
+            if n == 0 || end.is_some() {
+                return Ok(String::from_utf8(line).map_err(|_| "bad_json"));
+            }
         }
-        stream.set_read_timeout(Some(left))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) => match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return Ok(Err("timeout")),
-                _ => return Err(e),
-            },
-        };
-        // The end of the stream ends the line too: what came is judged as it is.
-        let end = chunk[..n].iter().position(|&b| b == b'\n');
-        line.extend_from_slice(&chunk[..end.unwrap_or(n)]);
-        if line.len() as u64 > LINE_BYTES_MAX {
-            return Ok(Err("line_too_long"));
-        }
-        if n == 0 || end.is_some() {
-            return Ok(String::from_utf8(line).map_err(|_| "bad_json"));
-        }
-    }
+    };
+    reading
+        .or(async {
+            Timer::after(Duration::from_millis(WATCH_REQUEST_TIMEOUT_MS)).await;
+            Ok(Err("timeout"))
+        })
+        .await
 }
 
 /// Checks a `watch` line: the match, then the token by the session rule (SPEC §3), with
 /// the lobby's codes.
-fn check_watch(
-    line: &str,
-    (db, rule): (&DbPool, &SessionRule),
-    match_id: u64,
-    peer: IpAddr,
-) -> Result<(), &'static str> {
-    let token = parse_watch(line, match_id)?;
-    match rule.check(db, &token, peer, Idle::Applies, db::now_ms()) {
+fn check_watch(line: &str, gate: &Gate, peer: IpAddr) -> Result<(), &'static str> {
+    let token = parse_watch(line, gate.match_id)?;
+    match gate
+        .rule
+        .check(&gate.db, &token, peer, Idle::Applies, db::now_ms())
+    {
         Ok(_) => Ok(()),
         Err(Denied::Refused(refusal)) => Err(refusal.code()),
         Err(Denied::Db(_)) => Err("unavailable"),
