@@ -62,13 +62,15 @@ fn warm_game(players: usize) -> Game {
 }
 
 /// One tick as the play server runs it: the step, the view encoded once, and each
-/// player's `state` line; returns the bytes it would write.
+/// player's `state` line written into an output buffer; returns the bytes it would write.
 fn tick(game: &mut Game) -> usize {
     game.step();
-    let players = game.view().to_string();
-    (0..game.players())
-        .map(|p| black_box(wire::state_line(game.tick(), game.ack(p), &players)).len() + 1)
-        .sum()
+    let state = wire::StateLine::new(game.tick(), &game.view());
+    let mut out = Vec::new();
+    for p in 0..game.players() {
+        state.write_to(game.ack(p), &mut out);
+    }
+    black_box(out).len()
 }
 
 fn play_tick(c: &mut Criterion) {
@@ -186,14 +188,11 @@ fn observer_fanout(c: &mut Criterion) {
     let token = data.session("user1");
     let mut game = warm_game(OBSERVED_PLAYERS);
     // One line every watcher must get proves they were all admitted.
-    let first = format!(
-        "{}\n",
-        wire::state_line(game.tick(), 0, &game.view().to_string())
-    );
+    let first = format!("{}\n", wire::state_line(game.tick(), 0, &game.view()));
     let mut round = Vec::new();
     for _ in 0..LINES_PER_ROUND {
         game.step();
-        let line = wire::state_line(game.tick(), 0, &game.view().to_string());
+        let line = wire::state_line(game.tick(), 0, &game.view());
         round.extend_from_slice(line.as_bytes());
         round.push(b'\n');
     }

@@ -74,7 +74,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(In::Status | In::Subscribe { .. } | In::Observe { .. }) | Err(_) => {}
         }
         game.step();
-        for cat in game.view().as_array().unwrap() {
+        let view: serde_json::Value = serde_json::from_str(&game.view()).unwrap();
+        for cat in view.as_array().unwrap() {
             let (x, y) = (cat["x"].as_f64().unwrap(), cat["y"].as_f64().unwrap());
             assert!((0.0..=ARENA_SIZE).contains(&x) && (0.0..=ARENA_SIZE).contains(&y));
             assert!((0..=HP_START as i64).contains(&cat["hp"].as_i64().unwrap()));

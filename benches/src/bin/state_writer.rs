@@ -30,7 +30,12 @@ const READ_IDLE_S: u64 = 10;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let parsed = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["serve", players, seconds] => players
             .parse()
             .ok()
@@ -64,7 +69,7 @@ fn state_line() -> String {
         game.add(&format!("user{p}"));
     }
     game.step();
-    format!("{}\n", wire::state_line(game.tick(), 1, &game.view().to_string()))
+    format!("{}\n", wire::state_line(game.tick(), 1, &game.view()))
 }
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.

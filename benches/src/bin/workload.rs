@@ -83,7 +83,9 @@ fn login_fast(count: u64) {
         let id = format!("user{}", n % LOGIN_USERS + 1);
         let body = serde_json::json!({"id": id, "password": users::seed_password(&id)});
         let tcp = TcpStream::connect(profile.addr()).expect("a connection to profile");
-        let tls = connector.connect("localhost", tcp).expect("a TLS handshake");
+        let tls = connector
+            .connect("localhost", tcp)
+            .expect("a TLS handshake");
         Conn::over(tls)
             .exchange(&raw::post_json("/v1/login", &body.to_string()))
             .expect("a granted login");
@@ -116,9 +118,11 @@ fn tick_64(count: u64) {
     for _ in 0..count {
         let mut game = warm.clone();
         game.step();
-        let players = game.view().to_string();
+        let state = wire::StateLine::new(game.tick(), &game.view());
+        let mut out = Vec::new();
         for p in 0..game.players() {
-            black_box(wire::state_line(game.tick(), game.ack(p), &players));
+            state.write_to(game.ack(p), &mut out);
         }
+        black_box(out);
     }
 }

@@ -2,7 +2,7 @@
 //! server is authoritative: inputs are intents (a direction and a trigger), validated and
 //! applied at the next tick; positions, hits and HP are computed here only.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// The arena is a square of this side, in world units.
 pub const ARENA_SIZE: f64 = 100.0;
@@ -62,6 +62,20 @@ pub struct Cat {
     /// The last input `seq` applied (acknowledged in `state`).
     pub ack: u64,
     received: u64,
+}
+
+/// The cats as the `players` array serializes them.
+struct View<'a>(&'a [Cat]);
+
+impl Serialize for View<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().enumerate().map(|(p, c)| CatView {
+            p,
+            x: (c.x * 100.0).round() / 100.0,
+            y: (c.y * 100.0).round() / 100.0,
+            hp: c.hp.max(0),
+        }))
+    }
 }
 
 #[derive(Serialize)]
@@ -202,20 +216,10 @@ impl Game {
         self.cats.len() > 1 && self.cats.iter().filter(|c| c.hp > 0).count() <= 1
     }
 
-    /// The `players` array of a `state` line.
-    pub fn view(&self) -> serde_json::Value {
-        let cats: Vec<CatView> = self
-            .cats
-            .iter()
-            .enumerate()
-            .map(|(p, c)| CatView {
-                p,
-                x: (c.x * 100.0).round() / 100.0,
-                y: (c.y * 100.0).round() / 100.0,
-                hp: c.hp.max(0),
-            })
-            .collect();
-        serde_json::to_value(cats).expect("plain values serialize")
+    /// The `players` array of a `state` line, encoded straight from the cats: it runs
+    /// every tick of every match, and a JSON tree in between cost an allocation per field.
+    pub fn view(&self) -> String {
+        serde_json::to_string(&View(&self.cats)).expect("plain values serialize")
     }
 
     /// The ack for player `p`.
@@ -255,6 +259,10 @@ impl Game {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view(g: &Game) -> serde_json::Value {
+        serde_json::from_str(&g.view()).unwrap()
+    }
 
     #[test]
     fn inputs_are_validated_and_acked_at_the_next_tick() {
@@ -306,7 +314,7 @@ mod tests {
             g.input(p, seq, 1.0, 0.0, false).unwrap();
             g.step();
         }
-        let x = g.view()[0]["x"].as_f64().unwrap();
+        let x = view(&g)[0]["x"].as_f64().unwrap();
         assert_eq!(x, ARENA_SIZE);
     }
 
@@ -320,7 +328,7 @@ mod tests {
         while !g.decided() && g.tick() < 2000 {
             seq += 1;
             for p in [a, b] {
-                let v = g.view()[p].clone();
+                let v = view(&g)[p].clone();
                 let (dx, dy) = (
                     ARENA_SIZE / 2.0 - v["x"].as_f64().unwrap(),
                     ARENA_SIZE / 2.0 - v["y"].as_f64().unwrap(),

@@ -42,7 +42,7 @@ use game::Game;
 use metrics::PlayMetrics;
 use results::{Finished, Job, Report};
 use spawners::{SpawnReply, SpawnRequest};
-use wire::{Conn, Role};
+use wire::{Conn, Role, StateLine};
 
 /// Open connections; beyond it new ones are told `busy` and closed at once.
 pub const CONNS_MAX: usize = 16_000;
@@ -469,19 +469,17 @@ impl Play {
             }
             m.game.step();
             let tick = m.game.tick();
-            let players = m.game.view().to_string();
+            let state = StateLine::new(tick, &m.game.view());
             for (p, slot) in m.players.iter().enumerate() {
                 let Some((key, gen)) = *slot else { continue };
-                let ack = m.game.ack(p);
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
-                    conn.send_line(&wire::state_line(tick, ack, &players));
+                    conn.send_state(&state, m.game.ack(p));
                     touched.push(key);
                 }
             }
-            let observed = wire::state_line(tick, 0, &players);
             for &(key, gen) in &m.subscribers {
                 if let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
-                    conn.send_line(&observed);
+                    conn.send_state(&state, 0);
                     touched.push(key);
                 }
             }

@@ -141,12 +141,24 @@ impl Conn {
 
     /// Queues one line; past the output cap the client is a slow consumer and is closed.
     pub fn send_line(&mut self, line: &str) {
-        if self.out.len() - self.out_pos > OUT_BYTES_MAX {
-            self.closing = true;
-            return;
+        if self.has_room() {
+            self.out.extend_from_slice(line.as_bytes());
+            self.out.push(b'\n');
         }
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.push(b'\n');
+    }
+
+    /// Queues this tick's `state` line with the receiver's `ack`, under the same cap.
+    pub fn send_state(&mut self, state: &StateLine, ack: u64) {
+        if self.has_room() {
+            state.write_to(ack, &mut self.out);
+        }
+    }
+
+    /// False past the output cap, and then the client is a slow consumer and closes.
+    fn has_room(&mut self) -> bool {
+        let room = self.out.len() - self.out_pos <= OUT_BYTES_MAX;
+        self.closing |= !room;
+        room
     }
 
     /// Queues `{"t":"error","error":code}`.
@@ -235,7 +247,36 @@ pub enum In {
 /// The `state` line of one tick (SPEC §3), without its newline: `players` is the match's
 /// encoded view, `ack` the last input of the receiving player applied (0 for observers).
 pub fn state_line(tick: u64, ack: u64, players: &str) -> String {
-    format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":{ack},\"players\":{players}}}")
+    let mut line = Vec::new();
+    StateLine::new(tick, players).write_to(ack, &mut line);
+    line.pop();
+    String::from_utf8(line).expect("a state line is JSON text")
+}
+
+/// One tick's `state` line cut around its `ack`, the only part that differs between
+/// the players of a match: each player's line is two copies and a number, written
+/// straight into its output, with no line built per player.
+#[derive(Debug)]
+pub struct StateLine {
+    head: String,
+    tail: String,
+}
+
+impl StateLine {
+    /// The line of `tick` for a match whose encoded view is `players`.
+    pub fn new(tick: u64, players: &str) -> StateLine {
+        StateLine {
+            head: format!("{{\"t\":\"state\",\"tick\":{tick},\"ack\":"),
+            tail: format!(",\"players\":{players}}}\n"),
+        }
+    }
+
+    /// Appends the line, with its newline, for a player whose last applied input is `ack`.
+    pub fn write_to(&self, ack: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head.as_bytes());
+        write!(out, "{ack}").expect("writing to a Vec cannot fail");
+        out.extend_from_slice(self.tail.as_bytes());
+    }
 }
 
 /// Parses a line; the error is the code sent back.
