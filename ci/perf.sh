@@ -173,7 +173,8 @@ PY
 
 # Resident memory per idle connection of each server process: IDLE_CONNS connections
 # opened to it and held (accepted, nothing sent, well inside the loops' request and
-# handshake timeouts), its RSS read before and while they are held.
+# handshake timeouts), its RSS read before and while they are held. Profile is measured
+# a second time with each connection past its TLS handshake, idle between requests.
 idle_memory() {
   local dir=$work/idle
   mkdir -p "$dir"
@@ -184,22 +185,29 @@ idle_memory() {
   [ -f "$dir/topology.json" ] || { echo "topology did not come up: $dir/up.log" >&2; return 1; }
   sleep 1
   taskset -c "$LOAD_CORE" python3 - "$dir/topology.json" "$IDLE_CONNS" >"$out/raw/idle-connections.txt" <<'PY'
-import json, resource, socket, sys, time
+import json, resource, socket, ssl, sys, time
 topology, conns = json.load(open(sys.argv[1])), int(sys.argv[2])
+# The self-signed test certificate: what is measured is the server's memory.
+tls = ssl.create_default_context()
+tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 def rss_kib(pid):
     return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
-for s in topology["services"]:
+def hold(s, name, connect):
     host, port = s["addr"].rsplit(":", 1)
     before = rss_kib(s["pid"])
-    held = [socket.create_connection((host, int(port))) for _ in range(conns)]
+    held = [connect(socket.create_connection((host, int(port)))) for _ in range(conns)]
     time.sleep(1)  # the loop accepts and registers them all
     after = rss_kib(s["pid"])
     for c in held:
         c.close()
-    print(json.dumps({"service": s["name"], "connections": conns, "rss_before_kib": before, "rss_after_kib": after}))
+    print(json.dumps({"service": name, "connections": conns, "rss_before_kib": before, "rss_after_kib": after}))
     time.sleep(0.5)
+for s in topology["services"]:
+    hold(s, s["name"], lambda c: c)
+    if s["name"] == "profile":
+        hold(s, "profile, after the TLS handshake", tls.wrap_socket)
 PY
   stop "$up"
   while read -r line; do record idle_connection 0 "${line:1:-1}"; done <"$out/raw/idle-connections.txt"

@@ -27,6 +27,8 @@ impl std::fmt::Debug for Tls {
 #[derive(Debug)]
 pub(super) enum Transport {
     Plain(TcpStream),
+    /// A TLS connection whose client has sent nothing yet.
+    Hello(Option<TcpStream>),
     Handshaking(Option<MidHandshakeTlsStream<TcpStream>>),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -35,13 +37,30 @@ impl Transport {
     pub(super) fn socket(&mut self) -> Option<&mut TcpStream> {
         match self {
             Transport::Plain(s) => Some(s),
+            Transport::Hello(s) => s.as_mut(),
             Transport::Handshaking(mid) => mid.as_mut().map(|m| m.get_mut()),
             Transport::Tls(t) => Some(t.get_mut()),
         }
     }
 
     /// Advances a TLS handshake; true once the stream carries application data.
-    pub(super) fn ready(&mut self) -> io::Result<bool> {
+    pub(super) fn ready(&mut self, tls: Option<&Tls>) -> io::Result<bool> {
+        if let Transport::Hello(waiting) = self {
+            // The TLS session and its buffers (about 40 KiB) are made once the client's
+            // first bytes are in: until then a connection costs its socket only.
+            let Some(stream) = waiting.take_if(|s| has_bytes(s).unwrap_or(true)) else {
+                return Ok(false);
+            };
+            let Some(Tls(acceptor)) = tls else {
+                return Err(io::Error::other("a TLS connection on a loop without TLS"));
+            };
+            *self = match acceptor.accept(stream) {
+                Ok(tls) => Transport::Tls(Box::new(tls)),
+                Err(HandshakeError::WouldBlock(mid)) => Transport::Handshaking(Some(mid)),
+                Err(HandshakeError::Failure(err)) => return Err(io::Error::other(err)),
+            };
+            return Ok(matches!(self, Transport::Tls(_)));
+        }
         let Transport::Handshaking(mid) = self else {
             return Ok(true);
         };
@@ -62,12 +81,24 @@ impl Transport {
     }
 }
 
+/// True once the peer has sent a byte or closed; an error means the socket failed, and
+/// the handshake that follows reports it.
+fn has_bytes(stream: &TcpStream) -> io::Result<bool> {
+    match stream.peek(&mut [0u8; 1]) {
+        Ok(_) => Ok(true),
+        Err(e) if would_block(&e) || interrupted(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(t) => t.read(buf),
-            Transport::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Transport::Hello(_) | Transport::Handshaking(_) => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
         }
     }
 }
@@ -77,7 +108,9 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(t) => t.write(buf),
-            Transport::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Transport::Hello(_) | Transport::Handshaking(_) => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
         }
     }
 
@@ -85,7 +118,7 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => s.flush(),
             Transport::Tls(t) => t.flush(),
-            Transport::Handshaking(_) => Ok(()),
+            Transport::Hello(_) | Transport::Handshaking(_) => Ok(()),
         }
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use native_tls::{HandshakeError, TlsAcceptor};
+use native_tls::TlsAcceptor;
 use slab::Slab;
 
 use crate::runtime::http::Response;
@@ -247,14 +247,7 @@ impl<H: Handler> Server<H> {
             }
             let (stream, handshake_started) = match &self.tls {
                 None => (Transport::Plain(stream), None),
-                Some(Tls(acceptor)) => match acceptor.accept(stream) {
-                    Ok(tls) => (Transport::Tls(Box::new(tls)), None),
-                    Err(HandshakeError::WouldBlock(mid)) => {
-                        (Transport::Handshaking(Some(mid)), Some(Instant::now()))
-                    }
-                    // The socket is closed with the failed handshake; epoll forgets it.
-                    Err(HandshakeError::Failure(_)) => continue,
-                },
+                Some(_) => (Transport::Hello(Some(stream)), Some(Instant::now())),
             };
             self.next_gen += 1;
             entry.insert(Conn {
@@ -279,7 +272,7 @@ impl<H: Handler> Server<H> {
         if !self.conns.contains(key) {
             return;
         }
-        match self.conns[key].stream.ready() {
+        match self.conns[key].stream.ready(self.tls.as_ref()) {
             Ok(true) => {}
             Ok(false) => return,
             Err(_) => return self.close(key),
