@@ -8,6 +8,7 @@
 
 use super::http::{connect, REQUEST_TIMEOUT_MS};
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -18,6 +19,13 @@ use tokio::net::TcpStream;
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
 /// Each read asks for this much at once: a few `state` lines of a full match.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    /// Where every line connection a runtime thread drives reads to, zeroed once: the
+    /// read is synchronous between two awaits, so no two connections share it at once,
+    /// and a zeroed array per read cost more than parsing the line it read.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK_BYTES].into_boxed_slice());
+}
 
 /// Why a line connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -199,13 +207,17 @@ impl LineConn {
             // Waiting for readiness consumes nothing, so it is the only await; the read
             // itself is synchronous and leaves `buf` whole whatever it returns.
             self.stream.readable().await.map_err(LineError::Io)?;
-            // The chunk lives on the stack between two awaits, so an idle connection
-            // keeps only what it has not parsed yet: thousands of players waiting for
-            // their next tick must not hold a read buffer each.
-            let mut chunk = [0u8; READ_CHUNK_BYTES];
-            match self.stream.try_read(&mut chunk) {
+            // The read lands in the thread's scratch buffer, so an idle connection keeps
+            // only what it has not parsed yet: thousands of players waiting for their
+            // next tick must not hold a read buffer each.
+            let read: io::Result<usize> = SCRATCH.with_borrow_mut(|chunk| {
+                let n = self.stream.try_read(chunk)?;
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            });
+            match read {
                 Ok(0) => return Err(LineError::Closed),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(LineError::Io(e)),
             }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsAcceptor, TlsStream};
 
-use super::{interrupted, would_block, INBUF_BYTES_MAX, READ_CHUNK_BYTES};
+use super::{interrupted, would_block, INBUF_BYTES_MAX};
 use crate::runtime::http::{Body, Response};
 
 /// The acceptor of a TLS server (native-tls gives it no `Debug`).
@@ -173,13 +173,12 @@ impl Chunk {
 
 /// Reads until `WouldBlock` or the buffer cap. Returns whether reading stopped at the cap
 /// (more may be waiting) and marks a peer's end of stream.
-pub(super) fn read_available(conn: &mut Conn) -> io::Result<bool> {
-    let mut chunk = [0u8; READ_CHUNK_BYTES];
+pub(super) fn read_available(conn: &mut Conn, chunk: &mut [u8]) -> io::Result<bool> {
     while !conn.read_closed {
         if conn.inbuf.len() >= INBUF_BYTES_MAX {
             return Ok(true);
         }
-        match conn.stream.read(&mut chunk) {
+        match conn.stream.read(chunk) {
             Ok(0) => conn.read_closed = true,
             Ok(n) => {
                 if conn.inbuf.is_empty() && conn.request_started.is_none() {

@@ -118,6 +118,10 @@ pub struct Server<H> {
     next_gen: u64,
     tls: Option<Tls>,
     metrics: HttpMetrics,
+    /// Where every connection's `read` lands before its bytes join the connection's
+    /// buffer: one per loop, zeroed once (a zeroed array per read cost 16 K
+    /// instructions, 40 % of a lobby request).
+    scratch: Box<[u8]>,
 }
 
 impl<H: Handler> Server<H> {
@@ -144,6 +148,7 @@ impl<H: Handler> Server<H> {
             next_gen: 0,
             tls: None,
             metrics: HttpMetrics::default(),
+            scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
         })
     }
 
@@ -278,7 +283,7 @@ impl<H: Handler> Server<H> {
             Err(_) => return self.close(key),
         }
         for _ in 0..ROUNDS_PER_EVENT_MAX {
-            let read_more = match read_available(&mut self.conns[key]) {
+            let read_more = match read_available(&mut self.conns[key], &mut self.scratch) {
                 Ok(more) => more,
                 Err(_) => return self.close(key),
             };

@@ -154,6 +154,9 @@ struct Play {
     /// When this process began serving (ms since the Unix epoch).
     started_ms: i64,
     metrics: PlayMetrics,
+    /// Where every connection's `read` lands: one per loop, zeroed once, since a zeroed
+    /// array per read cost more than the line it read.
+    scratch: Box<[u8]>,
 }
 
 impl Play {
@@ -245,7 +248,7 @@ impl Play {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let read = conn.read_lines();
+        let read = conn.read_lines(&mut self.scratch);
         if !read.lines.is_empty() {
             conn.last_line = Instant::now();
             self.metrics.lines(read.lines.len());
@@ -596,6 +599,7 @@ pub fn start(listener: TcpListener, config: PlayConfig) -> Result<Running, Setup
         clock: Clock::default(),
         started_ms: db::now_ms(),
         metrics: metrics.clone(),
+        scratch: vec![0; wire::READ_CHUNK_BYTES].into_boxed_slice(),
     };
     let server = std::thread::Builder::new()
         .name("play".into())

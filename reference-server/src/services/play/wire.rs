@@ -16,8 +16,8 @@ pub const LINE_BYTES_MAX: usize = 64 * 1024;
 pub const OUT_BYTES_MAX: usize = 1024 * 1024;
 /// Bad lines a client may send before it is disconnected.
 pub const BAD_LINES_MAX: u32 = 10;
-/// Bytes read per `read` call.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes read per `read` call: the size of the loop's buffer that [`Conn::read_lines`] reads into.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Bytes read from one connection per readiness event; the rest waits for a fresh
 /// event, so a client that sends as fast as it can neither holds the loop nor grows its
 /// buffer while the others wait.
@@ -85,9 +85,9 @@ impl Conn {
     }
 
     /// Reads until `WouldBlock` or [`READ_BYTES_PER_EVENT_MAX`] and returns the complete
-    /// lines; a line over [`LINE_BYTES_MAX`] ends them with an error code.
-    pub fn read_lines(&mut self) -> Lines {
-        let mut chunk = [0u8; READ_CHUNK_BYTES];
+    /// lines; a line over [`LINE_BYTES_MAX`] ends them with an error code. Each `read`
+    /// lands in `chunk`, the loop's scratch buffer.
+    pub fn read_lines(&mut self, chunk: &mut [u8]) -> Lines {
         let mut read = 0;
         let mut more = false;
         loop {
@@ -95,7 +95,7 @@ impl Conn {
                 more = true;
                 break;
             }
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(chunk) {
                 Ok(0) => {
                     self.read_closed = true;
                     break;
