@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::client;
+use crate::runtime::client::{self, ClientError};
 use crate::runtime::event_loop::{Ctx, Handler, Limits, Reply, Server};
 use crate::runtime::http::{self, Request, Response};
 use crate::runtime::running::{sleep_unless_stopped, Running};
@@ -268,7 +268,7 @@ fn register_metrics(running: &Running, shared: &Arc<Shared>) {
 fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
     // A peer gets half the deadline to answer: long enough that a busy machine does not
     // fake a death, short enough that a hung peer is noticed before the deadline. A
-    // dead peer refuses the connection at once either way.
+    // dead peer refuses the connection at once, and the election acts on that at once.
     let timeout = (config.heartbeat_deadline / 2).max(config.heartbeat_interval);
     loop {
         let seen = match client::get(config.peer, "/v1/status", timeout)
@@ -276,6 +276,9 @@ fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
         {
             Ok(status) if status.role == "active" => PeerSeen::Active(status.epoch),
             Ok(status) => PeerSeen::Standby(status.epoch),
+            Err(ClientError::Connect(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                PeerSeen::Refused
+            }
             Err(_) => PeerSeen::Unreachable,
         };
         let transition = shared

@@ -31,6 +31,8 @@ pub enum PeerSeen {
     Standby(u64),
     /// The peer did not answer in time.
     Unreachable,
+    /// Nothing listens at the peer's address: its host answered, its process is gone.
+    Refused,
 }
 
 /// A change of role decided by [`Election::observe`].
@@ -50,6 +52,8 @@ pub struct Election {
     active: bool,
     deadline: Duration,
     last_peer_active: Instant,
+    /// Whether the peer has been seen active since this process started.
+    peer_was_active: bool,
     epoch_file: Option<PathBuf>,
 }
 
@@ -79,6 +83,7 @@ impl Election {
             active: false,
             deadline,
             last_peer_active,
+            peer_was_active: false,
             epoch_file,
         }
     }
@@ -98,6 +103,7 @@ impl Election {
         match seen {
             PeerSeen::Active(peer_epoch) => {
                 self.last_peer_active = now;
+                self.peer_was_active = true;
                 let peer_wins = peer_epoch > self.epoch
                     || (peer_epoch == self.epoch && self.role == Role::Observer);
                 let was_active = self.active;
@@ -112,11 +118,24 @@ impl Election {
                 self.maybe_promote(now)
             }
             PeerSeen::Unreachable => self.maybe_promote(now),
+            // An active peer whose port now refuses connections died: waiting out the
+            // deadline would only lengthen the failover. Before the peer was ever seen
+            // active, a refusal may just be a peer still starting, which keeps its
+            // deadline to show up.
+            PeerSeen::Refused if self.peer_was_active => self.promote(),
+            PeerSeen::Refused => self.maybe_promote(now),
         }
     }
 
     fn maybe_promote(&mut self, now: Instant) -> Option<Transition> {
-        if self.active || now.duration_since(self.last_peer_active) < self.deadline {
+        if now.duration_since(self.last_peer_active) < self.deadline {
+            return None;
+        }
+        self.promote()
+    }
+
+    fn promote(&mut self) -> Option<Transition> {
+        if self.active {
             return None;
         }
         self.epoch += 1;
@@ -177,6 +196,30 @@ mod tests {
         assert_eq!(
             e.observe(PeerSeen::Unreachable, at(t0, 400)),
             Some(Transition::Promoted(2))
+        );
+    }
+
+    #[test]
+    fn an_active_peer_whose_port_refuses_is_replaced_at_once() {
+        let t0 = Instant::now();
+        let mut e = Election::new(Role::Observer, DEADLINE, None, t0);
+        assert_eq!(e.observe(PeerSeen::Active(1), at(t0, 100)), None);
+        assert_eq!(
+            e.observe(PeerSeen::Refused, at(t0, 200)),
+            Some(Transition::Promoted(2))
+        );
+        assert_eq!(e.observe(PeerSeen::Refused, at(t0, 300)), None);
+    }
+
+    #[test]
+    fn a_peer_never_seen_active_keeps_its_deadline_to_start() {
+        let t0 = Instant::now();
+        let mut e = Election::new(Role::Observer, DEADLINE, None, t0);
+        assert_eq!(e.observe(PeerSeen::Refused, at(t0, 100)), None);
+        assert_eq!(e.observe(PeerSeen::Refused, at(t0, 299)), None);
+        assert_eq!(
+            e.observe(PeerSeen::Refused, at(t0, 300)),
+            Some(Transition::Promoted(1))
         );
     }
 
