@@ -115,7 +115,13 @@ impl Election {
             }
             PeerSeen::Standby(peer_epoch) => {
                 self.raise_epoch(peer_epoch);
-                self.maybe_promote(now)
+                // A peer seen active that now answers as standby lost its role (it was
+                // restarted): nobody serves picks until this process does.
+                if self.peer_was_active {
+                    self.promote()
+                } else {
+                    self.maybe_promote(now)
+                }
             }
             PeerSeen::Unreachable => self.maybe_promote(now),
             // An active peer whose port now refuses connections died: waiting out the
@@ -209,6 +215,17 @@ mod tests {
             Some(Transition::Promoted(2))
         );
         assert_eq!(e.observe(PeerSeen::Refused, at(t0, 300)), None);
+    }
+
+    #[test]
+    fn an_active_peer_back_as_standby_is_replaced_at_once() {
+        let t0 = Instant::now();
+        let mut e = Election::new(Role::Observer, DEADLINE, None, t0);
+        assert_eq!(e.observe(PeerSeen::Active(3), at(t0, 100)), None);
+        assert_eq!(
+            e.observe(PeerSeen::Standby(3), at(t0, 200)),
+            Some(Transition::Promoted(4))
+        );
     }
 
     #[test]
