@@ -222,7 +222,7 @@ impl Report {
         let unavailable: u64 = failover.kills.iter().map(|k| k.unavailable).sum();
         let _ = writeln!(
             out,
-            "failover: {} balancer kill(s), gaps {}; median {}, max {}; {unavailable} unavailable answers",
+            "failover: {} balancer fault(s), gaps {}; median {}, max {}; {unavailable} unavailable answers",
             failover.kills.len(),
             gaps.join(", "),
             failover.median_ms.map_or("-".to_string(), |g| format!("{g:.1} ms")),
