@@ -24,6 +24,9 @@ use crate::services::balancer_observer::{Election, PeerSeen, Role, Transition};
 /// A health check slower than this marks the node unhealthy: a node that cannot answer
 /// `/healthz` in a quarter second will not serve a download well either.
 const HEALTH_TIMEOUT_MS: u64 = 250;
+/// The shortest heartbeat timeout, near the deadline: a loopback or LAN round trip of a
+/// loaded peer fits in it, so a live peer is not declared dead for want of a few ms.
+const HEARTBEAT_TIMEOUT_MIN_MS: u64 = 20;
 /// Most endpoints one pick may ask for.
 pub const PICK_N_MAX: usize = 16;
 
@@ -269,8 +272,18 @@ fn heartbeat(shared: &Shared, stop: &AtomicBool, config: &BalancerConfig) {
     // A peer gets half the deadline to answer: long enough that a busy machine does not
     // fake a death, short enough that a hung peer is noticed before the deadline. A
     // dead peer refuses the connection at once, and the election acts on that at once.
-    let timeout = (config.heartbeat_deadline / 2).max(config.heartbeat_interval);
+    let patience = (config.heartbeat_deadline / 2).max(config.heartbeat_interval);
     loop {
+        // Nor does a heartbeat wait past the deadline: a silent peer is replaced when
+        // its deadline ends, not when a heartbeat that began before it times out.
+        let left = shared
+            .election
+            .lock()
+            .expect("election lock")
+            .until_deadline(Instant::now());
+        let timeout = left.map_or(patience, |left| {
+            left.clamp(Duration::from_millis(HEARTBEAT_TIMEOUT_MIN_MS), patience)
+        });
         let seen = match client::get(config.peer, "/v1/status", timeout)
             .and_then(|r| r.json::<Status>())
         {

@@ -98,6 +98,15 @@ impl Election {
         self.active
     }
 
+    /// How long until this process would promote itself if the peer stays silent (zero
+    /// once the deadline has passed); `None` while it is active.
+    pub fn until_deadline(&self, now: Instant) -> Option<Duration> {
+        (!self.active).then(|| {
+            self.deadline
+                .saturating_sub(now.saturating_duration_since(self.last_peer_active))
+        })
+    }
+
     /// Applies one heartbeat result.
     pub fn observe(&mut self, seen: PeerSeen, now: Instant) -> Option<Transition> {
         match seen {
@@ -226,6 +235,20 @@ mod tests {
             e.observe(PeerSeen::Standby(3), at(t0, 200)),
             Some(Transition::Promoted(4))
         );
+    }
+
+    #[test]
+    fn the_time_left_to_the_deadline_shrinks_with_silence() {
+        let t0 = Instant::now();
+        let mut e = Election::new(Role::Observer, DEADLINE, None, t0);
+        e.observe(PeerSeen::Active(1), t0);
+        assert_eq!(
+            e.until_deadline(at(t0, 100)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(e.until_deadline(at(t0, 400)), Some(Duration::ZERO));
+        e.observe(PeerSeen::Unreachable, at(t0, 400));
+        assert_eq!(e.until_deadline(at(t0, 500)), None);
     }
 
     #[test]
