@@ -30,10 +30,12 @@ pub const PLAY_SERVERS_MAX: usize = 100;
 pub const RESTART_DELAY_MS_DEFAULT: u64 = 1000;
 /// The first port of `up`'s fixed layout (SPEC §3's table); each service adds its offset.
 pub const BASE_PORT_DEFAULT: u16 = 7100;
-/// How often each balancer asks its peer for its status.
-pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
+/// How often each balancer asks its peer for its status: the last answer before a peer
+/// falls silent is at most this old, so the failover comes at most this long after the
+/// deadline (20 small requests a second each way).
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 /// A standby promotes itself when its peer has not answered as active for this long:
-/// three missed heartbeats, so one lost or slow answer is not a failover.
+/// several missed heartbeats, so one lost or slow answer is not a failover.
 pub const HEARTBEAT_DEADLINE_MS_DEFAULT: u64 = 300;
 /// How often every file node is health-checked by both balancers.
 pub const HEALTH_INTERVAL_MS_DEFAULT: u64 = 100;

@@ -15,7 +15,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,10 @@ use crate::runtime::running::Running;
 pub const PICK_N_DEFAULT: usize = 2;
 /// A balancer that takes longer than this to pick is treated as down for this request.
 const PICK_TIMEOUT_MS: u64 = 200;
+/// A balancer that did not answer is left aside this long: every pick would otherwise
+/// first wait out its timeout, on every pick worker, through a whole failover, and the
+/// first pick of the new term would queue behind them.
+const SILENT_ASIDE_MS: u64 = 1_000;
 /// Threads that talk to balancers. Picks are short loopback calls; four keep a slow
 /// balancer from queueing every update behind it.
 const PICK_WORKERS: usize = 4;
@@ -77,6 +81,8 @@ struct Picker {
 struct PickerState {
     preferred: usize,
     epoch_max: u64,
+    /// Balancers that did not answer, by index, and until when they are left aside.
+    aside_until: Vec<(usize, Instant)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,16 +105,37 @@ struct NodeView {
 }
 
 impl Picker {
-    fn pick(&self) -> Option<Pick> {
-        let (preferred, epoch_max) = {
-            let state = self.state.lock().expect("picker lock");
-            (state.preferred, state.epoch_max)
-        };
+    /// The balancers to ask, the preferred one first; those left aside come last, and
+    /// only when `with_silent` (a pick skips them unless no other is left).
+    fn order(&self, with_silent: bool) -> (Vec<usize>, u64) {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("picker lock");
+        state.aside_until.retain(|&(_, until)| until > now);
         let count = self.balancers.len();
+        let rotation = (0..count).map(|k| (state.preferred + k) % count);
+        let aside = |i: usize| state.aside_until.iter().any(|&(a, _)| a == i);
+        let (mut order, silent): (Vec<usize>, Vec<usize>) = rotation.partition(|&i| !aside(i));
+        if with_silent || order.is_empty() {
+            order.extend(silent);
+        }
+        (order, state.epoch_max)
+    }
+
+    /// Leaves balancer `i` aside for [`SILENT_ASIDE_MS`].
+    fn silent(&self, i: usize) {
+        let until = Instant::now() + Duration::from_millis(SILENT_ASIDE_MS);
+        let mut state = self.state.lock().expect("picker lock");
+        state.aside_until.retain(|&(a, _)| a != i);
+        state.aside_until.push((i, until));
+    }
+
+    fn pick(&self) -> Option<Pick> {
+        let (order, epoch_max) = self.order(false);
         let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
         let path = format!("/v1/pick?n={}", self.pick_n);
-        for i in (0..count).map(|k| (preferred + k) % count) {
+        for i in order {
             let Ok(response) = client::get(self.balancers[i], &path, timeout) else {
+                self.silent(i);
                 continue;
             };
             if response.status != 200 {
@@ -135,10 +162,13 @@ impl Picker {
     /// first, for an answer marked stale while no balancer picks. The epoch is the
     /// highest storage trusts, so clients never see a term go backwards.
     fn stale_view(&self) -> Option<Pick> {
-        let epoch_max = self.state.lock().expect("picker lock").epoch_max;
+        let (order, epoch_max) = self.order(true);
         let timeout = Duration::from_millis(PICK_TIMEOUT_MS);
-        self.balancers.iter().find_map(|&balancer| {
-            let response = client::get(balancer, "/v1/status", timeout).ok()?;
+        order.into_iter().find_map(|i| {
+            let Ok(response) = client::get(self.balancers[i], "/v1/status", timeout) else {
+                self.silent(i);
+                return None;
+            };
             let view = (response.status == 200)
                 .then(|| response.json::<BalancerView>().ok())
                 .flatten()?;
@@ -292,4 +322,37 @@ pub fn start(listener: TcpListener, config: StorageConfig, limits: Limits) -> io
         server.spawn("storage")?,
         Arc::new(AtomicBool::new(false)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker() -> Picker {
+        Picker {
+            balancers: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            pick_n: 1,
+            state: Mutex::new(PickerState::default()),
+        }
+    }
+
+    #[test]
+    fn a_silent_balancer_is_asked_last_for_a_view_and_not_at_all_for_a_pick() {
+        let p = picker();
+        assert_eq!(p.order(false).0, [0, 1]);
+        p.silent(0);
+        assert_eq!(p.order(false).0, [1]);
+        assert_eq!(p.order(true).0, [1, 0]);
+    }
+
+    #[test]
+    fn when_every_balancer_is_silent_each_is_asked_again() {
+        let p = picker();
+        p.silent(0);
+        p.silent(1);
+        assert_eq!(p.order(false).0, [0, 1]);
+    }
 }
