@@ -3,7 +3,7 @@
 # Prints every gap and the median; the full report lands in target/bench/failover.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace --locked
+cargo build --release --workspace --all-targets --locked
 out=target/bench/failover
 rm -rf "$out"
 target/release/catwar-sim run scenarios/failover.toml --out "$out" | grep -E '^(failover|result)'

@@ -30,7 +30,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
 need wrk wrk; need taskset util-linux; need curl curl
 
-cargo build --release --workspace --locked
+cargo build --release --workspace --all-targets --locked
 bin=target/release/catwar-server
 out=target/bench/generator
 rm -rf "$out"

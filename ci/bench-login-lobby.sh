@@ -29,7 +29,7 @@ FLOOD_CONNECTIONS=$((8 * LOGIN_QUEUE))
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
 need wrk wrk; need nginx nginx-light; need taskset util-linux; need openssl openssl
 
-cargo build --release --workspace --locked
+cargo build --release --workspace --all-targets --locked
 bin=target/release/catwar-server
 work=$(mktemp -d)
 pids=()

@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PLAYERS=${PLAYERS:-"1000 2500 5000"}
 SECONDS_RUN=${DURATION_S:-10}
-cargo build --release -p catwar-server --all-targets --locked
-cargo build --release -p catwar-benches --bin play-load --locked
+cargo build --release --workspace --all-targets --locked
 work=$(mktemp -d)
 up_pid=
 cleanup() { [ -n "$up_pid" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null; rm -rf "$work"; }

@@ -47,9 +47,9 @@ need wrk wrk; need nginx nginx-light; need openssl openssl; need taskset util-li
 
 started_s=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-# One build for every script below: theirs find it done.
-cargo build --release --workspace --locked
-cargo build --release -p catwar-server --all-targets --locked
+# One build for every script below, the one ci/test.sh makes: theirs find it done, and
+# a narrower build would unify features differently and compile the tree again.
+cargo build --release --workspace --all-targets --locked
 bin=target/release
 
 # The commit as the run starts: others may commit while it runs.
