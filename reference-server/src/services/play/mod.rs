@@ -9,6 +9,7 @@
 //! `join`, `input` from players; `status` from the lobby; `observe` from the router and
 //! `subscribe` from match observers (both with the internal key).
 
+mod clock;
 #[doc(hidden)]
 pub mod game;
 mod metrics;
@@ -38,6 +39,7 @@ use crate::runtime::running::Running;
 use crate::services::observer::Spawner;
 use crate::services::SetupError;
 
+use clock::Clock;
 use game::Game;
 use metrics::PlayMetrics;
 use results::{Finished, Job, Report};
@@ -53,8 +55,6 @@ pub const CONNS_MAX: usize = 16_000;
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 30_000;
 /// The line a connection beyond the cap gets before it is closed.
 const BUSY_LINE: &[u8] = b"{\"t\":\"error\",\"error\":\"busy\"}\n";
-/// Tick lateness samples kept for the p99 in `status`.
-const LATENESS_SAMPLES_MAX: usize = 10_000;
 /// A tick later than this many periods is not run late: the clock skips ahead and the
 /// skipped ticks are counted as missed.
 const TICKS_BEHIND_MAX: u32 = 5;
@@ -106,31 +106,6 @@ struct Match {
     /// Connection (key, generation) of each player, by player index.
     players: Vec<Option<(usize, u64)>>,
     subscribers: Vec<(usize, u64)>,
-}
-
-/// Tick-clock figures reported in `status`.
-#[derive(Debug, Default)]
-struct Clock {
-    ticks: u64,
-    missed: u64,
-    lateness_us: Vec<u32>,
-}
-
-impl Clock {
-    fn record(&mut self, late: Duration) {
-        self.ticks += 1;
-        if self.lateness_us.len() >= LATENESS_SAMPLES_MAX {
-            self.lateness_us.remove(0);
-        }
-        self.lateness_us
-            .push(late.as_micros().min(u32::MAX as u128) as u32);
-    }
-
-    fn late_p99_us(&self) -> u32 {
-        let mut sorted = self.lateness_us.clone();
-        sorted.sort_unstable();
-        sorted.get(sorted.len() * 99 / 100).copied().unwrap_or(0)
-    }
 }
 
 /// The play server's state, owned by its loop thread.
